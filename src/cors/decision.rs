@@ -1,0 +1,239 @@
+//! What a request is, and what S3 answers it: a grant of CORS headers or a refusal with S3's
+//! status, error code and XML body (spec §3, §4).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use http::header::{self, GetAll, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+
+use super::policy::Rule;
+
+/// The `Vary` value S3 sends with every CORS answer.
+pub const CORS_VARY: HeaderValue = HeaderValue::from_static(
+    "Origin, Access-Control-Request-Headers, Access-Control-Request-Method",
+);
+
+/// What a request names, as S3's error bodies call it (`<ResourceType>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Bucket,
+    Object,
+}
+
+impl Resource {
+    /// The bucket root is `/` (or empty); anything longer names an object key.
+    pub fn of_key(key: &str) -> Resource {
+        if key.trim_start_matches('/').is_empty() {
+            Resource::Bucket
+        } else {
+            Resource::Object
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Bucket => "BUCKET",
+            Resource::Object => "OBJECT",
+        }
+    }
+}
+
+/// The parts of an HTTP request that CORS looks at, borrowed from it.
+#[derive(Debug)]
+pub struct CorsRequest<'a> {
+    pub method: &'a Method,
+    pub origin: Option<&'a HeaderValue>,
+    /// `Access-Control-Request-Method`.
+    pub acrm: Option<&'a HeaderValue>,
+    /// Every `Access-Control-Request-Headers` line.
+    pub acrh: GetAll<'a, HeaderValue>,
+    pub resource: Resource,
+}
+
+impl<'a> CorsRequest<'a> {
+    pub fn new(method: &'a Method, headers: &'a HeaderMap, resource: Resource) -> Self {
+        CorsRequest {
+            method,
+            origin: headers.get(header::ORIGIN),
+            acrm: headers.get(header::ACCESS_CONTROL_REQUEST_METHOD),
+            acrh: headers.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS),
+            resource,
+        }
+    }
+
+    pub fn is_preflight(&self) -> bool {
+        self.method == Method::OPTIONS
+    }
+
+    /// S3 judges any request that carries ACRM or ACRH as if it were a preflight.
+    pub fn has_preflight_headers(&self) -> bool {
+        self.acrm.is_some() || self.acrh.iter().next().is_some()
+    }
+}
+
+/// Which kind of response the CORS headers go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseKind {
+    /// corsgate's own answer to an `OPTIONS` preflight.
+    Preflight,
+    /// The origin's answer to any other request.
+    Actual,
+}
+
+/// A rule matched: the CORS headers to send.
+#[derive(Clone, Debug)]
+pub struct Grant<'p> {
+    pub rule: &'p Rule,
+    pub allow_origin: HeaderValue,
+    /// Only on preflights, and only when ACRH named something.
+    pub allow_headers: Option<HeaderValue>,
+}
+
+impl Grant<'_> {
+    /// Every CORS header of the answer, `Vary` included, in S3's order.
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+        let rule = self.rule;
+        let credentials = (!rule.allows_any_origin())
+            .then(|| HeaderValue::from_static("true"))
+            .map(|v| (header::ACCESS_CONTROL_ALLOW_CREDENTIALS, v));
+        [
+            Some((
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                self.allow_origin.clone(),
+            )),
+            credentials,
+            Some((
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                rule.allow_methods_value().clone(),
+            )),
+            self.allow_headers
+                .clone()
+                .map(|v| (header::ACCESS_CONTROL_ALLOW_HEADERS, v)),
+            rule.expose_headers_value()
+                .cloned()
+                .map(|v| (header::ACCESS_CONTROL_EXPOSE_HEADERS, v)),
+            rule.max_age_value()
+                .cloned()
+                .map(|v| (header::ACCESS_CONTROL_MAX_AGE, v)),
+            Some((header::VARY, CORS_VARY)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// A preflight S3 refuses: status, error code and message, as S3 words them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub status: StatusCode,
+    pub reason: DenialReason,
+    /// `<Method>` of the 403 bodies: the ACRM value, or `OPTIONS` when there is none.
+    pub method: Option<String>,
+    /// `<ResourceType>` of the 403 bodies.
+    pub resource: Option<Resource>,
+}
+
+/// Why a preflight is refused, in the order S3 checks (spec §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenialReason {
+    MissingOrigin,
+    NoSuchBucket,
+    CorsNotEnabled,
+    /// ACRM missing (`None`) or not one of the five methods.
+    InvalidMethod(Option<String>),
+    NotAllowed,
+}
+
+const NOT_ALLOWED: &str = "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.";
+
+impl Denial {
+    pub fn code(&self) -> &'static str {
+        match self.reason {
+            DenialReason::MissingOrigin | DenialReason::InvalidMethod(_) => "BadRequest",
+            _ => "AccessForbidden",
+        }
+    }
+
+    pub fn message(&self) -> Cow<'static, str> {
+        match &self.reason {
+            DenialReason::MissingOrigin => {
+                "Insufficient information. Origin request header needed.".into()
+            }
+            DenialReason::NoSuchBucket => "CORSResponse: Bucket not found".into(),
+            DenialReason::CorsNotEnabled => {
+                "CORSResponse: CORS is not enabled for this bucket.".into()
+            }
+            DenialReason::InvalidMethod(m) => format!(
+                "Invalid Access-Control-Request-Method: {}",
+                m.as_deref().unwrap_or("null")
+            )
+            .into(),
+            DenialReason::NotAllowed => NOT_ALLOWED.into(),
+        }
+    }
+
+    /// S3's XML error body.
+    pub fn to_xml(&self, request_id: &str) -> String {
+        error_xml(
+            self.code(),
+            &self.message(),
+            self.method.as_deref(),
+            self.resource,
+            request_id,
+        )
+    }
+}
+
+/// An S3 `<Error>` document.
+pub fn error_xml(
+    code: &str,
+    message: &str,
+    method: Option<&str>,
+    resource: Option<Resource>,
+    request_id: &str,
+) -> String {
+    use quick_xml::escape::escape;
+    let mut out = String::with_capacity(512);
+    out.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let _ = write!(
+        out,
+        "<Error><Code>{}</Code><Message>{}</Message>",
+        escape(code),
+        escape(message)
+    );
+    if let Some(method) = method {
+        let _ = write!(out, "<Method>{}</Method>", escape(method));
+    }
+    if let Some(resource) = resource {
+        let _ = write!(out, "<ResourceType>{}</ResourceType>", resource.as_str());
+    }
+    let _ = write!(out, "<RequestId>{}</RequestId></Error>", escape(request_id));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_s3_shape() {
+        let d = Denial {
+            status: StatusCode::FORBIDDEN,
+            reason: DenialReason::CorsNotEnabled,
+            method: Some("GET".into()),
+            resource: Some(Resource::Bucket),
+        };
+        assert_eq!(
+            d.to_xml("R1"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessForbidden</Code><Message>CORSResponse: CORS is not enabled for this bucket.</Message><Method>GET</Method><ResourceType>BUCKET</ResourceType><RequestId>R1</RequestId></Error>"
+        );
+    }
+
+    #[test]
+    fn resource_type_follows_the_key() {
+        assert_eq!(Resource::of_key("/"), Resource::Bucket);
+        assert_eq!(Resource::of_key(""), Resource::Bucket);
+        assert_eq!(Resource::of_key("/a"), Resource::Object);
+    }
+}

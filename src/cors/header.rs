@@ -1,0 +1,259 @@
+//! Header names: `AllowedHeader` patterns and the request's `Access-Control-Request-Headers`.
+//!
+//! ACRH is attacker-controlled, so it is read once, linearly, into borrowed slices on the stack
+//! (no allocation), and refused outright past fixed bounds (spec §2 [decision]).
+
+use arrayvec::ArrayVec;
+use http::HeaderValue;
+
+use super::origin::wildcard_split;
+
+/// Most names one ACRH may list. Browsers list only the non-safelisted headers a script set,
+/// a handful in practice; a longer list is refused, so that the work per request stays bounded.
+pub const MAX_REQUESTED_HEADERS: usize = 128;
+
+/// Most bytes all ACRH lines of one request may hold together.
+pub const MAX_REQUESTED_HEADERS_BYTES: usize = 8 * 1024;
+
+/// A compiled `AllowedHeader` entry, lower-cased: header names compare case-insensitively.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderPattern {
+    Any,
+    Exact(Box<[u8]>),
+    Wildcard {
+        prefix: Box<[u8]>,
+        suffix: Box<[u8]>,
+    },
+}
+
+impl HeaderPattern {
+    /// Compiles one entry; `None` when it has more than one `*`.
+    pub fn parse(text: &str) -> Option<HeaderPattern> {
+        let lower = text.to_ascii_lowercase();
+        Some(match wildcard_split(&lower)? {
+            None => HeaderPattern::Exact(lower.as_bytes().into()),
+            Some(("", "")) => HeaderPattern::Any,
+            Some((prefix, suffix)) => HeaderPattern::Wildcard {
+                prefix: prefix.as_bytes().into(),
+                suffix: suffix.as_bytes().into(),
+            },
+        })
+    }
+
+    /// Compares case-insensitively; the pattern itself is stored lower-case.
+    pub fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            HeaderPattern::Any => true,
+            HeaderPattern::Exact(exact) => exact.eq_ignore_ascii_case(name),
+            HeaderPattern::Wildcard { prefix, suffix } => {
+                name.len() >= prefix.len() + suffix.len()
+                    && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+
+    /// True when every name `other` matches, this pattern matches too.
+    pub fn covers(&self, other: &HeaderPattern) -> bool {
+        match (self, other) {
+            (HeaderPattern::Any, _) => true,
+            (_, HeaderPattern::Any) => false,
+            (_, HeaderPattern::Exact(e)) => self.matches(e),
+            (HeaderPattern::Exact(_), HeaderPattern::Wildcard { .. }) => false,
+            (
+                HeaderPattern::Wildcard { prefix, suffix },
+                HeaderPattern::Wildcard {
+                    prefix: p2,
+                    suffix: s2,
+                },
+            ) => p2.starts_with(prefix) && s2.ends_with(suffix),
+        }
+    }
+}
+
+/// Why a request's ACRH can never be allowed, whatever the rules say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestedHeadersError {
+    /// More than [`MAX_REQUESTED_HEADERS`] names or [`MAX_REQUESTED_HEADERS_BYTES`] bytes.
+    TooLarge,
+    /// A name that is not an HTTP token (RFC 9110 §5.6.2): no rule may allow it.
+    NotAToken,
+}
+
+/// The names an ACRH lists: split on `,`, trimmed, empty items dropped, in request order.
+/// Names keep the request's case; patterns compare case-insensitively.
+#[derive(Clone, Debug, Default)]
+pub struct RequestedHeaders<'a> {
+    names: ArrayVec<&'a [u8], MAX_REQUESTED_HEADERS>,
+}
+
+impl<'a> RequestedHeaders<'a> {
+    /// Reads every ACRH line of a request (several lines are joined with `,`).
+    pub fn parse<I>(lines: I) -> Result<RequestedHeaders<'a>, RequestedHeadersError>
+    where
+        I: IntoIterator<Item = &'a HeaderValue>,
+    {
+        let mut out = RequestedHeaders {
+            names: ArrayVec::new(),
+        };
+        let mut total = 0usize;
+        for line in lines {
+            let bytes = line.as_bytes();
+            total += bytes.len();
+            if total > MAX_REQUESTED_HEADERS_BYTES {
+                return Err(RequestedHeadersError::TooLarge);
+            }
+            for item in bytes.split(|&b| b == b',') {
+                let name = trim_ows(item);
+                if name.is_empty() {
+                    continue;
+                }
+                if !name.iter().all(|&b| is_tchar(b)) {
+                    return Err(RequestedHeadersError::NotAToken);
+                }
+                out.names
+                    .try_push(name)
+                    .map_err(|_| RequestedHeadersError::TooLarge)?;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The names as sent.
+    pub fn names(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.names.iter().copied()
+    }
+
+    /// The first name no pattern allows, if any. A rule without patterns allows no name at all:
+    /// S3 has no safelist exception, not even for `content-type`.
+    pub fn first_refused(&self, patterns: &[HeaderPattern]) -> Option<&'a [u8]> {
+        if patterns.contains(&HeaderPattern::Any) {
+            return None;
+        }
+        self.names()
+            .find(|name| !patterns.iter().any(|p| p.matches(name)))
+    }
+
+    pub fn allowed_by(&self, patterns: &[HeaderPattern]) -> bool {
+        self.first_refused(patterns).is_none()
+    }
+
+    /// The `Access-Control-Allow-Headers` value S3 answers with: the requested names,
+    /// lower-cased, in request order, joined by `, `.
+    pub fn allow_headers_value(&self) -> Option<HeaderValue> {
+        if self.names.is_empty() {
+            return None;
+        }
+        let len = self.names.iter().map(|n| n.len() + 2).sum::<usize>() - 2;
+        let mut out = Vec::with_capacity(len);
+        for (i, name) in self.names.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend(name.iter().map(u8::to_ascii_lowercase));
+        }
+        // Every byte is a token character, so this cannot fail; stay total anyway.
+        HeaderValue::from_bytes(&out).ok()
+    }
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(lines: &[&str]) -> Result<Vec<String>, RequestedHeadersError> {
+        let values: Vec<HeaderValue> = lines
+            .iter()
+            .map(|l| HeaderValue::from_str(l).expect("test header value"))
+            .collect();
+        let parsed = RequestedHeaders::parse(values.iter())?;
+        Ok(parsed
+            .names()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect())
+    }
+
+    #[test]
+    fn splits_trims_and_drops_empty_items() {
+        assert_eq!(
+            parse(&[" Content-Type ,, x-amz-meta-a,\t"]),
+            Ok(vec!["Content-Type".to_string(), "x-amz-meta-a".to_string()])
+        );
+        assert_eq!(
+            parse(&["a", "b,c"]),
+            Ok(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(parse(&[""]), Ok(vec![]));
+    }
+
+    #[test]
+    fn non_tokens_and_oversize_lists_are_refused() {
+        assert_eq!(parse(&["x y"]), Err(RequestedHeadersError::NotAToken));
+        assert_eq!(parse(&["a:b"]), Err(RequestedHeadersError::NotAToken));
+        let many = vec!["h"; MAX_REQUESTED_HEADERS + 1].join(",");
+        assert_eq!(parse(&[&many]), Err(RequestedHeadersError::TooLarge));
+        let long = "h".repeat(MAX_REQUESTED_HEADERS_BYTES + 1);
+        assert_eq!(parse(&[&long]), Err(RequestedHeadersError::TooLarge));
+    }
+
+    #[test]
+    fn matching_ignores_case_and_allow_value_is_lower_case() {
+        let v = [HeaderValue::from_static("X-Amz-Meta-Color,content-type")];
+        let req = RequestedHeaders::parse(v.iter()).expect("valid");
+        let patterns = [
+            HeaderPattern::parse("x-amz-meta-*").expect("valid"),
+            HeaderPattern::parse("Content-Type").expect("valid"),
+        ];
+        assert!(req.allowed_by(&patterns));
+        assert!(!req.allowed_by(&patterns[..1]));
+        assert!(!req.allowed_by(&[]));
+        assert_eq!(
+            req.allow_headers_value(),
+            Some(HeaderValue::from_static("x-amz-meta-color, content-type"))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_agrees_with_a_naive_split(items in proptest::collection::vec("[ \t]{0,2}[A-Za-z-]{0,5}[ \t]{0,2}", 0..20)) {
+            let line = items.join(",");
+            let expected: Vec<String> = line
+                .split(',')
+                .map(|s| s.trim_matches([' ', '\t']).to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            prop_assert_eq!(parse(&[&line]), Ok(expected));
+        }
+
+        #[test]
+        fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+                let _ = RequestedHeaders::parse(std::iter::once(&v)).map(|r| r.allow_headers_value());
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The CORS core: S3 `CORSConfiguration` documents, their validation and compilation into a
+//! [`Policy`], and the exact S3 answer to any request.
+//!
+//! No I/O and no async here, ever: this is a pure function of (rules, request) that the server,
+//! the proxy and the command-line tools all call. Everything S3-exact lives in this module.
+
+pub mod decision;
+pub mod document;
+pub mod error;
+pub mod explain;
+pub mod header;
+pub mod lint;
+pub mod method;
+pub mod origin;
+pub mod policy;
+
+pub use decision::{CORS_VARY, CorsRequest, Denial, DenialReason, Grant, Resource, ResponseKind};
+pub use document::Document;
+pub use error::{ConfigError, Pos, Problem, ProblemKind, RuleRef, S3Code};
+pub use method::CorsMethod;
+pub use policy::{BucketCors, Decision, Policy, Rule};

@@ -1,0 +1,4 @@
+//! corsgate: a CORS enforcement gateway that gives any HTTP origin Amazon S3's exact bucket CORS
+//! behaviour.
+
+pub mod cors;
