@@ -1,4 +1,5 @@
 //! corsgate: a CORS enforcement gateway that gives any HTTP origin Amazon S3's exact bucket CORS
 //! behaviour.
 
+pub mod cli;
 pub mod cors;

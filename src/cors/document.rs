@@ -95,28 +95,52 @@ fn max_age_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Located<String
 impl Document {
     /// Reads a document, XML or JSON (whichever its first non-blank character says).
     ///
-    /// Only the shape is checked here; `validate` judges the values.
+    /// Only the shape is checked here; [`Policy::compile`](super::Policy::compile) judges the
+    /// values.
     pub fn parse(bytes: &[u8]) -> Result<Document, ConfigError> {
+        match Document::read(bytes) {
+            (Some(doc), problems) if problems.is_empty() => Ok(doc),
+            (_, problems) => Err(ConfigError { problems }),
+        }
+    }
+
+    /// Like [`Document::parse`], but keeps reading past problems that leave the document's
+    /// meaning clear (an unknown element, stray text), so that its values can be judged too and
+    /// every problem reported at once. The document is `None` when it could not be read at all.
+    pub fn read(bytes: &[u8]) -> (Option<Document>, Vec<Problem>) {
+        match Document::read_strict(bytes) {
+            Ok(doc) => (Some(doc), Vec::new()),
+            Err((doc, e)) => (doc, e.problems),
+        }
+    }
+
+    fn read_strict(bytes: &[u8]) -> Result<Document, (Option<Document>, ConfigError)> {
         if bytes.len() > MAX_DOCUMENT_BYTES {
-            return Err(Problem::new(ProblemKind::TooLarge {
-                size: bytes.len(),
-                limit: MAX_DOCUMENT_BYTES,
-            })
-            .into());
+            return Err((
+                None,
+                Problem::new(ProblemKind::TooLarge {
+                    size: bytes.len(),
+                    limit: MAX_DOCUMENT_BYTES,
+                })
+                .into(),
+            ));
         }
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => {
                 let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
                 let pos = Pos::at(valid, valid.len());
-                return Err(Problem::new(ProblemKind::NotUtf8).at(Some(pos)).into());
+                return Err((
+                    None,
+                    Problem::new(ProblemKind::NotUtf8).at(Some(pos)).into(),
+                ));
             }
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if text.trim_start().starts_with('{') {
-            Document::parse_json(text)
+            Document::parse_json(text).map_err(|e| (None, e))
         } else {
-            Document::parse_xml(text)
+            XmlReader::new(text).read()
         }
     }
 
@@ -131,10 +155,6 @@ impl Document {
                 .at(pos)
                 .into()
         })
-    }
-
-    fn parse_xml(text: &str) -> Result<Document, ConfigError> {
-        XmlReader::new(text).read()
     }
 
     /// The document as S3 XML, with S3's namespace.
@@ -283,7 +303,9 @@ impl<'a> XmlReader<'a> {
         self.problems.push(Problem::new(kind).at(Some(pos)));
     }
 
-    fn read(mut self) -> Result<Document, ConfigError> {
+    /// The document, or every problem found and, when they were all recoverable, the document
+    /// read around them.
+    fn read(mut self) -> Result<Document, (Option<Document>, ConfigError)> {
         let mut level = Level::Prolog;
         loop {
             let start = self.reader.buffer_position();
@@ -426,12 +448,15 @@ impl<'a> XmlReader<'a> {
             }
         }
         if self.problems.is_empty() {
-            Ok(self.doc)
-        } else {
-            Err(ConfigError {
-                problems: self.problems,
-            })
+            return Ok(self.doc);
         }
+        let doc = self.recoverable().then_some(self.doc);
+        Err((
+            doc,
+            ConfigError {
+                problems: self.problems,
+            },
+        ))
     }
 
     /// Structural surprises are reported and skipped so that later problems are found too; a

@@ -97,7 +97,22 @@ pub struct Policy {
 impl Policy {
     /// Parses, validates and compiles a document (XML or JSON).
     pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
-        Policy::compile(&Document::parse(bytes)?)
+        Policy::parse_document(bytes).map(|(_, policy)| policy)
+    }
+
+    /// Like [`Policy::parse`], also returning the document as written (for lints and tools).
+    /// Shape problems and value problems are reported together.
+    pub fn parse_document(bytes: &[u8]) -> Result<(Document, Policy), ConfigError> {
+        let (doc, mut problems) = Document::read(bytes);
+        if let Some(doc) = doc {
+            match Policy::compile(&doc) {
+                Ok(policy) if problems.is_empty() => return Ok((doc, policy)),
+                Ok(_) => {}
+                Err(e) => problems.extend(e.problems),
+            }
+        }
+        problems.sort_by_key(|p| p.pos);
+        Err(ConfigError { problems })
     }
 
     /// Validates and compiles a document, reporting every problem at once.

@@ -1,0 +1,81 @@
+//! `corsgate check FILE...`: S3's validation, plus warnings for rules S3 accepts but should not.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cors::Policy;
+use crate::cors::lint::lint;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rules files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Treat warnings as errors.
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Valid,
+    Invalid,
+    Unreadable,
+}
+
+pub fn run(args: &CheckArgs) -> ExitCode {
+    let worst = args
+        .files
+        .iter()
+        .map(|f| check_file(f, args.deny_warnings))
+        .max()
+        .unwrap_or(Outcome::Valid);
+    match worst {
+        Outcome::Valid => ExitCode::SUCCESS,
+        Outcome::Invalid => ExitCode::from(1),
+        Outcome::Unreadable => ExitCode::from(super::EXIT_USAGE),
+    }
+}
+
+fn check_file(path: &PathBuf, deny_warnings: bool) -> Outcome {
+    let name = path.display();
+    let bytes = match super::read_file(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return Outcome::Unreadable;
+        }
+    };
+    let (doc, policy) = match Policy::parse_document(&bytes) {
+        Ok(ok) => ok,
+        Err(err) => {
+            for problem in &err.problems {
+                println!("{name}:{problem}");
+            }
+            let n = err.problems.len();
+            println!("{name}: invalid ({n} problem{})", plural(n));
+            return Outcome::Invalid;
+        }
+    };
+    let warnings = lint(&doc);
+    for w in &warnings {
+        println!("{name}:{w}");
+    }
+    let (rules, n) = (policy.rules().len(), warnings.len());
+    if deny_warnings && n > 0 {
+        println!("{name}: invalid ({n} warning{} denied)", plural(n));
+        return Outcome::Invalid;
+    }
+    println!(
+        "{name}: valid ({rules} rule{}, {n} warning{})",
+        plural(rules),
+        plural(n)
+    );
+    Outcome::Valid
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

@@ -1,0 +1,47 @@
+//! The command line: `check`, `explain` and `serve`. Each subcommand is a thin shell over the
+//! layer that does the work.
+
+mod check;
+mod explain;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a usage or I/O error (clap uses 2 too).
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corsgate",
+    version,
+    about = "A CORS enforcement gateway with Amazon S3's exact bucket CORS behaviour"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate CORS configuration files (S3 XML or AWS CLI JSON) the way S3's PutBucketCors does.
+    ///
+    /// Exit status: 0 valid, 1 invalid, 2 usage or I/O error.
+    Check(check::CheckArgs),
+    /// Show how a set of rules answers one request, described with curl-like flags.
+    Explain(explain::ExplainArgs),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Explain(args) => explain::run(&args),
+    }
+}
+
+/// Reads a rules file, with an error message that names it.
+fn read_file(path: &PathBuf) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
