@@ -193,7 +193,8 @@ pub fn error_xml(
     resource: Option<Resource>,
     request_id: &str,
 ) -> String {
-    use quick_xml::escape::escape;
+    // Only `<`, `>` and `&` are escaped, as S3 does: its messages carry a literal apostrophe.
+    use quick_xml::escape::partial_escape as escape;
     let mut out = String::with_capacity(512);
     out.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = write!(

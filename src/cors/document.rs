@@ -42,7 +42,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
 }
 
 /// One `CORSRule`, every field as the text the document holds (serde names: the JSON form's).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+/// Equality ignores positions, as for [`Located`].
+#[derive(Clone, Debug, Default, Eq, Deserialize)]
 pub struct RuleDoc {
     #[serde(skip)]
     pub pos: Option<Pos>,
@@ -58,6 +59,17 @@ pub struct RuleDoc {
     pub expose_headers: Vec<Located<String>>,
     #[serde(rename = "MaxAgeSeconds", default, deserialize_with = "max_age_text")]
     pub max_age_seconds: Option<Located<String>>,
+}
+
+impl PartialEq for RuleDoc {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.allowed_origins == other.allowed_origins
+            && self.allowed_methods == other.allowed_methods
+            && self.allowed_headers == other.allowed_headers
+            && self.expose_headers == other.expose_headers
+            && self.max_age_seconds == other.max_age_seconds
+    }
 }
 
 /// A whole configuration document.
@@ -548,6 +560,7 @@ fn resolve_reference<'r>(r: &'r BytesRef<'_>) -> Option<Cow<'r, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn values(v: &[Located<String>]) -> Vec<&str> {
         v.iter().map(|l| l.value.as_str()).collect()
@@ -617,6 +630,53 @@ mod tests {
                 Some(Pos { line: 3, col: 1 })
             ]
         );
+    }
+
+    fn located(values: Vec<String>) -> Vec<Located<String>> {
+        values.into_iter().map(Located::new).collect()
+    }
+
+    /// Any text a field may hold, markup characters included.
+    fn text() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 *:/.<>&'\"é-]{0,12}"
+    }
+
+    fn rule() -> impl Strategy<Value = RuleDoc> {
+        let list = || proptest::collection::vec(text(), 0..3);
+        (
+            proptest::option::of(text()),
+            list(),
+            list(),
+            list(),
+            list(),
+            proptest::option::of("[0-9]{1,6}"),
+        )
+            .prop_map(|(id, o, m, h, e, age)| RuleDoc {
+                pos: None,
+                id: id.map(Located::new),
+                allowed_origins: located(o),
+                allowed_methods: located(m),
+                allowed_headers: located(h),
+                expose_headers: located(e),
+                max_age_seconds: age.map(Located::new),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn xml_and_json_round_trip(rules in proptest::collection::vec(rule(), 0..4)) {
+            let doc = Document { rules };
+            prop_assert_eq!(&Document::parse(doc.to_xml().as_bytes()).expect("own XML reads back"), &doc);
+            // JSON writes MaxAgeSeconds as a number; leading zeros do not survive that.
+            let json_doc = Document::parse(doc.to_json().as_bytes()).expect("own JSON reads back");
+            prop_assert_eq!(json_doc.rules.len(), doc.rules.len());
+            for (a, b) in json_doc.rules.iter().zip(&doc.rules) {
+                prop_assert_eq!(&a.allowed_origins, &b.allowed_origins);
+                prop_assert_eq!(&a.id, &b.id);
+                let age = |r: &RuleDoc| r.max_age_seconds.as_ref().and_then(|l| l.value.parse::<u64>().ok());
+                prop_assert_eq!(age(a), age(b));
+            }
+        }
     }
 
     #[test]

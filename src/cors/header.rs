@@ -1,9 +1,12 @@
 //! Header names: `AllowedHeader` patterns and the request's `Access-Control-Request-Headers`.
 //!
-//! ACRH is attacker-controlled, so it is read once, linearly, into borrowed slices on the stack
-//! (no allocation), and refused outright past fixed bounds (spec §2 [decision]).
+//! ACRH is attacker-controlled, so it is validated once, linearly, without allocating, and
+//! refused outright past fixed bounds (spec §2 [decision]).
 
 use arrayvec::ArrayVec;
+use std::ops::ControlFlow;
+
+use bytes::Bytes;
 use http::HeaderValue;
 
 use super::origin::wildcard_split;
@@ -74,17 +77,26 @@ impl HeaderPattern {
 /// Why a request's ACRH can never be allowed, whatever the rules say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestedHeadersError {
-    /// More than [`MAX_REQUESTED_HEADERS`] names or [`MAX_REQUESTED_HEADERS_BYTES`] bytes.
+    /// More than [`MAX_REQUESTED_HEADERS`] names, [`MAX_REQUESTED_HEADERS_BYTES`] bytes or
+    /// [`MAX_REQUESTED_HEADERS_LINES`] header lines.
     TooLarge,
     /// A name that is not an HTTP token (RFC 9110 §5.6.2): no rule may allow it.
     NotAToken,
 }
 
+/// Most ACRH header lines one request may carry (browsers send one).
+pub const MAX_REQUESTED_HEADERS_LINES: usize = 8;
+
 /// The names an ACRH lists: split on `,`, trimmed, empty items dropped, in request order.
 /// Names keep the request's case; patterns compare case-insensitively.
+///
+/// Parsing validates the whole list once; the names are then re-split from the borrowed lines
+/// whenever they are walked, which costs about what storing them would (a split is a byte scan)
+/// and keeps this value small enough to pass around freely.
 #[derive(Clone, Debug, Default)]
 pub struct RequestedHeaders<'a> {
-    names: ArrayVec<&'a [u8], MAX_REQUESTED_HEADERS>,
+    lines: ArrayVec<&'a [u8], MAX_REQUESTED_HEADERS_LINES>,
+    count: usize,
 }
 
 impl<'a> RequestedHeaders<'a> {
@@ -93,9 +105,7 @@ impl<'a> RequestedHeaders<'a> {
     where
         I: IntoIterator<Item = &'a HeaderValue>,
     {
-        let mut out = RequestedHeaders {
-            names: ArrayVec::new(),
-        };
+        let mut out = RequestedHeaders::default();
         let mut total = 0usize;
         for line in lines {
             let bytes = line.as_bytes();
@@ -103,43 +113,66 @@ impl<'a> RequestedHeaders<'a> {
             if total > MAX_REQUESTED_HEADERS_BYTES {
                 return Err(RequestedHeadersError::TooLarge);
             }
-            for item in bytes.split(|&b| b == b',') {
-                let name = trim_ows(item);
-                if name.is_empty() {
-                    continue;
-                }
-                if !name.iter().all(|&b| is_tchar(b)) {
-                    return Err(RequestedHeadersError::NotAToken);
-                }
-                out.names
-                    .try_push(name)
-                    .map_err(|_| RequestedHeadersError::TooLarge)?;
-            }
+            out.lines
+                .try_push(bytes)
+                .map_err(|_| RequestedHeadersError::TooLarge)?;
+        }
+        for line in &out.lines {
+            out.count += count_names(line)?;
+        }
+        if out.count > MAX_REQUESTED_HEADERS {
+            return Err(RequestedHeadersError::TooLarge);
         }
         Ok(out)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.count == 0
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.count
     }
 
     /// The names as sent.
-    pub fn names(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
-        self.names.iter().copied()
+    pub fn names(&self) -> Vec<&'a [u8]> {
+        let mut out = Vec::with_capacity(self.count);
+        self.each_name(|name| {
+            out.push(name);
+            ControlFlow::<()>::Continue(())
+        });
+        out
+    }
+
+    /// Walks the names in request order until `f` breaks. Plain loops, not iterator adapters:
+    /// this is the preflight hot path and `flat_map` costs twice as much here.
+    fn each_name<B>(&self, mut f: impl FnMut(&'a [u8]) -> ControlFlow<B>) -> Option<B> {
+        for line in &self.lines {
+            for item in line.split(|&b| b == b',') {
+                let name = trim_ows(item);
+                if !name.is_empty()
+                    && let ControlFlow::Break(b) = f(name)
+                {
+                    return Some(b);
+                }
+            }
+        }
+        None
     }
 
     /// The first name no pattern allows, if any. A rule without patterns allows no name at all:
     /// S3 has no safelist exception, not even for `content-type`.
     pub fn first_refused(&self, patterns: &[HeaderPattern]) -> Option<&'a [u8]> {
-        if patterns.contains(&HeaderPattern::Any) {
+        if self.count == 0 || patterns.contains(&HeaderPattern::Any) {
             return None;
         }
-        self.names()
-            .find(|name| !patterns.iter().any(|p| p.matches(name)))
+        self.each_name(|name| {
+            if patterns.iter().any(|p| p.matches(name)) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(name)
+            }
+        })
     }
 
     pub fn allowed_by(&self, patterns: &[HeaderPattern]) -> bool {
@@ -149,19 +182,21 @@ impl<'a> RequestedHeaders<'a> {
     /// The `Access-Control-Allow-Headers` value S3 answers with: the requested names,
     /// lower-cased, in request order, joined by `, `.
     pub fn allow_headers_value(&self) -> Option<HeaderValue> {
-        if self.names.is_empty() {
+        if self.count == 0 {
             return None;
         }
-        let len = self.names.iter().map(|n| n.len() + 2).sum::<usize>() - 2;
+        let len = self.lines.iter().map(|l| l.len()).sum::<usize>() + self.count * 2;
         let mut out = Vec::with_capacity(len);
-        for (i, name) in self.names.iter().enumerate() {
-            if i > 0 {
+        self.each_name(|name| {
+            if !out.is_empty() {
                 out.extend_from_slice(b", ");
             }
-            out.extend(name.iter().map(u8::to_ascii_lowercase));
-        }
-        // Every byte is a token character, so this cannot fail; stay total anyway.
-        HeaderValue::from_bytes(&out).ok()
+            out.extend_from_slice(name);
+            ControlFlow::<()>::Continue(())
+        });
+        out.make_ascii_lowercase();
+        // Every byte is a token character or ", ", so this cannot fail; stay total anyway.
+        HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
     }
 }
 
@@ -175,10 +210,56 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// RFC 9110 §5.6.2 `tchar`.
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// Counts the names of one ACRH line in a single pass, refusing anything that is not a
+/// comma-separated list of tokens with optional white space around them.
+fn count_names(line: &[u8]) -> Result<usize, RequestedHeadersError> {
+    let (mut count, mut in_name, mut space_after_name) = (0, false, false);
+    for &b in line {
+        match b {
+            b',' => {
+                count += usize::from(in_name);
+                (in_name, space_after_name) = (false, false);
+            }
+            b' ' | b'\t' => space_after_name = in_name,
+            _ if is_tchar(b) && !space_after_name => in_name = true,
+            _ => return Err(RequestedHeadersError::NotAToken),
+        }
+    }
+    Ok(count + usize::from(in_name))
 }
+
+/// RFC 9110 §5.6.2 `tchar`, as a table: it is checked for every ACRH byte.
+pub fn is_tchar(b: u8) -> bool {
+    TCHAR[usize::from(b)]
+}
+
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -193,6 +274,7 @@ mod tests {
         let parsed = RequestedHeaders::parse(values.iter())?;
         Ok(parsed
             .names()
+            .into_iter()
             .map(|n| String::from_utf8_lossy(n).into_owned())
             .collect())
     }
