@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod cors;
+pub mod s3;
 pub mod tls;

@@ -1,0 +1,13 @@
+//! The pieces of the S3 protocol corsgate speaks itself: where the bucket is in a request, how
+//! to sign the requests corsgate sends, and what a `GetBucketCors` answer means.
+//!
+//! No I/O here: the rules layer does the fetching.
+
+pub mod addressing;
+pub mod bucket_cors;
+pub mod error_body;
+pub mod signing;
+
+pub use addressing::{Addressing, S3Location};
+pub use bucket_cors::{FetchError, interpret};
+pub use signing::{Credentials, SigningError, sign};
