@@ -3,3 +3,4 @@
 
 pub mod cli;
 pub mod cors;
+pub mod loadtest;
