@@ -55,7 +55,10 @@ pub struct LoadtestArgs {
     pub streams: usize,
     /// Proportions of request kinds: preflight-allowed, preflight-denied, get (real GETs, forwarded
     /// by a gateway to its origin).
-    #[arg(long, default_value = "preflight-allowed=70,preflight-denied=20,get=10")]
+    #[arg(
+        long,
+        default_value = "preflight-allowed=70,preflight-denied=20,get=10"
+    )]
     pub mix: Mix,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -195,7 +198,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "us" | "µs" => value / 1e6,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use us, ms, s, m, h)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use us, ms, s, m, h)"
+            ));
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
 }
@@ -203,7 +210,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!("{text:?}: the rate must be a positive number of requests per second")),
+        _ => Err(format!(
+            "{text:?}: the rate must be a positive number of requests per second"
+        )),
     }
 }
 

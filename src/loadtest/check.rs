@@ -196,7 +196,10 @@ mod tests {
     fn grant() -> Answer {
         Answer::PreflightGrant {
             cors: vec![
-                (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
+                (
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                ),
                 (
                     header::ACCESS_CONTROL_ALLOW_METHODS,
                     HeaderValue::from_static("PUT, POST"),
@@ -221,7 +224,13 @@ mod tests {
         "Origin, Access-Control-Request-Headers, Access-Control-Request-Method",
     );
 
-    fn check(c: Checker, answer: &Answer, status: u16, h: &[(&str, &str)], body: &str) -> Vec<String> {
+    fn check(
+        c: Checker,
+        answer: &Answer,
+        status: u16,
+        h: &[(&str, &str)],
+        body: &str,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         c.check(
             answer,
@@ -246,7 +255,10 @@ mod tests {
 
     #[test]
     fn status_204_is_a_mismatch_unless_lenient() {
-        assert_eq!(check(Checker::default(), &grant(), 204, RIGHT, ""), ["status"]);
+        assert_eq!(
+            check(Checker::default(), &grant(), 204, RIGHT, ""),
+            ["status"]
+        );
         let lenient = Checker {
             lenient_status: true,
         };
@@ -288,7 +300,10 @@ mod tests {
         h.pop();
         h.push(("vary", "Origin"));
         assert_eq!(check(Checker::default(), &grant(), 200, &h, ""), ["vary"]);
-        h.push(("vary", "Access-Control-Request-Headers, Access-Control-Request-Method, Accept"));
+        h.push((
+            "vary",
+            "Access-Control-Request-Headers, Access-Control-Request-Method, Accept",
+        ));
         assert_eq!(check(Checker::default(), &grant(), 200, &h, ""), ["vary"]);
     }
 
@@ -308,7 +323,12 @@ mod tests {
                 &[("vary", "Origin"), ("access-control-allow-origin", "*")],
                 "<Error><Code>BadRequest</Code></Error>"
             ),
-            ["status", "header:access-control-allow-origin", "vary", "body:code"]
+            [
+                "status",
+                "header:access-control-allow-origin",
+                "vary",
+                "body:code"
+            ]
         );
     }
 
@@ -316,7 +336,16 @@ mod tests {
     fn actual_responses_may_vary_on_origin_and_the_origins_own_tokens() {
         let plain = Answer::Actual { cors: None };
         assert!(check(Checker::default(), &plain, 404, &[], "").is_empty());
-        assert!(check(Checker::default(), &plain, 200, &[("vary", "Origin, Accept-Encoding")], "").is_empty());
+        assert!(
+            check(
+                Checker::default(),
+                &plain,
+                200,
+                &[("vary", "Origin, Accept-Encoding")],
+                ""
+            )
+            .is_empty()
+        );
         assert_eq!(
             check(Checker::default(), &plain, 200, &[VARY3], ""),
             ["vary"]

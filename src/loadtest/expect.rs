@@ -11,7 +11,9 @@ use crate::cors::Decision;
 pub enum Answer {
     /// An allowed preflight: 200, exactly these `Access-Control-*` headers, and `Vary` listing
     /// exactly Origin, Access-Control-Request-Headers and Access-Control-Request-Method.
-    PreflightGrant { cors: Vec<(HeaderName, HeaderValue)> },
+    PreflightGrant {
+        cors: Vec<(HeaderName, HeaderValue)>,
+    },
     /// A refused preflight: this status, this S3 error code in the XML body, and no
     /// `Access-Control-*` header and no `Vary` at all.
     PreflightDenial {

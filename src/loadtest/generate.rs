@@ -338,7 +338,11 @@ pub fn describe(request: &PooledRequest) -> String {
         header::ACCESS_CONTROL_REQUEST_HEADERS,
     ] {
         if let Some(v) = request.headers.get(&name) {
-            out += &format!(" {}: {}", HeaderName::as_str(&name), v.to_str().unwrap_or("?"));
+            out += &format!(
+                " {}: {}",
+                HeaderName::as_str(&name),
+                v.to_str().unwrap_or("?")
+            );
         }
     }
     out
@@ -368,7 +372,11 @@ mod tests {
     #[test]
     fn the_pool_follows_the_mix_exactly() {
         let policy = Policy::parse(APP).unwrap();
-        let pool = generate(&policy, &options("preflight-allowed=70,preflight-denied=20,get=10", 1000)).unwrap();
+        let pool = generate(
+            &policy,
+            &options("preflight-allowed=70,preflight-denied=20,get=10", 1000),
+        )
+        .unwrap();
         assert_eq!(pool.len(), 1000);
         assert_eq!(count(&pool, RequestKind::PreflightAllowed), 700);
         assert_eq!(count(&pool, RequestKind::PreflightDenied), 200);
@@ -378,10 +386,19 @@ mod tests {
     #[test]
     fn every_request_gets_the_answer_of_its_kind() {
         let policy = Policy::parse(APP).unwrap();
-        for r in generate(&policy, &options("preflight-allowed=1,preflight-denied=1,get=1", 300)).unwrap() {
+        for r in generate(
+            &policy,
+            &options("preflight-allowed=1,preflight-denied=1,get=1", 300),
+        )
+        .unwrap()
+        {
             let ok = match (&r.kind, &r.answer) {
-                (RequestKind::PreflightAllowed, Answer::PreflightGrant { .. }) => r.method == Method::OPTIONS,
-                (RequestKind::PreflightDenied, Answer::PreflightDenial { .. }) => r.method == Method::OPTIONS,
+                (RequestKind::PreflightAllowed, Answer::PreflightGrant { .. }) => {
+                    r.method == Method::OPTIONS
+                }
+                (RequestKind::PreflightDenied, Answer::PreflightDenial { .. }) => {
+                    r.method == Method::OPTIONS
+                }
                 (RequestKind::Get, Answer::Actual { .. }) => r.method == Method::GET,
                 _ => false,
             };

@@ -130,7 +130,10 @@ mod tests {
         let p = Percentiles::of(&l.overall());
         assert_eq!(p.count, 1000);
         assert_eq!(p.min, 1);
-        assert_eq!((p.p50, p.p90, p.p99, p.p999, p.max), (500, 900, 990, 999, 1000));
+        assert_eq!(
+            (p.p50, p.p90, p.p99, p.p999, p.max),
+            (500, 900, 990, 999, 1000)
+        );
         assert!((p.mean - 500.5).abs() < 0.01);
     }
 

@@ -148,9 +148,14 @@ mod tests {
 
     #[test]
     fn the_issue_example_parses() {
-        let mix: Mix = "preflight-allowed=70,preflight-denied=20,get=10".parse().unwrap();
+        let mix: Mix = "preflight-allowed=70,preflight-denied=20,get=10"
+            .parse()
+            .unwrap();
         assert_eq!(mix, Mix::default());
-        assert_eq!(mix.to_string(), "preflight-allowed=70,preflight-denied=20,get=10");
+        assert_eq!(
+            mix.to_string(),
+            "preflight-allowed=70,preflight-denied=20,get=10"
+        );
     }
 
     #[test]
@@ -163,7 +168,10 @@ mod tests {
     #[test]
     fn bad_mixes_are_refused_with_the_reason() {
         let err = |s: &str| s.parse::<Mix>().unwrap_err();
-        assert_eq!(err("preflight=1"), MixError::UnknownKind("preflight".into()));
+        assert_eq!(
+            err("preflight=1"),
+            MixError::UnknownKind("preflight".into())
+        );
         assert_eq!(err("get"), MixError::Syntax("get".into()));
         assert_eq!(err("get=-1"), MixError::BadWeight("get=-1".into()));
         assert_eq!(err("get=1,get=2"), MixError::Duplicate(RequestKind::Get));
@@ -172,7 +180,9 @@ mod tests {
 
     #[test]
     fn apportioned_counts_add_up_and_follow_the_weights() {
-        let mix: Mix = "preflight-allowed=1,preflight-denied=1,get=1".parse().unwrap();
+        let mix: Mix = "preflight-allowed=1,preflight-denied=1,get=1"
+            .parse()
+            .unwrap();
         assert_eq!(mix.apportion(10).iter().sum::<usize>(), 10);
         assert_eq!(mix.apportion(10), [4, 3, 3]);
         assert_eq!(Mix::default().apportion(1000), [700, 200, 100]);

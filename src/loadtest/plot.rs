@@ -43,7 +43,8 @@ fn points(h: &Histogram<u64>) -> Vec<(f64, u64)> {
 
 /// The chart, as a complete SVG document.
 pub fn svg(latencies: &Latencies, title: &str) -> String {
-    let mut series: Vec<(&str, &str, Vec<(f64, u64)>)> = vec![("all", "#000000", points(&latencies.overall()))];
+    let mut series: Vec<(&str, &str, Vec<(f64, u64)>)> =
+        vec![("all", "#000000", points(&latencies.overall()))];
     let colors = ["#1f77b4", "#d62728", "#2ca02c"];
     for (kind, color) in RequestKind::ALL.into_iter().zip(colors) {
         let h = latencies.of_kind(kind);
@@ -75,7 +76,10 @@ pub fn svg(latencies: &Latencies, title: &str) -> String {
         LEFT + plot_w / 2.0,
         escape(title)
     );
-    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate() {
+    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
+        .iter()
+        .enumerate()
+    {
         let x = px(i as f64);
         let _ = writeln!(
             out,
@@ -141,7 +145,9 @@ fn nice_ceiling(v: u64) -> u64 {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -134,7 +134,10 @@ pub async fn run(
     config: &RunConfig,
     progress: Arc<Progress>,
 ) -> Outcome {
-    assert!(!pool.is_empty(), "the generator never returns an empty pool");
+    assert!(
+        !pool.is_empty(),
+        "the generator never returns an empty pool"
+    );
     let pool = pool
         .into_iter()
         .map(|request| prepare(request, target, config.http2))
@@ -308,10 +311,13 @@ impl Worker {
 }
 
 async fn connect(shared: &Shared) -> Option<TokioIo<TcpStream>> {
-    let stream = tokio::time::timeout(shared.config.timeout, TcpStream::connect(shared.target.addr))
-        .await
-        .ok()?
-        .ok()?;
+    let stream = tokio::time::timeout(
+        shared.config.timeout,
+        TcpStream::connect(shared.target.addr),
+    )
+    .await
+    .ok()?
+    .ok()?;
     // Requests are small and latency-bound: never wait for Nagle.
     let _ = stream.set_nodelay(true);
     Some(TokioIo::new(stream))
@@ -347,7 +353,10 @@ async fn http1_connection(shared: Arc<Shared>) -> Tally {
             let Some(ticket) = shared.next().await else {
                 return worker.finish();
             };
-            if let Err(kind) = worker.exchange(ticket, |req| sender.send_request(req)).await {
+            if let Err(kind) = worker
+                .exchange(ticket, |req| sender.send_request(req))
+                .await
+            {
                 // The connection's state is unknown after a failed exchange: start afresh.
                 worker.error(kind);
                 break;
@@ -384,8 +393,9 @@ async fn http2_connection(shared: Arc<Shared>) -> Tally {
                         let Some(ticket) = worker.shared.next().await else {
                             break;
                         };
-                        if let Err(kind) =
-                            worker.exchange(ticket, |req| sender.send_request(req)).await
+                        if let Err(kind) = worker
+                            .exchange(ticket, |req| sender.send_request(req))
+                            .await
                         {
                             worker.error(kind);
                             if sender.is_closed() {
@@ -410,7 +420,10 @@ fn describe_answer(answer: &Answer) -> String {
     match answer {
         Answer::PreflightGrant { cors } => format!("200 {}", headers_text(cors)),
         Answer::PreflightDenial { status, code } => {
-            format!("{} <Code>{code}</Code>, no Access-Control-*, no Vary", status.as_u16())
+            format!(
+                "{} <Code>{code}</Code>, no Access-Control-*, no Vary",
+                status.as_u16()
+            )
         }
         Answer::Actual { cors: Some(cors) } => format!("any non-5xx {}", headers_text(cors)),
         Answer::Actual { cors: None } => "any non-5xx, no Access-Control-*".to_string(),

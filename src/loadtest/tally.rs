@@ -153,7 +153,11 @@ mod tests {
     fn merging_adds_every_count() {
         let mut a = Tally::default();
         a.response(RequestKind::Get, 10);
-        a.wrong(RequestKind::Get, &[Mismatch::Status, Mismatch::Vary], || sample(1));
+        a.wrong(
+            RequestKind::Get,
+            &[Mismatch::Status, Mismatch::Vary],
+            || sample(1),
+        );
         a.error(ErrorKind::Timeout);
         let mut b = Tally::default();
         b.response(RequestKind::Get, 5);

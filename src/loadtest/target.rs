@@ -8,7 +8,9 @@ use http::{HeaderValue, Uri};
 pub enum TargetError {
     #[error("{0:?} is not a URL")]
     NotAUrl(String),
-    #[error("{0:?}: only http:// is supported (the load generator speaks cleartext HTTP/1.1 and h2c)")]
+    #[error(
+        "{0:?}: only http:// is supported (the load generator speaks cleartext HTTP/1.1 and h2c)"
+    )]
     Scheme(String),
     #[error("{0:?}: the URL needs a host")]
     NoHost(String),
@@ -47,7 +49,10 @@ impl Target {
         if uri.query().is_some() {
             return Err(TargetError::Query(url.to_string()));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(80);
         let addr = (host, port)
             .to_socket_addrs()
@@ -84,7 +89,10 @@ mod tests {
             Target::parse("https://127.0.0.1/"),
             Err(TargetError::Scheme(_))
         ));
-        assert!(matches!(Target::parse("/path"), Err(TargetError::NotAUrl(_))));
+        assert!(matches!(
+            Target::parse("/path"),
+            Err(TargetError::NotAUrl(_))
+        ));
         assert!(matches!(
             Target::parse("http://127.0.0.1/?a=b"),
             Err(TargetError::Query(_))
