@@ -20,6 +20,9 @@ const BOTTOM: f64 = 50.0;
 /// Decades of 1/(1-p) shown: up to 99.999%.
 const DECADES: f64 = 5.0;
 
+/// One line of the chart: its label, its colour and its points.
+type Series = (&'static str, &'static str, Vec<(f64, u64)>);
+
 /// The points of one distribution: (decades of 1/(1-p), latency in µs).
 fn points(h: &Histogram<u64>) -> Vec<(f64, u64)> {
     if h.is_empty() {
@@ -43,8 +46,7 @@ fn points(h: &Histogram<u64>) -> Vec<(f64, u64)> {
 
 /// The chart, as a complete SVG document.
 pub fn svg(latencies: &Latencies, title: &str) -> String {
-    let mut series: Vec<(&str, &str, Vec<(f64, u64)>)> =
-        vec![("all", "#000000", points(&latencies.overall()))];
+    let mut series: Vec<Series> = vec![("all", "#000000", points(&latencies.overall()))];
     let colors = ["#1f77b4", "#d62728", "#2ca02c"];
     for (kind, color) in RequestKind::ALL.into_iter().zip(colors) {
         let h = latencies.of_kind(kind);
