@@ -344,21 +344,38 @@ async fn http1_connection(shared: Arc<Shared>) -> Tally {
             }
             break;
         };
-        tokio::spawn(conn);
+        // The connection is driven here, in the worker's own task, not spawned: a request then
+        // costs no wake-up of another task on the way out and back in.
+        let mut conn = std::pin::pin!(conn);
         loop {
-            if sender.ready().await.is_err() {
+            let ready = tokio::select! {
+                biased;
+                ready = sender.ready() => ready.is_ok(),
+                _ = &mut conn => false,
+            };
+            if !ready {
                 // Closed between requests (the server's keep-alive ended): not an error.
                 break;
             }
             let Some(ticket) = shared.next().await else {
                 return worker.finish();
             };
-            if let Err(kind) = worker
-                .exchange(ticket, |req| sender.send_request(req))
-                .await
-            {
+            let (result, closed) = {
+                let exchange = worker.exchange(ticket, |req| sender.send_request(req));
+                let mut exchange = std::pin::pin!(exchange);
+                tokio::select! {
+                    biased;
+                    result = &mut exchange => (result, false),
+                    // The connection ended: the answer is complete already or never will be.
+                    _ = &mut conn => (exchange.await, true),
+                }
+            };
+            if let Err(kind) = result {
                 // The connection's state is unknown after a failed exchange: start afresh.
                 worker.error(kind);
+                break;
+            }
+            if closed {
                 break;
             }
         }
