@@ -167,7 +167,8 @@ impl Report<'_> {
                 let _ = writeln!(out, "  {:<40} {n}", k.as_str());
             }
         }
-        for sample in &t.samples {
+        // Three examples tell what is wrong; `--json` keeps them all.
+        for sample in t.samples.iter().take(3) {
             let _ = writeln!(
                 out,
                 "\nwrong answer ({}):\n  request:  {}\n  expected: {}\n  got:      {}",

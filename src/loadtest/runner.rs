@@ -435,14 +435,20 @@ async fn http2_connection(shared: Arc<Shared>) -> Tally {
 
 fn describe_answer(answer: &Answer) -> String {
     match answer {
-        Answer::PreflightGrant { cors } => format!("200 {}", headers_text(cors)),
+        Answer::PreflightGrant { cors } => format!(
+            "200 {}, vary: exactly Origin, Access-Control-Request-Headers, Access-Control-Request-Method",
+            headers_text(cors)
+        ),
         Answer::PreflightDenial { status, code } => {
             format!(
                 "{} <Code>{code}</Code>, no Access-Control-*, no Vary",
                 status.as_u16()
             )
         }
-        Answer::Actual { cors: Some(cors) } => format!("any non-5xx {}", headers_text(cors)),
+        Answer::Actual { cors: Some(cors) } => format!(
+            "any non-5xx {}, vary: the three CORS tokens once",
+            headers_text(cors)
+        ),
         Answer::Actual { cors: None } => "any non-5xx, no Access-Control-*".to_string(),
     }
 }
