@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod cors;
+pub mod loadtest;
 pub mod s3;
 pub mod tls;

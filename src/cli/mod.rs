@@ -1,8 +1,9 @@
-//! The command line: `check`, `explain` and `serve`. Each subcommand is a thin shell over the
+//! The command line: `check`, `explain`, `loadtest` and `serve`. Each subcommand is a thin shell over the
 //! layer that does the work.
 
 mod check;
 mod explain;
+mod loadtest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,11 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show how a set of rules answers one request, described with curl-like flags.
     Explain(explain::ExplainArgs),
+    /// Load-test a CORS server (corsgate, nginx, a CDN, S3) and check every answer against
+    /// corsgate's own evaluation of the same rules.
+    ///
+    /// Exit status: 0 all answers right, 1 mismatches or errors, 2 usage, rules or URL error.
+    Loadtest(Box<loadtest::LoadtestArgs>),
 }
 
 pub fn run() -> ExitCode {
@@ -38,6 +44,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Loadtest(args) => loadtest::run_command(&args),
     }
 }
 

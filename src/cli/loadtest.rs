@@ -1,0 +1,240 @@
+//! `corsgate loadtest URL --rules FILE ...`: a thin shell over [`crate::loadtest`] — parse the
+//! flags, build the pool, run, print, and say by the exit status whether every answer was right.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::cors::Policy;
+use crate::loadtest::progress::{Progress, display};
+use crate::loadtest::{
+    Checker, GenerateOptions, Mix, Report, RunConfig, Settings, Target, generate, plot, run,
+};
+
+/// Exit status of a run with wrong answers or transport errors.
+pub const EXIT_FAILED: u8 = 1;
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Exit status: 0 when every request got an answer and every answer matched corsgate's own \
+evaluation of the rules; 1 when there were mismatches or errors (or no answer at all); \
+2 for usage errors, unreadable or invalid rules, or an unusable URL.
+
+Examples:
+  corsgate loadtest http://127.0.0.1:8080/ --rules config/cors.xml -c 32 -d 10s
+  corsgate loadtest http://127.0.0.1:8080/ --rules config/cors.xml --http2 -c 4 --streams 16
+  corsgate loadtest http://127.0.0.1:8080/ --rules config/cors.xml --rate 20000 -d 30s --json
+  corsgate loadtest http://127.0.0.1:8081/ --rules config/cors.xml --lenient-status   # nginx")]
+pub struct LoadtestArgs {
+    /// The server to test (http:// only). Its path, if any, prefixes every object key
+    /// (e.g. http://127.0.0.1:9000/my-bucket for path-style S3).
+    pub url: String,
+    /// The rules the server is meant to enforce (S3 XML or AWS CLI JSON); requests are drawn from
+    /// them and every answer is checked against corsgate's evaluation of them.
+    #[arg(long, value_name = "FILE")]
+    pub rules: PathBuf,
+    /// Connections kept open (HTTP/1.1 keep-alive, or h2).
+    #[arg(short = 'c', long, default_value_t = 32)]
+    pub connections: usize,
+    /// How long to send, e.g. 10s, 500ms, 2m.
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Open loop: send this many requests per second on a fixed schedule, and measure latency
+    /// from when each request was due (no coordinated omission). Without it, every connection
+    /// (or h2 stream) sends its next request as soon as the previous answer is in.
+    #[arg(long, value_name = "REQ_PER_S", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Use h2 (prior knowledge, cleartext) instead of HTTP/1.1.
+    #[arg(long)]
+    pub http2: bool,
+    /// Concurrent streams per h2 connection.
+    #[arg(long, default_value_t = 10, value_name = "M")]
+    pub streams: usize,
+    /// Proportions of request kinds: preflight-allowed, preflight-denied, get (real GETs, forwarded
+    /// by a gateway to its origin).
+    #[arg(
+        long,
+        default_value = "preflight-allowed=70,preflight-denied=20,get=10"
+    )]
+    pub mix: Mix,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw the latency percentile distribution into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Accept 204 where S3 answers an allowed preflight with 200 (nginx configurations usually
+    /// answer 204; browsers accept either). Every header is still checked exactly.
+    #[arg(long)]
+    pub lenient_status: bool,
+    /// Longest wait for one complete answer; a slower one counts as a timeout error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Stop after this many requests, even before --duration.
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// Distinct requests (and object keys) to draw; the run cycles through them.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub pool: usize,
+    /// Send every `get` to this path instead of generated keys (e.g. a file a static origin has).
+    #[arg(long, value_name = "PATH")]
+    pub get_path: Option<String>,
+    /// Seed of the request generator: the same seed and rules give the same requests.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Load-generator threads (default: the CPUs this process may use, so `taskset` limits them).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run_command(args: &LoadtestArgs) -> ExitCode {
+    match loadtest(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILED),
+        Err(message) => {
+            eprintln!("corsgate loadtest: {message}");
+            ExitCode::from(super::EXIT_USAGE)
+        }
+    }
+}
+
+/// Runs the test; `Ok(clean)`, or a usage error.
+fn loadtest(args: &LoadtestArgs) -> Result<bool, String> {
+    if args.pool == 0 || args.connections == 0 || args.streams == 0 {
+        return Err("--pool, --connections and --streams must be at least 1".into());
+    }
+    let target = Target::parse(&args.url).map_err(|e| e.to_string())?;
+    let bytes = super::read_file(&args.rules)?;
+    let policy = Policy::parse(&bytes).map_err(|e| {
+        let name = args.rules.display();
+        let lines: Vec<String> = e.problems.iter().map(|p| format!("{name}:{p}")).collect();
+        lines.join("\n")
+    })?;
+    let pool = generate(
+        &policy,
+        &GenerateOptions {
+            mix: args.mix,
+            size: args.pool,
+            base_path: target.base_path.clone(),
+            get_path: args.get_path.clone(),
+            seed: args.seed,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let config = RunConfig {
+        connections: args.connections,
+        streams: args.streams,
+        http2: args.http2,
+        duration: args.duration,
+        rate: args.rate,
+        max_requests: args.requests,
+        timeout: args.timeout,
+        checker: Checker {
+            lenient_status: args.lenient_status,
+        },
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let outcome = runtime.block_on(async {
+        let progress = Arc::new(Progress::default());
+        let _display = display(progress.clone(), args.duration);
+        run(&target, pool, &config, progress).await
+    });
+    let settings = Settings {
+        url: args.url.clone(),
+        http2: args.http2,
+        connections: args.connections,
+        streams: args.streams,
+        duration: args.duration,
+        rate: args.rate,
+        mix: args.mix.to_string(),
+        pool: args.pool,
+    };
+    let report = Report {
+        settings: &settings,
+        outcome: &outcome,
+    };
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} {}, {} connections, {:.0} req/s",
+            args.url,
+            if args.http2 { "h2" } else { "http/1.1" },
+            args.connections,
+            report.rps()
+        );
+        std::fs::write(path, plot::svg(&outcome.latencies, &title))
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+    }
+    Ok(report.is_clean())
+}
+
+/// `10s`, `500ms`, `2m`, `1.5s`, `100us`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use us, ms, s, m, h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{text:?}: the rate must be a positive number of requests per second"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn rates_must_be_positive() {
+        assert_eq!(parse_rate("1000"), Ok(1000.0));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-5").is_err());
+    }
+}
