@@ -2,4 +2,7 @@
 //! behaviour.
 
 pub mod cli;
+pub mod config;
 pub mod cors;
+pub mod gateway;
+pub mod rules;

@@ -3,6 +3,7 @@
 
 mod check;
 mod explain;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,12 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show how a set of rules answers one request, described with curl-like flags.
     Explain(explain::ExplainArgs),
+    /// Run the gateway: answer preflights, forward everything else to the origin, decorate.
+    ///
+    /// Reads `config/corsgate.toml` unless `--config` names another file, or serves a single
+    /// route (any Host) given with `--origin` and `--rules`. Logs go to stderr; `RUST_LOG`
+    /// filters them (default `info`; the access log is target `corsgate::access`).
+    Serve(serve::ServeArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -38,6 +45,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
 
