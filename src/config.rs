@@ -168,7 +168,11 @@ impl OriginUrl {
 
 impl fmt::Display for OriginUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme, self.authority, self.path_prefix)
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme, self.authority, self.path_prefix
+        )
     }
 }
 
@@ -409,12 +413,19 @@ impl Config {
                     Vec::new()
                 }
                 Some(list) if list.is_empty() => {
-                    report(key("hosts"), "names no host (use [\"*\"] for any host)".into());
+                    report(
+                        key("hosts"),
+                        "names no host (use [\"*\"] for any host)".into(),
+                    );
                     Vec::new()
                 }
                 Some(list) => list
                     .iter()
-                    .filter_map(|h| HostPattern::parse(h).map_err(|m| report(key("hosts"), m)).ok())
+                    .filter_map(|h| {
+                        HostPattern::parse(h)
+                            .map_err(|m| report(key("hosts"), m))
+                            .ok()
+                    })
                     .collect(),
             };
             let origin = match r.origin {
@@ -641,10 +652,7 @@ mod tests {
         let o = OriginUrl::parse("http://127.0.0.1:9000/bucket/").expect("valid");
         assert_eq!(o.path_prefix, "/bucket");
         assert_eq!(o.to_string(), "http://127.0.0.1:9000/bucket");
-        assert_eq!(
-            OriginUrl::parse("http://h").expect("valid").path_prefix,
-            ""
-        );
+        assert_eq!(OriginUrl::parse("http://h").expect("valid").path_prefix, "");
         assert!(OriginUrl::parse("https://h").is_err());
         assert!(OriginUrl::parse("http://u:p@h").is_err());
     }

@@ -43,18 +43,29 @@ async fn origin_cors_headers_never_leak_and_vary_is_merged_into_one_line() {
         [
             ("access-control-allow-credentials".into(), "true".into()),
             ("access-control-allow-methods".into(), "GET, PUT".into()),
-            ("access-control-allow-origin".into(), "https://app.example.com".into()),
+            (
+                "access-control-allow-origin".into(),
+                "https://app.example.com".into()
+            ),
             ("access-control-expose-headers".into(), "ETag".into()),
             ("access-control-max-age".into(), "600".into()),
         ]
     );
     assert_eq!(
         granted.vary_lines(),
-        ["Accept-Encoding, origin, X-Tenant, Access-Control-Request-Headers, Access-Control-Request-Method"]
+        [
+            "Accept-Encoding, origin, X-Tenant, Access-Control-Request-Headers, Access-Control-Request-Method"
+        ]
     );
     assert_eq!(granted.header("etag"), Some("\"abc\""));
 
-    let refused = send(gateway.addr(), "GET", "/k", &[("origin", "https://evil.example")]).await;
+    let refused = send(
+        gateway.addr(),
+        "GET",
+        "/k",
+        &[("origin", "https://evil.example")],
+    )
+    .await;
     assert_eq!(refused.cors_headers(), []);
     assert_eq!(refused.vary_lines(), ["Accept-Encoding, origin, X-Tenant"]);
 
@@ -67,16 +78,29 @@ async fn origin_cors_headers_never_leak_and_vary_is_merged_into_one_line() {
 async fn vary_origin_is_added_to_every_response_unless_the_route_asks_for_exact_s3() {
     let origin = Origin::start(Reply::default()).await;
     let gateway = gateway_for(&origin, Some(RULES)).await;
-    assert_eq!(send(gateway.addr(), "GET", "/k", &[]).await.vary_lines(), ["Origin"]);
+    assert_eq!(
+        send(gateway.addr(), "GET", "/k", &[]).await.vary_lines(),
+        ["Origin"]
+    );
 
     let mut exact = route(&["*"], &origin, Some(RULES));
     exact.vary_origin_always = false;
     let exact = start(config(vec![exact])).await;
-    assert!(send(exact.addr(), "GET", "/k", &[]).await.vary_lines().is_empty());
+    assert!(
+        send(exact.addr(), "GET", "/k", &[])
+            .await
+            .vary_lines()
+            .is_empty()
+    );
 
     // A route without rules is a bucket without CORS: S3 adds nothing, nor do we.
     let bare = gateway_for(&origin, None).await;
-    assert!(send(bare.addr(), "GET", "/k", &[APP]).await.vary_lines().is_empty());
+    assert!(
+        send(bare.addr(), "GET", "/k", &[APP])
+            .await
+            .vary_lines()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -91,7 +115,10 @@ async fn preflights_are_answered_here_and_never_reach_the_origin() {
     for _ in 0..3 {
         let answer = send(gateway.addr(), "OPTIONS", "/k", &preflight).await;
         assert_eq!(answer.status, 200);
-        assert_eq!(answer.header("access-control-allow-headers"), Some("x-custom"));
+        assert_eq!(
+            answer.header("access-control-allow-headers"),
+            Some("x-custom")
+        );
         assert_eq!(answer.header("content-length"), Some("0"));
         assert!(answer.header("x-amz-request-id").is_some());
         assert!(answer.body.is_empty());
@@ -103,7 +130,8 @@ async fn preflights_are_answered_here_and_never_reach_the_origin() {
 async fn path_and_query_reach_the_origin_byte_for_byte_under_its_prefix() {
     let origin = Origin::start(Reply::default()).await;
     let mut r = route(&["*"], &origin, None);
-    r.origin = corsgate::config::OriginUrl::parse(&format!("{}/bucket/", origin.url())).expect("url");
+    r.origin =
+        corsgate::config::OriginUrl::parse(&format!("{}/bucket/", origin.url())).expect("url");
     let gateway = start(config(vec![r])).await;
     let target = "/a%2Fb/c%20d/../e?x=1&y=%2F&z=a+b&&";
     send(gateway.addr(), "GET", target, &[]).await;
@@ -141,7 +169,13 @@ async fn host_is_rewritten_to_the_origin_unless_preserved_and_forwarded_headers_
     let mut preserve = route(&["*"], &origin, None);
     preserve.preserve_host = true;
     let preserve = start(config(vec![preserve])).await;
-    send(preserve.addr(), "GET", "/k", &[("host", "assets.example.com")]).await;
+    send(
+        preserve.addr(),
+        "GET",
+        "/k",
+        &[("host", "assets.example.com")],
+    )
+    .await;
     assert_eq!(origin.received()[1].headers["host"], "assets.example.com");
 }
 
@@ -160,8 +194,14 @@ async fn origin_refusing_connections_is_a_502_with_an_s3_body_and_earned_cors_he
     assert_eq!(answer.status, 502);
     assert_eq!(answer.xml("Code").as_deref(), Some("BadGateway"));
     assert_eq!(answer.header("content-type"), Some("application/xml"));
-    assert_eq!(answer.xml("RequestId").as_deref(), answer.header("x-amz-request-id"));
-    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(
+        answer.xml("RequestId").as_deref(),
+        answer.header("x-amz-request-id")
+    );
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
     assert_eq!(answer.header("access-control-expose-headers"), Some("ETag"));
 
     let anonymous = send(gateway.addr(), "GET", "/k", &[]).await;
@@ -191,7 +231,10 @@ async fn origin_too_slow_to_answer_is_a_504_with_earned_cors_headers() {
     assert_eq!(answer.status, 504);
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(answer.xml("Code").as_deref(), Some("GatewayTimeout"));
-    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
 }
 
 #[tokio::test]
@@ -219,8 +262,19 @@ async fn origin_stalling_mid_body_is_cut_instead_of_pinning_the_connection() {
 #[tokio::test]
 async fn a_host_no_route_serves_is_421_and_never_forwarded() {
     let origin = Origin::start(Reply::default()).await;
-    let gateway = start(config(vec![route(&["assets.example.com"], &origin, Some(RULES))])).await;
-    let answer = send(gateway.addr(), "GET", "/k", &[("host", "evil.example.net"), APP]).await;
+    let gateway = start(config(vec![route(
+        &["assets.example.com"],
+        &origin,
+        Some(RULES),
+    )]))
+    .await;
+    let answer = send(
+        gateway.addr(),
+        "GET",
+        "/k",
+        &[("host", "evil.example.net"), APP],
+    )
+    .await;
     assert_eq!(answer.status, 421);
     assert_eq!(answer.xml("Code").as_deref(), Some("MisdirectedRequest"));
     assert_eq!(answer.cors_headers(), []);
@@ -228,13 +282,23 @@ async fn a_host_no_route_serves_is_421_and_never_forwarded() {
         gateway.addr(),
         "OPTIONS",
         "/k",
-        &[("host", "evil.example.net"), APP, ("access-control-request-method", "GET")],
+        &[
+            ("host", "evil.example.net"),
+            APP,
+            ("access-control-request-method", "GET"),
+        ],
     )
     .await;
     assert_eq!(preflight.status, 421);
     assert_eq!(origin.count(), 0);
 
-    let served = send(gateway.addr(), "GET", "/k", &[("host", "Assets.Example.com:443"), APP]).await;
+    let served = send(
+        gateway.addr(),
+        "GET",
+        "/k",
+        &[("host", "Assets.Example.com:443"), APP],
+    )
+    .await;
     assert_eq!(served.status, 200);
     assert_eq!(origin.count(), 1);
 }
@@ -247,7 +311,10 @@ async fn http2_prior_knowledge_requests_are_routed_by_authority_and_decorated() 
     let answer = send_with(&h2, gateway.addr(), "GET", "/k", &[APP]).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, "origin body");
-    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
     let preflight = send_with(
         &h2,
         gateway.addr(),
@@ -257,9 +324,15 @@ async fn http2_prior_knowledge_requests_are_routed_by_authority_and_decorated() 
     )
     .await;
     assert_eq!(preflight.status, 200);
-    assert_eq!(preflight.header("access-control-allow-methods"), Some("GET, PUT"));
+    assert_eq!(
+        preflight.header("access-control-allow-methods"),
+        Some("GET, PUT")
+    );
     assert_eq!(origin.count(), 1);
-    assert_eq!(origin.received()[0].headers["x-forwarded-host"], gateway.addr().to_string().as_str());
+    assert_eq!(
+        origin.received()[0].headers["x-forwarded-host"],
+        gateway.addr().to_string().as_str()
+    );
 }
 
 #[tokio::test]
@@ -289,7 +362,10 @@ async fn a_request_without_host_is_400_unless_a_route_serves_any_host() {
     let origin = Origin::start(Reply::default()).await;
     let strict = start(config(vec![route(&["a.example.com"], &origin, None)])).await;
     let answer = raw(strict.addr(), b"GET /k HTTP/1.0\r\n\r\n").await;
-    assert!(answer.starts_with("HTTP/1.0 400") || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.0 400") || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
     let any = gateway_for(&origin, None).await;
     let answer = raw(any.addr(), b"GET /k HTTP/1.0\r\n\r\n").await;
     assert!(answer.contains(" 200 "), "{answer}");
@@ -309,7 +385,10 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     gateway.shutdown().await;
     let answer = in_flight.await.expect("request task");
     assert_eq!(answer.status, 200);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -322,7 +401,10 @@ async fn the_default_configuration_fronts_the_demo_bucket() {
         .and_then(|l| l.local_addr())
         .expect("free port");
     c.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
-    let demo = c.demo_origin.as_mut().expect("the default config starts the demo origin");
+    let demo = c
+        .demo_origin
+        .as_mut()
+        .expect("the default config starts the demo origin");
     demo.listen = port;
     demo.root = root.join(&demo.root);
     let route = &mut c.routes[0];
@@ -332,9 +414,18 @@ async fn the_default_configuration_fronts_the_demo_bucket() {
     };
     route.rules = corsgate::rules::RulesSource::File(root.join(rules));
     let gateway = start(c).await;
-    let answer = send(gateway.addr(), "GET", "/hello.txt", &[("origin", "https://www.example.com")]).await;
+    let answer = send(
+        gateway.addr(),
+        "GET",
+        "/hello.txt",
+        &[("origin", "https://www.example.com")],
+    )
+    .await;
     assert_eq!(answer.status, 200);
     assert!(String::from_utf8_lossy(&answer.body).contains("demo bucket"));
-    assert_eq!(answer.header("access-control-allow-origin"), Some("https://www.example.com"));
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://www.example.com")
+    );
     assert!(answer.header("etag").is_some());
 }

@@ -32,11 +32,20 @@ async fn every_vector_holds_on_the_wire() {
             failures.push(format!("{}: {why}", case["name"].as_str().unwrap_or("?")));
         }
     }
-    assert!(failures.is_empty(), "{} failing vectors:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing vectors:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     gateway.shutdown().await;
 }
 
-async fn check(case: &Value, gateway: &std::net::SocketAddr, origin: &Origin) -> Result<(), String> {
+async fn check(
+    case: &Value,
+    gateway: &std::net::SocketAddr,
+    origin: &Origin,
+) -> Result<(), String> {
     let host = match case["config"].as_str() {
         Some(name) => format!("{name}.test"),
         None => "none.test".to_string(),
@@ -48,7 +57,10 @@ async fn check(case: &Value, gateway: &std::net::SocketAddr, origin: &Origin) ->
             pair[1].as_str().ok_or("header value")?.to_string(),
         ));
     }
-    let borrowed: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let borrowed: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let method = case["method"].as_str().ok_or("method")?;
     let path = case["path"].as_str().ok_or("path")?;
     let expect = &case["expect"];
@@ -60,14 +72,19 @@ async fn check(case: &Value, gateway: &std::net::SocketAddr, origin: &Origin) ->
     let forwarded = expect["forwarded"].as_bool().unwrap_or(false);
     if forwarded {
         if reached != 1 {
-            return Err(format!("expected to reach the origin once, reached it {reached} times"));
+            return Err(format!(
+                "expected to reach the origin once, reached it {reached} times"
+            ));
         }
         let last = origin.received().pop().ok_or("origin log empty")?;
         if last.method.as_str() != method || last.target != path {
             return Err(format!("origin saw {} {}", last.method, last.target));
         }
         if answer.status != 200 || answer.body != "origin body" {
-            return Err(format!("origin's answer not relayed: {} {:?}", answer.status, answer.body));
+            return Err(format!(
+                "origin's answer not relayed: {} {:?}",
+                answer.status, answer.body
+            ));
         }
     } else if reached != 0 {
         return Err("a preflight reached the origin".into());
@@ -76,7 +93,10 @@ async fn check(case: &Value, gateway: &std::net::SocketAddr, origin: &Origin) ->
     if let Some(status) = expect["status"].as_u64()
         && u64::from(answer.status.as_u16()) != status
     {
-        return Err(format!("status {} (expected {status}), body {:?}", answer.status, answer.body));
+        return Err(format!(
+            "status {} (expected {status}), body {:?}",
+            answer.status, answer.body
+        ));
     }
     for (field, element) in [
         ("error_code", "Code"),
@@ -93,7 +113,10 @@ async fn check(case: &Value, gateway: &std::net::SocketAddr, origin: &Origin) ->
     }
     if expect["error_code"].is_string() {
         if answer.header("content-type") != Some("application/xml") {
-            return Err(format!("error content-type {:?}", answer.header("content-type")));
+            return Err(format!(
+                "error content-type {:?}",
+                answer.header("content-type")
+            ));
         }
         if answer.xml("RequestId").as_deref() != answer.header("x-amz-request-id") {
             return Err("RequestId body and header differ".into());

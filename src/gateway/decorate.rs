@@ -128,7 +128,9 @@ mod tests {
     fn vary_is_merged_into_one_deduplicated_line() {
         assert_eq!(
             vary_of(&["Accept-Encoding, origin", "X-Foo"], CORS_VARY),
-            ["Accept-Encoding, origin, X-Foo, Access-Control-Request-Headers, Access-Control-Request-Method"]
+            [
+                "Accept-Encoding, origin, X-Foo, Access-Control-Request-Headers, Access-Control-Request-Method"
+            ]
         );
         assert_eq!(vary_of(&[], VARY_ORIGIN), ["Origin"]);
         assert_eq!(vary_of(&["Origin"], VARY_ORIGIN), ["Origin"]);

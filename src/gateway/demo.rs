@@ -9,9 +9,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper_staticfile::Static;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_staticfile::Static;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,7 +39,9 @@ pub async fn serve(listener: TcpListener, root: PathBuf, mut shutdown: watch::Re
                 let files = files.clone();
                 async move { Ok::<_, Infallible>(answer(files, req).await) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -8,13 +8,13 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::Body;
 use super::Gateway;
 use super::access_log::{AccessEntry, Outcome};
 use super::decorate::Decoration;
 use super::error::{Fault, GatewayError};
 use super::proxy::{self, Peer};
 use super::route::request_authority;
-use super::Body;
 use crate::cors::{CorsRequest, Resource};
 
 /// Serves one request; never fails: every error becomes an answer.
@@ -57,7 +57,9 @@ async fn serve(gateway: &Gateway, peer: Peer, req: Request<Incoming>) -> (Respon
     if req.method() == Method::OPTIONS {
         let snapshot = route.snapshot();
         let cors = CorsRequest::new(req.method(), req.headers(), resource);
-        return gateway.preflight_cache.respond(&snapshot, &cors, gateway.ids.next());
+        return gateway
+            .preflight_cache
+            .respond(&snapshot, &cors, gateway.ids.next());
     }
 
     // Spec §4: decide the CORS headers now, so no snapshot is held across the round trip.

@@ -42,7 +42,9 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BodyError>;
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|e: Infallible| match e {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
 }
 
 pub(crate) fn empty() -> Body {
@@ -78,11 +80,14 @@ impl Gateway {
     pub fn new(config: &Config) -> Result<Gateway, StartError> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
-            let cors = route
-                .rules
-                .load()
-                .map_err(|error| StartError::Rules { route: i + 1, error })?;
-            routes.push((Arc::new(Route::new(i + 1, route, cors)), route.hosts.clone()));
+            let cors = route.rules.load().map_err(|error| StartError::Rules {
+                route: i + 1,
+                error,
+            })?;
+            routes.push((
+                Arc::new(Route::new(i + 1, route, cors)),
+                route.hosts.clone(),
+            ));
         }
         Ok(Gateway {
             routes: Routes::new(routes),

@@ -94,6 +94,18 @@ impl PreflightAnswer {
 
     /// The response, with this request's ID in `x-amz-request-id` and in an error body.
     pub fn render(&self, id: RequestId) -> Response<Body> {
+        self.response(self.headers.clone(), id)
+    }
+
+    /// Like [`PreflightAnswer::render`], reusing this answer's headers (no copy) when it is not
+    /// going to be cached.
+    fn into_response(self, id: RequestId) -> Response<Body> {
+        let mut answer = self;
+        let headers = std::mem::take(&mut answer.headers);
+        answer.response(headers, id)
+    }
+
+    fn response(&self, mut headers: HeaderMap, id: RequestId) -> Response<Body> {
         let body = if self.body_head.is_empty() {
             empty()
         } else {
@@ -103,11 +115,10 @@ impl PreflightAnswer {
             b.put_slice(ERROR_TAIL.as_bytes());
             full(b.freeze())
         };
+        headers.insert("x-amz-request-id", id.header_value());
         let mut response = Response::new(body);
         *response.status_mut() = self.status;
-        let headers = response.headers_mut();
-        *headers = self.headers.clone();
-        headers.insert("x-amz-request-id", id.header_value());
+        *response.headers_mut() = headers;
         response
     }
 
@@ -135,15 +146,15 @@ impl PreflightAnswer {
 /// across routes).
 #[derive(Clone)]
 pub struct PreflightCache {
-    entries: Option<Cache<Box<[u8]>, Arc<PreflightAnswer>>>,
+    entries: Option<Cache<PreflightKey, Arc<PreflightAnswer>>>,
 }
 
 struct PerEntryTtl;
 
-impl Expiry<Box<[u8]>, Arc<PreflightAnswer>> for PerEntryTtl {
+impl Expiry<PreflightKey, Arc<PreflightAnswer>> for PerEntryTtl {
     fn expire_after_create(
         &self,
-        _key: &Box<[u8]>,
+        _key: &PreflightKey,
         value: &Arc<PreflightAnswer>,
         _created_at: Instant,
     ) -> Option<Duration> {
@@ -162,8 +173,8 @@ impl PreflightCache {
         let floor = usize::try_from(floor).unwrap_or(usize::MAX);
         let entries = Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(move |key: &Box<[u8]>, value: &Arc<PreflightAnswer>| {
-                let weight = (key.len() + value.weight()).max(floor);
+            .weigher(move |key: &PreflightKey, value: &Arc<PreflightAnswer>| {
+                let weight = (key.0.len() + value.weight()).max(floor);
                 u32::try_from(weight).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
@@ -201,26 +212,43 @@ impl PreflightCache {
         req: &CorsRequest<'_>,
         id: RequestId,
     ) -> (Response<Body>, Outcome) {
-        let key = self.entries.as_ref().and_then(|_| cache_key(snapshot, req));
-        if let (Some(entries), Some(key)) = (&self.entries, &key)
-            && let Some(answer) = entries.get(key)
-        {
+        let Some(entries) = &self.entries else {
+            return fresh(snapshot, req, id);
+        };
+        let Some(key) = cache_key(snapshot, req) else {
+            return fresh(snapshot, req, id);
+        };
+        if let Some(answer) = entries.get(&key) {
             return (answer.render(id), answer.outcome(true));
         }
         let answer = PreflightAnswer::new(&snapshot.cors.preflight(req));
-        let response = answer.render(id);
         let outcome = answer.outcome(false);
-        if let (Some(entries), Some(key)) = (&self.entries, key)
-            && !answer.ttl.is_zero()
-        {
-            entries.insert(key, Arc::new(answer));
+        if answer.ttl.is_zero() {
+            return (answer.into_response(id), outcome);
         }
-        (response, outcome)
+        let answer = Arc::new(answer);
+        entries.insert(key, Arc::clone(&answer));
+        (answer.render(id), outcome)
+    }
+
+    /// The cached answer for this request, if any (no evaluation, no insertion).
+    pub fn get(&self, snapshot: &Snapshot, req: &CorsRequest<'_>) -> Option<Arc<PreflightAnswer>> {
+        self.entries.as_ref()?.get(&cache_key(snapshot, req)?)
     }
 }
 
+fn fresh(snapshot: &Snapshot, req: &CorsRequest<'_>, id: RequestId) -> (Response<Body>, Outcome) {
+    let answer = PreflightAnswer::new(&snapshot.cors.preflight(req));
+    let outcome = answer.outcome(false);
+    (answer.into_response(id), outcome)
+}
+
+/// A cache key: everything a preflight answer depends on, encoded in one allocation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PreflightKey(Box<[u8]>);
+
 /// Everything the answer depends on, in one allocation; `None` for requests not worth caching.
-fn cache_key(snapshot: &Snapshot, req: &CorsRequest<'_>) -> Option<Box<[u8]>> {
+fn cache_key(snapshot: &Snapshot, req: &CorsRequest<'_>) -> Option<PreflightKey> {
     // Without Origin the answer is a fixed 400, cheaper to build than to look up.
     let origin = req.origin?.as_bytes();
     if origin.len() > MAX_CACHED_ORIGIN {
@@ -230,7 +258,8 @@ fn cache_key(snapshot: &Snapshot, req: &CorsRequest<'_>) -> Option<Box<[u8]>> {
     let headers = RequestedHeaders::parse(req.acrh.iter()).ok()?;
     let acrm = req.acrm.map(HeaderValue::as_bytes);
     let names: usize = headers.names().map(|n| n.len() + 1).sum();
-    let mut key = Vec::with_capacity(8 + 1 + 4 + origin.len() + 5 + acrm.map_or(0, <[u8]>::len) + names);
+    let mut key =
+        Vec::with_capacity(8 + 1 + 4 + origin.len() + 5 + acrm.map_or(0, <[u8]>::len) + names);
     key.extend_from_slice(&snapshot.generation.to_le_bytes());
     key.push(req.resource as u8);
     // Lengths make the encoding unambiguous (an origin may contain any byte).
@@ -251,7 +280,7 @@ fn cache_key(snapshot: &Snapshot, req: &CorsRequest<'_>) -> Option<Box<[u8]>> {
         }
         key.extend(name.iter().map(u8::to_ascii_lowercase));
     }
-    Some(key.into_boxed_slice())
+    Some(PreflightKey(key.into_boxed_slice()))
 }
 
 #[cfg(test)]
@@ -271,7 +300,9 @@ mod tests {
     </CORSConfiguration>"#;
 
     fn cell() -> SnapshotCell {
-        SnapshotCell::new(BucketCors::Enabled(Policy::parse(RULES.as_bytes()).expect("valid")))
+        SnapshotCell::new(BucketCors::Enabled(
+            Policy::parse(RULES.as_bytes()).expect("valid"),
+        ))
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -300,9 +331,20 @@ mod tests {
         let cache = PreflightCache::new(&PreflightCacheConfig::default());
         let ids = RequestIds::default();
         let cases: &[&[(&str, &str)]] = &[
-            &[("origin", "https://a.example"), ("access-control-request-method", "PUT"), ("access-control-request-headers", "X-Amz-Acl, x-amz-meta-a")],
-            &[("origin", "https://a.example"), ("access-control-request-method", "PUT"), ("access-control-request-headers", "content-type")],
-            &[("origin", "https://a.example"), ("access-control-request-method", "PATCH")],
+            &[
+                ("origin", "https://a.example"),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", "X-Amz-Acl, x-amz-meta-a"),
+            ],
+            &[
+                ("origin", "https://a.example"),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", "content-type"),
+            ],
+            &[
+                ("origin", "https://a.example"),
+                ("access-control-request-method", "PATCH"),
+            ],
             &[("origin", "https://a.example")],
             &[("access-control-request-method", "PUT")],
         ];
@@ -314,10 +356,23 @@ mod tests {
             let first = cache.respond(&snapshot, &req, ids.next());
             let second = cache.respond(&snapshot, &req, ids.next());
             let fresh_status = fresh.0.status();
-            let (fresh, first, second) = (wire(fresh.0).await, wire(first.0).await, wire(second.0).await);
+            let (fresh, first, second) = (
+                wire(fresh.0).await,
+                wire(first.0).await,
+                wire(second.0).await,
+            );
             // Bodies differ only by the request ID, which is per request.
-            let strip = |b: &Bytes| String::from_utf8_lossy(b).split("<RequestId>").next().map(str::to_string);
-            assert_eq!((&fresh.0, &fresh.1, strip(&fresh.2)), (&second.0, &second.1, strip(&second.2)), "{pairs:?}");
+            let strip = |b: &Bytes| {
+                String::from_utf8_lossy(b)
+                    .split("<RequestId>")
+                    .next()
+                    .map(str::to_string)
+            };
+            assert_eq!(
+                (&fresh.0, &fresh.1, strip(&fresh.2)),
+                (&second.0, &second.1, strip(&second.2)),
+                "{pairs:?}"
+            );
             assert_eq!((&first.0, &first.1), (&second.0, &second.1));
             if fresh_status != StatusCode::OK {
                 assert!(String::from_utf8_lossy(&second.2).ends_with("</RequestId></Error>"));
@@ -329,14 +384,25 @@ mod tests {
     async fn an_error_body_carries_this_requests_id() {
         let cell = cell();
         let cache = PreflightCache::new(&PreflightCacheConfig::default());
-        let h = headers(&[("origin", "https://evil.example"), ("access-control-request-method", "PUT")]);
+        let h = headers(&[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "PUT"),
+        ]);
         let req = CorsRequest::new(&Method::OPTIONS, &h, Resource::Object);
         let ids = RequestIds::default();
         for _ in 0..2 {
             let id = ids.next();
             let (response, _) = cache.respond(&cell.load(), &req, id);
-            let expected = cell.load().cors.preflight(&req).expect_err("denied").to_xml(&id.to_string());
-            assert_eq!(response.headers()["x-amz-request-id"], id.to_string().as_str());
+            let expected = cell
+                .load()
+                .cors
+                .preflight(&req)
+                .expect_err("denied")
+                .to_xml(&id.to_string());
+            assert_eq!(
+                response.headers()["x-amz-request-id"],
+                id.to_string().as_str()
+            );
             let (_, _, body) = wire(response).await;
             assert_eq!(body, expected.as_bytes());
         }
@@ -347,16 +413,46 @@ mod tests {
         let cell = cell();
         let cache = PreflightCache::new(&PreflightCacheConfig::default());
         let ids = RequestIds::default();
-        let a = headers(&[("origin", "https://a.example"), ("access-control-request-method", "PUT")]);
-        let b = headers(&[("origin", "https://b.example"), ("access-control-request-method", "GET")]);
+        let a = headers(&[
+            ("origin", "https://a.example"),
+            ("access-control-request-method", "PUT"),
+        ]);
+        let b = headers(&[
+            ("origin", "https://b.example"),
+            ("access-control-request-method", "GET"),
+        ]);
         let outcome = |h: &HeaderMap| {
             let req = CorsRequest::new(&Method::OPTIONS, h, Resource::Object);
             cache.respond(&cell.load(), &req, ids.next()).1
         };
-        assert_eq!(outcome(&a), Outcome::PreflightAllowed { rule: 1, cached: false });
-        assert_eq!(outcome(&a), Outcome::PreflightAllowed { rule: 1, cached: true });
-        assert_eq!(outcome(&b), Outcome::PreflightAllowed { rule: 2, cached: false });
-        assert_eq!(outcome(&b), Outcome::PreflightAllowed { rule: 2, cached: false });
+        assert_eq!(
+            outcome(&a),
+            Outcome::PreflightAllowed {
+                rule: 1,
+                cached: false
+            }
+        );
+        assert_eq!(
+            outcome(&a),
+            Outcome::PreflightAllowed {
+                rule: 1,
+                cached: true
+            }
+        );
+        assert_eq!(
+            outcome(&b),
+            Outcome::PreflightAllowed {
+                rule: 2,
+                cached: false
+            }
+        );
+        assert_eq!(
+            outcome(&b),
+            Outcome::PreflightAllowed {
+                rule: 2,
+                cached: false
+            }
+        );
     }
 
     #[test]
@@ -364,30 +460,56 @@ mod tests {
         let cell = cell();
         let cache = PreflightCache::new(&PreflightCacheConfig::default());
         let ids = RequestIds::default();
-        let h = headers(&[("origin", "https://a.example"), ("access-control-request-method", "PUT")]);
+        let h = headers(&[
+            ("origin", "https://a.example"),
+            ("access-control-request-method", "PUT"),
+        ]);
         let req = CorsRequest::new(&Method::OPTIONS, &h, Resource::Object);
-        assert!(matches!(cache.respond(&cell.load(), &req, ids.next()).1, Outcome::PreflightAllowed { .. }));
+        assert!(matches!(
+            cache.respond(&cell.load(), &req, ids.next()).1,
+            Outcome::PreflightAllowed { .. }
+        ));
         cell.install(BucketCors::NotConfigured);
         assert_eq!(
             cache.respond(&cell.load(), &req, ids.next()).1,
-            Outcome::PreflightDenied { code: "AccessForbidden", cached: false }
+            Outcome::PreflightDenied {
+                code: "AccessForbidden",
+                cached: false
+            }
         );
     }
 
     #[test]
     fn a_flood_of_origins_stays_within_both_bounds() {
         let cell = cell();
-        let config = PreflightCacheConfig { max_entries: 100, max_bytes: 64 * 1024 };
+        let config = PreflightCacheConfig {
+            max_entries: 100,
+            max_bytes: 64 * 1024,
+        };
         let cache = PreflightCache::new(&config);
         let ids = RequestIds::default();
         for i in 0..5_000 {
             let mut h = HeaderMap::new();
-            h.insert("origin", HeaderValue::from_str(&format!("https://{i}.example")).expect("valid"));
-            h.insert("access-control-request-method", HeaderValue::from_static("PUT"));
+            h.insert(
+                "origin",
+                HeaderValue::from_str(&format!("https://{i}.example")).expect("valid"),
+            );
+            h.insert(
+                "access-control-request-method",
+                HeaderValue::from_static("PUT"),
+            );
             let req = CorsRequest::new(&Method::OPTIONS, &h, Resource::Object);
             let _ = cache.respond(&cell.load(), &req, ids.next());
         }
-        assert!(cache.entry_count() <= config.max_entries, "{}", cache.entry_count());
-        assert!(cache.weighted_size() <= config.max_bytes, "{}", cache.weighted_size());
+        assert!(
+            cache.entry_count() <= config.max_entries,
+            "{}",
+            cache.entry_count()
+        );
+        assert!(
+            cache.weighted_size() <= config.max_bytes,
+            "{}",
+            cache.weighted_size()
+        );
     }
 }

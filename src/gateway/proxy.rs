@@ -97,7 +97,10 @@ pub async fn forward(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Download::new(body, origin_response)))
+    Ok(Response::from_parts(
+        parts,
+        Download::new(body, origin_response),
+    ))
 }
 
 /// `origin + path prefix + the request's path and query`, bytes untouched.

@@ -76,7 +76,10 @@ mod tests {
         assert_ne!(a, b);
         let text = a.to_string();
         assert_eq!(text.len(), 16);
-        assert!(text.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
+        assert!(
+            text.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+        );
         assert_eq!(a.header_value(), text.as_str());
     }
 }

@@ -109,7 +109,10 @@ impl Routes {
     /// The route serving `authority` (from the request URI, else its `Host`).
     pub fn find(&self, authority: Option<&Authority>) -> Result<&Arc<Route>, RouteMiss> {
         let Some(authority) = authority else {
-            return self.any_host.map(|i| &self.routes[i]).ok_or(RouteMiss::NoHost);
+            return self
+                .any_host
+                .map(|i| &self.routes[i])
+                .ok_or(RouteMiss::NoHost);
         };
         let host = authority.host();
         let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -143,8 +146,7 @@ pub fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, Route
     let Some(host) = req.headers().get(HOST) else {
         return Ok(None);
     };
-    let authority =
-        Authority::try_from(host.as_bytes()).map_err(|_| RouteMiss::BadHost)?;
+    let authority = Authority::try_from(host.as_bytes()).map_err(|_| RouteMiss::BadHost)?;
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return Err(RouteMiss::BadHost);
     }

@@ -113,7 +113,10 @@ pub async fn serve_connection<I>(
             async move {
                 let response = handler::handle(gateway, peer, req).await;
                 // The request counts as in flight until its response body is done.
-                Ok::<_, Infallible>(response.map(|body| Tracked { inner: body, _busy: busy }))
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    inner: body,
+                    _busy: busy,
+                }))
             }
         })
     };

@@ -47,7 +47,7 @@ pub struct Reply {
     pub body: Bytes,
     /// Wait this long before the response head.
     pub delay: Duration,
-    /// Instead of `body`, stream this many zero bytes.
+    /// Instead of `body`, answer GET requests with this many zero bytes, streamed.
     pub stream: Option<u64>,
     /// After the response head, send the first chunk, then stall this long.
     pub stall_after_head: Option<Duration>,
@@ -117,7 +117,11 @@ impl Origin {
 
 type OriginBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>, reply: &Reply) -> Response<OriginBody> {
+async fn answer(
+    req: Request<Incoming>,
+    log: &Mutex<Vec<Received>>,
+    reply: &Reply,
+) -> Response<OriginBody> {
     let (parts, mut body) = req.into_parts();
     // Count the upload without keeping it: a 2 GiB upload must not live in the test's memory.
     let mut body_len = 0u64;
@@ -128,7 +132,7 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>, reply: &Repl
         }
     }
     log.lock().expect("origin log").push(Received {
-        method: parts.method,
+        method: parts.method.clone(),
         target: parts
             .uri
             .path_and_query()
@@ -137,9 +141,14 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>, reply: &Repl
         body_len,
     });
     tokio::time::sleep(reply.delay).await;
-    let body: OriginBody = match (reply.stream, reply.stall_after_head) {
+    let stream = reply.stream.filter(|_| parts.method == Method::GET);
+    let body: OriginBody = match (stream, reply.stall_after_head) {
         (Some(n), _) => Zeros::new(n).boxed(),
-        (None, Some(stall)) => Stalling { sent: false, stall: Box::pin(tokio::time::sleep(stall)) }.boxed(),
+        (None, Some(stall)) => Stalling {
+            sent: false,
+            stall: Box::pin(tokio::time::sleep(stall)),
+        }
+        .boxed(),
         (None, None) => Full::new(reply.body.clone()).boxed(),
     };
     let mut response = Response::new(body);
@@ -149,7 +158,9 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>, reply: &Repl
             .headers_mut()
             .append(*name, HeaderValue::from_static(value));
     }
-    response.headers_mut().insert("x-upload-bytes", HeaderValue::from(body_len));
+    response
+        .headers_mut()
+        .insert("x-upload-bytes", HeaderValue::from(body_len));
     response
 }
 
@@ -170,7 +181,10 @@ impl Body for Zeros {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
@@ -198,7 +212,10 @@ impl Body for Stalling {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if !self.sent {
             self.sent = true;
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first chunk")))));
@@ -264,7 +281,9 @@ pub struct Answer {
 
 impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().expect("ascii header"))
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ascii header"))
     }
 
     /// Every `Access-Control-*` header, as (name, value), sorted.
@@ -317,7 +336,12 @@ pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
 }
 
 /// Sends `method path` with `headers` to the gateway over HTTP/1.1 and reads the whole answer.
-pub async fn send(gateway: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+pub async fn send(
+    gateway: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     send_with(&client(), gateway, method, path, headers).await
 }
 
@@ -355,7 +379,9 @@ pub async fn send_with(
 /// closing).
 pub async fn raw(gateway: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(gateway).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(gateway)
+        .await
+        .expect("connect");
     stream.write_all(request).await.expect("write");
     let mut out = Vec::new();
     let read_head = async {
@@ -369,4 +395,45 @@ pub async fn raw(gateway: SocketAddr, request: &[u8]) -> String {
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), read_head).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The real `corsgate` binary, killed when the test ends however it ends.
+pub struct Binary(pub std::process::Child);
+
+impl Binary {
+    /// Runs `corsgate ARGS` in `dir` and waits until it says where it listens.
+    pub fn start(args: &[&str], dir: &str) -> (Binary, SocketAddr) {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corsgate"))
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the corsgate binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let binary = Binary(child);
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("corsgate says where it listens before exiting")
+                .expect("readable stderr");
+            if let Some(rest) = line.split("corsgate listening on http://").nth(1) {
+                break rest.trim().parse().expect("listen address");
+            }
+        };
+        // Keep draining the log so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        (binary, addr)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
