@@ -429,3 +429,51 @@ async fn the_default_configuration_fronts_the_demo_bucket() {
     );
     assert!(answer.header("etag").is_some());
 }
+
+#[tokio::test]
+async fn a_client_dribbling_its_request_head_is_cut_off_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start(Reply::default()).await;
+    let mut c = config(vec![route(&["*"], &origin, None)]);
+    c.server.timeouts.header_read = Duration::from_millis(300);
+    let gateway = start(c).await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /k HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "connection still open 5 s after a 300 ms header timeout"
+    );
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start(Reply::default()).await;
+    let mut c = config(vec![route(&["*"], &origin, None)]);
+    c.server.timeouts.idle = Duration::from_millis(300);
+    let gateway = start(c).await;
+    // HTTP/2 has no header-read timer between requests: the idle timeout alone must close it.
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("h2 preface and empty SETTINGS");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "idle HTTP/2 connection still open after 5 s"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}

@@ -104,7 +104,8 @@ pub async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
-    let idle = gateway.timeouts.idle;
+    let gateway_timeouts = gateway.timeouts;
+    let idle = gateway_timeouts.idle;
     let service = {
         let activity = Arc::clone(&activity);
         service_fn(move |req: Request<Incoming>| {
@@ -123,6 +124,9 @@ pub async fn serve_connection<I>(
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut draining = false;
+    // An idle HTTP/2 client that never acknowledges GOAWAY's ping would keep the connection
+    // forever: past this deadline the socket is simply dropped.
+    let mut give_up: Option<Instant> = None;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -137,7 +141,11 @@ pub async fn serve_connection<I>(
             }
             () = activity.idle_for(idle), if !draining => {
                 draining = true;
+                give_up = Some(Instant::now() + idle.min(gateway_timeouts.header_read));
                 conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
+                return;
             }
         }
     }
