@@ -2,7 +2,10 @@
 //! behaviour.
 
 pub mod cli;
+pub mod config;
 pub mod cors;
+pub mod gateway;
 pub mod loadtest;
+pub mod rules;
 pub mod s3;
 pub mod tls;

@@ -4,6 +4,7 @@
 mod check;
 mod explain;
 mod loadtest;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,12 @@ pub enum Command {
     ///
     /// Exit status: 0 all answers right, 1 mismatches or errors, 2 usage, rules or URL error.
     Loadtest(Box<loadtest::LoadtestArgs>),
+    /// Run the gateway: answer preflights, forward everything else to the origin, decorate.
+    ///
+    /// Reads `config/corsgate.toml` unless `--config` names another file, or serves a single
+    /// route (any Host) given with `--origin` and `--rules`. Logs go to stderr; `RUST_LOG`
+    /// filters them (default `info`; the access log is target `corsgate::access`).
+    Serve(serve::ServeArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -45,6 +52,7 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Loadtest(args) => loadtest::run_command(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
 

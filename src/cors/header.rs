@@ -179,22 +179,33 @@ impl<'a> RequestedHeaders<'a> {
         self.first_refused(patterns).is_none()
     }
 
+    /// Appends the names to `out`, lower-cased, in request order, separated by `separator`.
+    pub fn write_lower_case(&self, separator: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        self.each_name(|name| {
+            if out.len() > start {
+                out.extend_from_slice(separator);
+            }
+            out.extend_from_slice(name);
+            ControlFlow::<()>::Continue(())
+        });
+        out[start..].make_ascii_lowercase();
+    }
+
+    /// Bytes of all ACRH lines together: an upper bound for what `write_lower_case` appends
+    /// beyond its separators.
+    pub fn byte_len(&self) -> usize {
+        self.lines.iter().map(|l| l.len()).sum()
+    }
+
     /// The `Access-Control-Allow-Headers` value S3 answers with: the requested names,
     /// lower-cased, in request order, joined by `, `.
     pub fn allow_headers_value(&self) -> Option<HeaderValue> {
         if self.count == 0 {
             return None;
         }
-        let len = self.lines.iter().map(|l| l.len()).sum::<usize>() + self.count * 2;
-        let mut out = Vec::with_capacity(len);
-        self.each_name(|name| {
-            if !out.is_empty() {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(name);
-            ControlFlow::<()>::Continue(())
-        });
-        out.make_ascii_lowercase();
+        let mut out = Vec::with_capacity(self.byte_len() + self.count * 2);
+        self.write_lower_case(b", ", &mut out);
         // Every byte is a token character or ", ", so this cannot fail; stay total anyway.
         HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
     }

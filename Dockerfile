@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# corsgate: multi-stage build, small non-root runtime image.
+#
+#   docker build -t corsgate .
+#   docker run --rm -p 8080:8080 corsgate                      # the demo configuration
+#   docker run --rm -p 8080:8080 -v "$PWD/config:/app/config:ro" corsgate   # your own config/
+#
+# The image runs `corsgate serve --config config/corsgate.toml --listen 0.0.0.0:8080` in /app;
+# rules files named in the config are read relative to /app, so mount them under /app/config.
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin corsgate \
+    && cp target/release/corsgate /corsgate
+
+# distroless "cc": glibc and libgcc only, no shell, runs as uid 65532 ("nonroot").
+FROM gcr.io/distroless/cc-debian12:nonroot
+WORKDIR /app
+COPY --from=build /corsgate /usr/local/bin/corsgate
+COPY --chown=65532:65532 config ./config
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/corsgate"]
+CMD ["serve", "--config", "config/corsgate.toml", "--listen", "0.0.0.0:8080"]

@@ -1,0 +1,672 @@
+//! The gateway's TOML configuration (`config/corsgate.toml`): its shape, its defaults and its
+//! validation.
+//!
+//! Reading is two steps: serde reads the file into loose `Raw*` structs (unknown keys refused,
+//! so a typo is an error, not a silently ignored setting), then [`Config::from_raw`] checks every
+//! value and reports *every* problem at once, each naming its key (`route[2].origin: ...`).
+//! No rules files are read here: that is [`crate::rules`]' job, at start-up.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use http::uri::{Authority, Scheme};
+use serde::Deserialize;
+
+use crate::rules::RulesSource;
+
+/// Where `corsgate serve` looks when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/corsgate.toml";
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub routes: Vec<RouteConfig>,
+    pub demo_origin: Option<DemoOriginConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Plain-HTTP listeners (HTTP/1.1 and cleartext HTTP/2 on each).
+    pub listen: Vec<SocketAddr>,
+    pub timeouts: Timeouts,
+    pub preflight_cache: PreflightCacheConfig,
+}
+
+/// Every timeout the gateway applies. Defaults are those of [`Timeouts::default`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect to the origin; past it the client gets 504.
+    pub connect: Duration,
+    /// Time a client has to send a complete request head (slowloris guard). On HTTP/1.1 it also
+    /// bounds how long a kept-alive connection may wait for its next request.
+    pub header_read: Duration,
+    /// Time the origin has to start its answer once the request (body included) is sent; past it
+    /// the client gets 504. Counted from the end of the upload, so a long upload is not cut.
+    pub origin_response: Duration,
+    /// A client connection with no request in flight for this long is closed; also how long an
+    /// unused pooled origin connection is kept.
+    pub idle: Duration,
+    /// On SIGTERM/ctrl-c, how long in-flight requests get to finish before connections are cut.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            header_read: Duration::from_secs(10),
+            origin_response: Duration::from_secs(60),
+            idle: Duration::from_secs(75),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Bounds of the preflight answer cache: both hold at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreflightCacheConfig {
+    /// At most this many cached answers; 0 turns the cache off.
+    pub max_entries: u64,
+    /// At most this many bytes of keys and answers together.
+    pub max_bytes: u64,
+}
+
+impl Default for PreflightCacheConfig {
+    fn default() -> Self {
+        PreflightCacheConfig {
+            max_entries: 10_000,
+            max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// One `[[route]]`: the hosts it serves, where it forwards, and its CORS rules.
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    pub hosts: Vec<HostPattern>,
+    pub origin: OriginUrl,
+    pub rules: RulesSource,
+    /// Forward the client's `Host` (true) or the origin's authority (false, the default).
+    pub preserve_host: bool,
+    /// Spec §4 [deviation]: `Vary: Origin` on every forwarded response of a route with rules.
+    pub vary_origin_always: bool,
+}
+
+/// Which `Host` values a route serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `"*"`: any host, and requests without one.
+    Any,
+    /// A host name or address, lower-cased; without a port it matches that host on any port,
+    /// with a port only on that port.
+    Exact { host: String, port: Option<u16> },
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        if text == "*" {
+            return Ok(HostPattern::Any);
+        }
+        let authority: Authority = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a host name, an address or \"*\""))?;
+        if authority.as_str().contains('@') || authority.host().is_empty() {
+            return Err(format!("{text:?} is not a host name, an address or \"*\""));
+        }
+        Ok(HostPattern::Exact {
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16(),
+        })
+    }
+}
+
+/// The origin a route forwards to: `http://host[:port][/path-prefix]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginUrl {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Prepended to every request path; empty or starting with `/`, never ending with `/`.
+    pub path_prefix: String,
+}
+
+impl OriginUrl {
+    pub fn parse(text: &str) -> Result<OriginUrl, String> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        let scheme = uri.scheme().cloned();
+        match scheme.as_ref().map(Scheme::as_str) {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "{text:?}: https origins are not supported yet (plain http only)"
+                ));
+            }
+            _ => return Err(format!("{text:?} must start with http://")),
+        }
+        let Some(authority) = uri.authority().cloned() else {
+            return Err(format!("{text:?} names no host"));
+        };
+        if authority.as_str().contains('@') {
+            return Err(format!("{text:?}: credentials in the URL are not allowed"));
+        }
+        if uri.query().is_some() {
+            return Err(format!("{text:?}: an origin URL cannot have a query"));
+        }
+        let path_prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(OriginUrl {
+            scheme: scheme.unwrap_or(Scheme::HTTP),
+            authority,
+            path_prefix,
+        })
+    }
+}
+
+impl fmt::Display for OriginUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme, self.authority, self.path_prefix
+        )
+    }
+}
+
+/// `[demo_origin]`: a static-file origin corsgate starts itself, so the default configuration
+/// works offline.
+#[derive(Clone, Debug)]
+pub struct DemoOriginConfig {
+    pub listen: SocketAddr,
+    pub root: PathBuf,
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<KeyProblem>,
+    },
+}
+
+/// One invalid value, named by its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+fn render_problems(path: &Path, problems: &[KeyProblem]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {p}", path.display()))
+        .collect();
+    lines.join("\n")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    demo_origin: Option<RawDemoOrigin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Vec<String>>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    preflight_cache: RawCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<String>,
+    header_read: Option<String>,
+    origin_response: Option<String>,
+    idle: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    max_entries: Option<u64>,
+    max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    hosts: Option<Vec<String>>,
+    origin: Option<String>,
+    rules: Option<RawRules>,
+    preserve_host: Option<bool>,
+    vary_origin_always: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    file: Option<PathBuf>,
+    bucket: Option<String>,
+    poll: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDemoOrigin {
+    listen: Option<String>,
+    root: Option<PathBuf>,
+}
+
+/// The listener used when the configuration names none.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ParseError::Syntax(message) => ConfigFileError::Syntax {
+                path: path.to_path_buf(),
+                message,
+            },
+            ParseError::Invalid(problems) => ConfigFileError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            },
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ParseError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string().trim().into()))?;
+        Config::from_raw(raw).map_err(ParseError::Invalid)
+    }
+
+    /// One route, forwarding any host to `origin`: `corsgate serve --origin URL [--rules FILE]`.
+    pub fn single_route(origin: OriginUrl, rules: RulesSource) -> Config {
+        Config {
+            server: ServerConfig {
+                listen: vec![default_listen()],
+                timeouts: Timeouts::default(),
+                preflight_cache: PreflightCacheConfig::default(),
+            },
+            routes: vec![RouteConfig::new(vec![HostPattern::Any], origin, rules)],
+            demo_origin: None,
+        }
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, Vec<KeyProblem>> {
+        let mut problems = Vec::new();
+        let mut report = |key: String, message: String| problems.push(KeyProblem { key, message });
+
+        let listen = match raw.server.listen {
+            None => vec![default_listen()],
+            Some(list) if list.is_empty() => {
+                report("server.listen".into(), "names no address".into());
+                Vec::new()
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| {
+                    parse_addr(a)
+                        .map_err(|m| report(format!("server.listen[{i}]"), m))
+                        .ok()
+                })
+                .collect(),
+        };
+
+        let defaults = Timeouts::default();
+        let mut timeout = |name: &str, value: Option<String>, default: Duration| match value {
+            None => default,
+            Some(text) => parse_duration(&text).unwrap_or_else(|m| {
+                report(format!("server.timeouts.{name}"), m);
+                default
+            }),
+        };
+        let t = raw.server.timeouts;
+        let timeouts = Timeouts {
+            connect: timeout("connect", t.connect, defaults.connect),
+            header_read: timeout("header_read", t.header_read, defaults.header_read),
+            origin_response: timeout(
+                "origin_response",
+                t.origin_response,
+                defaults.origin_response,
+            ),
+            idle: timeout("idle", t.idle, defaults.idle),
+            shutdown_grace: timeout("shutdown_grace", t.shutdown_grace, defaults.shutdown_grace),
+        };
+        for (name, value) in [
+            ("connect", timeouts.connect),
+            ("header_read", timeouts.header_read),
+            ("origin_response", timeouts.origin_response),
+            ("idle", timeouts.idle),
+        ] {
+            if value.is_zero() {
+                report(format!("server.timeouts.{name}"), "must be above 0".into());
+            }
+        }
+
+        let cache_defaults = PreflightCacheConfig::default();
+        let preflight_cache = PreflightCacheConfig {
+            max_entries: raw
+                .server
+                .preflight_cache
+                .max_entries
+                .unwrap_or(cache_defaults.max_entries),
+            max_bytes: raw
+                .server
+                .preflight_cache
+                .max_bytes
+                .unwrap_or(cache_defaults.max_bytes),
+        };
+        if preflight_cache.max_entries > 0 && preflight_cache.max_bytes < 4096 {
+            report(
+                "server.preflight_cache.max_bytes".into(),
+                format!(
+                    "{} is too small to hold one answer (at least 4096, or max_entries = 0 to turn the cache off)",
+                    preflight_cache.max_bytes
+                ),
+            );
+        }
+
+        if raw.route.is_empty() {
+            report("route".into(), "at least one [[route]] is needed".into());
+        }
+        let mut routes = Vec::new();
+        for (i, r) in raw.route.into_iter().enumerate() {
+            let key = |field: &str| format!("route[{}].{field}", i + 1);
+            let hosts = match r.hosts {
+                None => {
+                    report(key("hosts"), "missing (use [\"*\"] for any host)".into());
+                    Vec::new()
+                }
+                Some(list) if list.is_empty() => {
+                    report(
+                        key("hosts"),
+                        "names no host (use [\"*\"] for any host)".into(),
+                    );
+                    Vec::new()
+                }
+                Some(list) => list
+                    .iter()
+                    .filter_map(|h| {
+                        HostPattern::parse(h)
+                            .map_err(|m| report(key("hosts"), m))
+                            .ok()
+                    })
+                    .collect(),
+            };
+            let origin = match r.origin {
+                None => {
+                    report(key("origin"), "missing".into());
+                    None
+                }
+                Some(text) => OriginUrl::parse(&text)
+                    .map_err(|m| report(key("origin"), m))
+                    .ok(),
+            };
+            let rules = match r.rules {
+                None => RulesSource::None,
+                Some(RawRules {
+                    file: Some(file),
+                    bucket: None,
+                    poll: None,
+                }) => RulesSource::File(file),
+                Some(RawRules {
+                    bucket: Some(_), ..
+                }) => {
+                    report(
+                        key("rules.bucket"),
+                        "reading rules from the bucket is not supported yet; use { file = \"...\" }"
+                            .into(),
+                    );
+                    RulesSource::None
+                }
+                Some(_) => {
+                    report(key("rules"), "expected { file = \"PATH\" }".into());
+                    RulesSource::None
+                }
+            };
+            let mut route = match origin {
+                Some(origin) => RouteConfig::new(hosts, origin, rules),
+                None => continue,
+            };
+            if let Some(v) = r.preserve_host {
+                route.preserve_host = v;
+            }
+            if let Some(v) = r.vary_origin_always {
+                route.vary_origin_always = v;
+            }
+            routes.push(route);
+        }
+        check_host_overlap(&routes, &mut report);
+
+        let demo_origin = raw.demo_origin.and_then(|d| {
+            let listen = match d.listen {
+                None => {
+                    report("demo_origin.listen".into(), "missing".into());
+                    None
+                }
+                Some(a) => parse_addr(&a)
+                    .map_err(|m| report("demo_origin.listen".into(), m))
+                    .ok(),
+            };
+            if d.root.is_none() {
+                report("demo_origin.root".into(), "missing".into());
+            }
+            Some(DemoOriginConfig {
+                listen: listen?,
+                root: d.root?,
+            })
+        });
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                timeouts,
+                preflight_cache,
+            },
+            routes,
+            demo_origin,
+        })
+    }
+}
+
+impl RouteConfig {
+    pub fn new(hosts: Vec<HostPattern>, origin: OriginUrl, rules: RulesSource) -> RouteConfig {
+        RouteConfig {
+            hosts,
+            origin,
+            rules,
+            // S3/Spaces origins find the bucket by Host: rewriting is what works out of the box.
+            preserve_host: false,
+            vary_origin_always: true,
+        }
+    }
+}
+
+/// Two routes claiming the same host would make routing depend on file order: refuse.
+fn check_host_overlap(routes: &[RouteConfig], report: &mut impl FnMut(String, String)) {
+    let mut seen: Vec<(&HostPattern, usize)> = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        for host in &route.hosts {
+            if let Some((_, first)) = seen.iter().find(|(h, _)| *h == host) {
+                report(
+                    format!("route[{}].hosts", i + 1),
+                    format!("{host:?} is already served by route[{}]", first + 1),
+                );
+            } else {
+                seen.push((host, i));
+            }
+        }
+    }
+}
+
+/// Why TOML text is not a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<KeyProblem>),
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an IP:PORT address (e.g. \"127.0.0.1:8080\")"))
+}
+
+/// `"250ms"`, `"30s"`, `"5m"`, `"1h"`: one number and one unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (e.g. \"500ms\", \"30s\", \"5m\", \"1h\")");
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs).ok_or_else(bad);
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_one_number_and_one_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "30", "1.5s", "-1s", "3 days"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn minimal_route_gets_the_documented_defaults() {
+        let c = Config::parse("[[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:9000\"\n")
+            .expect("valid");
+        assert_eq!(c.server.listen, vec![default_listen()]);
+        assert_eq!(c.server.timeouts, Timeouts::default());
+        let r = &c.routes[0];
+        assert_eq!(r.hosts, vec![HostPattern::Any]);
+        assert!(!r.preserve_host);
+        assert!(r.vary_origin_always);
+        assert_eq!(r.rules, RulesSource::None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = Config::parse(
+            r#"
+            [server]
+            listen = ["nowhere"]
+            timeouts = { connect = "5 parsecs" }
+            [[route]]
+            hosts = ["a.example.com"]
+            origin = "ftp://x"
+            [[route]]
+            hosts = ["A.example.com"]
+            origin = "http://127.0.0.1:1"
+            rules = { bucket = "b" }
+            "#,
+        )
+        .expect_err("invalid");
+        let ParseError::Invalid(problems) = err else {
+            panic!("not a validation error: {err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.listen[0]",
+                "server.timeouts.connect",
+                "route[1].origin",
+                "route[2].rules.bucket",
+            ]
+        );
+    }
+
+    #[test]
+    fn two_routes_for_one_host_are_refused() {
+        let err = Config::parse(
+            "[[route]]\nhosts = [\"a.com\"]\norigin = \"http://o\"\n[[route]]\nhosts = [\"A.com\"]\norigin = \"http://o\"\n",
+        )
+        .expect_err("overlap");
+        assert!(err.to_string().contains("route[2].hosts"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_not_silently_ignored() {
+        let err = Config::parse("[server]\nlisten_on = []\n").expect_err("typo");
+        assert!(err.to_string().contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn origin_keeps_its_path_prefix_without_trailing_slash() {
+        let o = OriginUrl::parse("http://127.0.0.1:9000/bucket/").expect("valid");
+        assert_eq!(o.path_prefix, "/bucket");
+        assert_eq!(o.to_string(), "http://127.0.0.1:9000/bucket");
+        assert_eq!(OriginUrl::parse("http://h").expect("valid").path_prefix, "");
+        assert!(OriginUrl::parse("https://h").is_err());
+        assert!(OriginUrl::parse("http://u:p@h").is_err());
+    }
+
+    #[test]
+    fn host_patterns_are_lower_cased_and_keep_an_optional_port() {
+        assert_eq!(
+            HostPattern::parse("Assets.Example.com:8443"),
+            Ok(HostPattern::Exact {
+                host: "assets.example.com".into(),
+                port: Some(8443)
+            })
+        );
+        assert_eq!(HostPattern::parse("*"), Ok(HostPattern::Any));
+        assert!(HostPattern::parse("a b").is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! Decorating forwarded responses (spec §4): remove every `Access-Control-*` header the origin
+//! sent (corsgate is the single CORS authority: two layers produce duplicate headers that
+//! browsers reject), add the ones the request earned, and merge `Vary` into one de-duplicated
+//! value, never overwriting the origin's tokens.
+//!
+//! The decoration is computed from the request before it is forwarded, so the rules snapshot is
+//! not held across the origin round trip; its values are prebuilt `HeaderValue`s (cheap clones).
+
+use arrayvec::ArrayVec;
+use http::header::{HeaderName, VARY};
+use http::{HeaderMap, HeaderValue};
+
+use super::snapshot::Snapshot;
+use crate::cors::CorsRequest;
+
+const VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
+
+/// The CORS headers one forwarded request earned.
+#[derive(Clone, Debug, Default)]
+pub struct Decoration {
+    /// The `Access-Control-*` headers of the grant, `Vary` excluded.
+    headers: ArrayVec<(HeaderName, HeaderValue), 6>,
+    /// Our `Vary` tokens: all three with a grant, `Origin` alone under `vary_origin_always`.
+    vary: Option<HeaderValue>,
+    /// The rule that granted, 1-based.
+    pub rule: Option<usize>,
+}
+
+impl Decoration {
+    /// Spec §4 for a non-preflight request under `snapshot`.
+    pub fn for_actual(
+        snapshot: &Snapshot,
+        req: &CorsRequest<'_>,
+        vary_origin_always: bool,
+    ) -> Decoration {
+        let mut decoration = Decoration::default();
+        match snapshot.cors.actual(req) {
+            Some(grant) => {
+                decoration.rule = Some(grant.rule.index);
+                for (name, value) in grant.headers() {
+                    if name == VARY {
+                        decoration.vary = Some(value);
+                    } else {
+                        // A grant has at most six Access-Control-* headers, and on an actual
+                        // response never Allow-Headers; ignore overflow rather than panic.
+                        let _ = decoration.headers.try_push((name, value));
+                    }
+                }
+            }
+            // [deviation] spec §4: without this a cache stores an undecorated copy and serves it
+            // to a cross-origin request later.
+            None if vary_origin_always && snapshot.has_rules() => {
+                decoration.vary = Some(VARY_ORIGIN);
+            }
+            None => {}
+        }
+        decoration
+    }
+
+    /// Rewrites an origin's (or corsgate's own error) response headers.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        strip_access_control(headers);
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(vary) = &self.vary {
+            merge_vary(headers, vary);
+        }
+    }
+}
+
+/// Removes every `Access-Control-*` header. Allocates only when there is one to remove.
+pub fn strip_access_control(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Merges `ours` into the `Vary` header lines already there, as one line whose tokens are
+/// de-duplicated case-insensitively, the existing ones first.
+pub fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue) {
+    let mut existing = headers.get_all(VARY).iter().peekable();
+    if existing.peek().is_none() {
+        headers.insert(VARY, ours.clone());
+        return;
+    }
+    let mut tokens: Vec<&[u8]> = Vec::new();
+    for line in existing.chain(std::iter::once(ours)) {
+        for token in line.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if !token.is_empty() && !tokens.iter().any(|t| t.eq_ignore_ascii_case(token)) {
+                tokens.push(token);
+            }
+        }
+    }
+    let merged = tokens.join(&b", "[..]);
+    // Every token came from a valid header value, and ", " is valid: this cannot fail, but an
+    // origin's bytes are not ours to panic over.
+    if let Ok(value) = HeaderValue::from_bytes(&merged) {
+        headers.insert(VARY, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cors::CORS_VARY;
+
+    fn vary_of(lines: &[&str], ours: HeaderValue) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        for l in lines {
+            headers.append(VARY, HeaderValue::from_str(l).expect("test value"));
+        }
+        merge_vary(&mut headers, &ours);
+        headers
+            .get_all(VARY)
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn vary_is_merged_into_one_deduplicated_line() {
+        assert_eq!(
+            vary_of(&["Accept-Encoding, origin", "X-Foo"], CORS_VARY),
+            [
+                "Accept-Encoding, origin, X-Foo, Access-Control-Request-Headers, Access-Control-Request-Method"
+            ]
+        );
+        assert_eq!(vary_of(&[], VARY_ORIGIN), ["Origin"]);
+        assert_eq!(vary_of(&["Origin"], VARY_ORIGIN), ["Origin"]);
+        assert_eq!(vary_of(&[" , "], VARY_ORIGIN), ["Origin"]);
+    }
+
+    #[test]
+    fn upstream_access_control_headers_are_all_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        headers.append("access-control-allow-origin", HeaderValue::from_static("x"));
+        headers.insert("access-control-x-anything", HeaderValue::from_static("1"));
+        headers.insert("etag", HeaderValue::from_static("\"1\""));
+        strip_access_control(&mut headers);
+        assert_eq!(headers.len(), 1);
+    }
+}

@@ -1,0 +1,109 @@
+//! What can go wrong while serving one request, whose fault it is, and how it is answered: a
+//! status and an S3-style XML error body, so S3 clients and browser code read it like S3's own.
+//!
+//! Messages sent to clients never name the origin or the cause (that is for the log).
+
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::decorate::Decoration;
+use super::request_id::RequestId;
+use super::route::RouteMiss;
+use super::{Body, full};
+use crate::cors::decision::error_xml;
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request corsgate answers itself with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Misrouted(#[from] RouteMiss),
+    /// A request target without a path (authority form, as `CONNECT` uses): nothing to forward.
+    #[error("the request target {0:?} has no path")]
+    NoPath(String),
+    #[error("origin {origin} unreachable: {cause}")]
+    OriginUnreachable { origin: String, cause: Cause },
+    #[error("origin {origin} did not accept a connection within {timeout:?}")]
+    OriginConnectTimeout { origin: String, timeout: Duration },
+    #[error("origin {origin} did not answer within {timeout:?} of the request being sent")]
+    OriginTimeout { origin: String, timeout: Duration },
+    /// The connection broke or the origin answered something that is not HTTP.
+    #[error("origin {origin} failed: {cause}")]
+    OriginFailed { origin: String, cause: Cause },
+}
+
+/// Whose fault an error is: decides the log level, and whether retrying elsewhere could help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Origin,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Misrouted(RouteMiss::UnknownHost(_)) => StatusCode::MISDIRECTED_REQUEST,
+            GatewayError::Misrouted(_) | GatewayError::NoPath(_) => StatusCode::BAD_REQUEST,
+            GatewayError::OriginUnreachable { .. } | GatewayError::OriginFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::OriginConnectTimeout { .. } | GatewayError::OriginTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// The `<Code>` of the error body, in S3's style.
+    pub fn code(&self) -> &'static str {
+        match self.status() {
+            StatusCode::MISDIRECTED_REQUEST => "MisdirectedRequest",
+            StatusCode::BAD_REQUEST => "BadRequest",
+            StatusCode::GATEWAY_TIMEOUT => "GatewayTimeout",
+            _ => "BadGateway",
+        }
+    }
+
+    /// The `<Message>` of the error body: what a client may know.
+    pub fn message(&self) -> &'static str {
+        match self {
+            GatewayError::Misrouted(RouteMiss::UnknownHost(_)) => {
+                "This gateway does not serve the requested host."
+            }
+            GatewayError::Misrouted(RouteMiss::NoHost) => "The request names no host.",
+            GatewayError::Misrouted(RouteMiss::BadHost) => "The Host header is not valid.",
+            GatewayError::NoPath(_) => "The request target has no path.",
+            GatewayError::OriginUnreachable { .. } => "The origin could not be reached.",
+            GatewayError::OriginFailed { .. } => "The origin failed to answer.",
+            GatewayError::OriginConnectTimeout { .. } => {
+                "The origin did not accept a connection in time."
+            }
+            GatewayError::OriginTimeout { .. } => "The origin did not answer in time.",
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            GatewayError::Misrouted(_) | GatewayError::NoPath(_) => Fault::Client,
+            _ => Fault::Origin,
+        }
+    }
+
+    /// The answer: status, S3 XML body, `x-amz-request-id`, and (spec §4: error responses are
+    /// decorated too, so browser code can read the real status) the CORS headers the request
+    /// earned.
+    pub fn response(&self, id: RequestId, decoration: Option<&Decoration>) -> Response<Body> {
+        let body = error_xml(self.code(), self.message(), None, None, &id.to_string());
+        let mut response = Response::new(full(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        headers.insert("x-amz-request-id", id.header_value());
+        if let Some(decoration) = decoration {
+            decoration.apply(headers);
+        }
+        response
+    }
+}

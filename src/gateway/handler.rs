@@ -1,0 +1,106 @@
+//! One request, start to finish: route it by host, answer a preflight here or forward anything
+//! else and decorate what comes back, turn failures into S3-style answers, log one line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::Body;
+use super::Gateway;
+use super::access_log::{AccessEntry, Outcome};
+use super::decorate::Decoration;
+use super::error::{Fault, GatewayError};
+use super::proxy::{self, Peer};
+use super::route::request_authority;
+use crate::cors::{CorsRequest, Resource};
+
+/// Serves one request; never fails: every error becomes an answer.
+pub async fn handle(gateway: Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    // Cheap clones (refcounted bytes), kept for the log line after `req` has moved on.
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let authority = request_authority(&req);
+    let (response, outcome) = serve(&gateway, peer, req).await;
+    let host = match &authority {
+        Ok(Some(a)) => a.as_str(),
+        Ok(None) => "-",
+        Err(_) => "(invalid)",
+    };
+    AccessEntry {
+        method: &method,
+        host,
+        path: uri.path(),
+        status: response.status(),
+        outcome,
+        elapsed: started.elapsed(),
+    }
+    .log();
+    response
+}
+
+async fn serve(gateway: &Gateway, peer: Peer, req: Request<Incoming>) -> (Response<Body>, Outcome) {
+    let authority = match request_authority(&req) {
+        Ok(a) => a,
+        Err(miss) => return refuse(gateway, GatewayError::from(miss)),
+    };
+    let route = match gateway.routes.find(authority.as_ref()) {
+        Ok(route) => Arc::clone(route),
+        Err(miss) => return refuse(gateway, GatewayError::from(miss)),
+    };
+    let resource = Resource::of_key(req.uri().path());
+
+    // Spec §3: every OPTIONS is a preflight, answered here and never forwarded.
+    if req.method() == Method::OPTIONS {
+        let snapshot = route.snapshot();
+        let cors = CorsRequest::new(req.method(), req.headers(), resource);
+        return gateway
+            .preflight_cache
+            .respond(&snapshot, &cors, gateway.ids.next());
+    }
+
+    // Spec §4: decide the CORS headers now, so no snapshot is held across the round trip.
+    let decoration = {
+        let snapshot = route.snapshot();
+        let cors = CorsRequest::new(req.method(), req.headers(), resource);
+        Decoration::for_actual(&snapshot, &cors, route.vary_origin_always)
+    };
+    let outcome = match decoration.rule {
+        Some(rule) => Outcome::ActualDecorated { rule },
+        None => Outcome::ActualUndecorated,
+    };
+    let forwarded = proxy::forward(
+        &gateway.client,
+        &route,
+        req,
+        peer,
+        authority.as_ref(),
+        &gateway.timeouts,
+    )
+    .await;
+    let response = match forwarded {
+        Ok(response) => {
+            let mut response = response.map(|b| b.boxed());
+            decoration.apply(response.headers_mut());
+            response
+        }
+        Err(err) => {
+            let id = gateway.ids.next();
+            tracing::warn!(route = route.index, request_id = %id, "{err}");
+            err.response(id, Some(&decoration))
+        }
+    };
+    (response, outcome)
+}
+
+fn refuse(gateway: &Gateway, err: GatewayError) -> (Response<Body>, Outcome) {
+    let id = gateway.ids.next();
+    match err.fault() {
+        Fault::Client => tracing::debug!(request_id = %id, "{err}"),
+        Fault::Origin => tracing::warn!(request_id = %id, "{err}"),
+    }
+    (err.response(id, None), Outcome::Refused)
+}

@@ -1,0 +1,328 @@
+//! Forwarding to the origin: hyper-util's pooled client, bodies streamed both ways (never
+//! buffered, so a multi-GiB object passes with flat memory), hop-by-hop headers removed,
+//! `X-Forwarded-For/-Proto/-Host` added, `Host` preserved or rewritten per route, path and query
+//! forwarded byte for byte, and every origin failure turned into a typed [`GatewayError`].
+//!
+//! CORS is not this module's business: the caller decorates whatever comes back.
+
+use std::error::Error as StdError;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Uri};
+use http::{HeaderMap, Request, Response, Version};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+use super::error::GatewayError;
+use super::route::Route;
+use crate::config::Timeouts;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The pooled client every route forwards through (the pool is keyed by origin).
+pub type OriginClient = Client<HttpConnector, Upload>;
+
+pub fn origin_client(timeouts: &Timeouts) -> OriginClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeouts.connect));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(timeouts.idle)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Who sent a request, as `X-Forwarded-*` tells the origin.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The listener's scheme: `http` (TLS listeners will say `https`).
+    pub scheme: &'static str,
+}
+
+/// Sends `req` to the route's origin and returns its response head; the body streams on.
+///
+/// `origin_response` bounds the origin's silence: before the response head, counted from the end
+/// of the upload (so a long upload is not cut short), and between two chunks of the response
+/// body.
+pub async fn forward(
+    client: &OriginClient,
+    route: &Route,
+    req: Request<Incoming>,
+    from: Peer,
+    authority: Option<&Authority>,
+    timeouts: &Timeouts,
+) -> Result<Response<Download>, GatewayError> {
+    let origin_response = timeouts.origin_response;
+    let (mut parts, body) = req.into_parts();
+    parts.uri = upstream_uri(route, &parts.uri)?;
+    // The pool speaks HTTP/1.1 to origins whatever the client spoke to us.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, from, authority);
+    let host = match authority {
+        Some(a) if route.preserve_host => HeaderValue::from_str(a.as_str()).ok(),
+        _ => None,
+    }
+    .or_else(|| HeaderValue::from_str(route.origin.authority.as_str()).ok());
+    if let Some(host) = host {
+        parts.headers.insert(header::HOST, host);
+    }
+
+    let (upload, sent) = Upload::new(body);
+    let origin = || route.origin.to_string();
+    let response = client.request(Request::from_parts(parts, upload));
+    tokio::pin!(response);
+    let deadline = async {
+        // Resolves when the upload ends, fails or is dropped: the origin's turn starts.
+        let _ = sent.await;
+        tokio::time::sleep(origin_response).await;
+    };
+    let response = tokio::select! {
+        r = &mut response => r.map_err(|e| classify(e, origin(), timeouts.connect))?,
+        () = deadline => return Err(GatewayError::OriginTimeout { origin: origin(), timeout: origin_response }),
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        Download::new(body, origin_response),
+    ))
+}
+
+/// `origin + path prefix + the request's path and query`, bytes untouched.
+fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, GatewayError> {
+    let Some(pq) = uri.path_and_query() else {
+        return Err(GatewayError::NoPath(uri.to_string()));
+    };
+    // `OPTIONS *` style targets have no leading '/'; nothing else reaches here without one.
+    if !pq.as_str().starts_with('/') {
+        return Err(GatewayError::NoPath(uri.to_string()));
+    }
+    let prefix = &route.origin.path_prefix;
+    let pq = if prefix.is_empty() {
+        pq.clone()
+    } else {
+        PathAndQuery::try_from(format!("{prefix}{}", pq.as_str()))
+            .map_err(|_| GatewayError::NoPath(uri.to_string()))?
+    };
+    Uri::builder()
+        .scheme(route.origin.scheme.clone())
+        .authority(route.origin.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| GatewayError::NoPath(uri.to_string()))
+}
+
+/// The hop-by-hop headers of RFC 9110 §7.6.1, and those the `Connection` header names: they
+/// concern one connection, not the message, and are removed in both directions.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// `X-Forwarded-For` gets the client appended (earlier proxies' entries kept);
+/// `X-Forwarded-Proto` and `-Host` say what this gateway saw, replacing anything the client
+/// claimed.
+fn add_forwarded(headers: &mut HeaderMap, from: Peer, authority: Option<&Authority>) {
+    let ip = from.addr.ip().to_string();
+    let xff = match headers.get_all(X_FORWARDED_FOR).iter().count() {
+        0 => HeaderValue::from_str(&ip).ok(),
+        _ => {
+            let mut joined: Vec<u8> = Vec::new();
+            for v in headers.get_all(X_FORWARDED_FOR) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+    };
+    if let Some(xff) = xff {
+        headers.insert(X_FORWARDED_FOR, xff);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(from.scheme));
+    match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+fn classify(
+    err: hyper_util::client::legacy::Error,
+    origin: String,
+    connect_timeout: Duration,
+) -> GatewayError {
+    if err.is_connect() {
+        let timed_out = sources(&err).any(|e| {
+            e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
+        });
+        if timed_out {
+            return GatewayError::OriginConnectTimeout {
+                origin,
+                timeout: connect_timeout,
+            };
+        }
+        return GatewayError::OriginUnreachable {
+            origin,
+            cause: Box::new(err),
+        };
+    }
+    GatewayError::OriginFailed {
+        origin,
+        cause: Box::new(err),
+    }
+}
+
+fn sources<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(err), |&e| e.source())
+}
+
+/// The client's request body on its way to the origin; says when it has been sent in full.
+pub struct Upload {
+    inner: Incoming,
+    sent: Option<oneshot::Sender<()>>,
+}
+
+impl Upload {
+    fn new(inner: Incoming) -> (Upload, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut upload = Upload {
+            inner,
+            sent: Some(tx),
+        };
+        if upload.inner.is_end_stream() {
+            upload.finish();
+        }
+        (upload, rx)
+    }
+
+    fn finish(&mut self) {
+        if let Some(tx) = self.sent.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl HttpBody for Upload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
+            self.finish();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The origin's response body on its way to the client; fails when the origin stalls longer
+/// than `origin_response` between two chunks, so a hung origin cannot pin a connection forever.
+pub struct Download {
+    inner: Incoming,
+    stall: Pin<Box<Sleep>>,
+    limit: Duration,
+    /// The last poll found nothing: the stall clock is running. It only runs while we wait for
+    /// the origin, never while the client is slow to read.
+    waiting: bool,
+}
+
+/// The origin stopped sending in the middle of a body.
+#[derive(Debug, thiserror::Error)]
+#[error("the origin sent nothing for {0:?} in the middle of a response body")]
+pub struct OriginStalled(Duration);
+
+impl Download {
+    fn new(inner: Incoming, limit: Duration) -> Download {
+        Download {
+            inner,
+            stall: Box::pin(tokio::time::sleep(limit)),
+            limit,
+            waiting: false,
+        }
+    }
+}
+
+impl HttpBody for Download {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if !self.waiting {
+                    self.waiting = true;
+                    let deadline = Instant::now() + self.limit;
+                    self.stall.as_mut().reset(deadline);
+                }
+                ready!(self.stall.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Box::new(OriginStalled(self.limit)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,209 @@
+//! Routing by `Host`: which [`Route`] serves a request, and the route itself (origin, options and
+//! current rules).
+//!
+//! Host names compare case-insensitively (RFC 9110 §4.2.3). A configured host without a port
+//! matches that host on any port; with a port, only on that port. `"*"` matches any host and
+//! requests that name none. A host no route serves is never forwarded: corsgate is not an open
+//! proxy.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::Guard;
+use http::Request;
+use http::header::HOST;
+use http::uri::Authority;
+
+use super::snapshot::{Snapshot, SnapshotCell};
+use crate::config::{HostPattern, OriginUrl, RouteConfig};
+use crate::cors::BucketCors;
+
+/// One `[[route]]` at run time.
+#[derive(Debug)]
+pub struct Route {
+    /// 1-based position in the configuration, for logs.
+    pub index: usize,
+    pub origin: OriginUrl,
+    pub preserve_host: bool,
+    pub vary_origin_always: bool,
+    snapshot: SnapshotCell,
+}
+
+impl Route {
+    pub fn new(index: usize, config: &RouteConfig, cors: BucketCors) -> Route {
+        Route {
+            index,
+            origin: config.origin.clone(),
+            preserve_host: config.preserve_host,
+            vary_origin_always: config.vary_origin_always,
+            snapshot: SnapshotCell::new(cors),
+        }
+    }
+
+    /// The rules in force now (lock-free; load once per request).
+    pub fn snapshot(&self) -> Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Replaces the route's rules; returns the new generation. In-flight requests keep the
+    /// snapshot they loaded.
+    pub fn install(&self, cors: BucketCors) -> u64 {
+        self.snapshot.install(cors)
+    }
+}
+
+/// Why no route serves a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteMiss {
+    /// HTTP/1.1 requires `Host` (RFC 9112 §3.2); only a `"*"` route accepts a request without.
+    #[error("the request names no host")]
+    NoHost,
+    #[error("the Host header is not a valid host")]
+    BadHost,
+    #[error("no route serves host {0:?}")]
+    UnknownHost(String),
+}
+
+/// Every route, indexed by host.
+#[derive(Debug, Default)]
+pub struct Routes {
+    routes: Vec<Arc<Route>>,
+    /// `host:port` entries.
+    with_port: HashMap<(String, u16), usize>,
+    /// Port-less entries.
+    any_port: HashMap<String, usize>,
+    any_host: Option<usize>,
+}
+
+impl Routes {
+    pub fn new(routes: Vec<(Arc<Route>, Vec<HostPattern>)>) -> Routes {
+        let mut table = Routes::default();
+        for (i, (route, hosts)) in routes.into_iter().enumerate() {
+            for host in hosts {
+                // Config validation refuses duplicates; keep the first anyway.
+                match host {
+                    HostPattern::Any => {
+                        table.any_host.get_or_insert(i);
+                    }
+                    HostPattern::Exact { host, port: None } => {
+                        table.any_port.entry(host).or_insert(i);
+                    }
+                    HostPattern::Exact {
+                        host,
+                        port: Some(port),
+                    } => {
+                        table.with_port.entry((host, port)).or_insert(i);
+                    }
+                }
+            }
+            table.routes.push(route);
+        }
+        table
+    }
+
+    pub fn all(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// The route serving `authority` (from the request URI, else its `Host`).
+    pub fn find(&self, authority: Option<&Authority>) -> Result<&Arc<Route>, RouteMiss> {
+        let Some(authority) = authority else {
+            return self
+                .any_host
+                .map(|i| &self.routes[i])
+                .ok_or(RouteMiss::NoHost);
+        };
+        let host = authority.host();
+        let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        let exact = authority
+            .port_u16()
+            .and_then(|port| {
+                if self.with_port.is_empty() {
+                    None
+                } else {
+                    self.with_port.get(&(host.to_string(), port))
+                }
+            })
+            .or_else(|| self.any_port.get(host.as_ref()));
+        exact
+            .or(self.any_host.as_ref())
+            .map(|&i| &self.routes[i])
+            .ok_or_else(|| RouteMiss::UnknownHost(authority.as_str().to_string()))
+    }
+}
+
+/// The authority a request names: its URI's (HTTP/2 `:authority`, HTTP/1.1 absolute form,
+/// which RFC 9112 §3.2.2 says wins over `Host`), else its `Host` header.
+pub fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, RouteMiss> {
+    if let Some(authority) = req.uri().authority() {
+        return Ok(Some(authority.clone()));
+    }
+    let Some(host) = req.headers().get(HOST) else {
+        return Ok(None);
+    };
+    let authority = Authority::try_from(host.as_bytes()).map_err(|_| RouteMiss::BadHost)?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(RouteMiss::BadHost);
+    }
+    Ok(Some(authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OriginUrl;
+    use crate::rules::RulesSource;
+
+    fn table(hosts: &[&[&str]]) -> Routes {
+        let origin = OriginUrl::parse("http://127.0.0.1:1").expect("valid");
+        Routes::new(
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(i, hs)| {
+                    let patterns: Vec<HostPattern> = hs
+                        .iter()
+                        .map(|h| HostPattern::parse(h).expect("valid host"))
+                        .collect();
+                    let config =
+                        RouteConfig::new(patterns.clone(), origin.clone(), RulesSource::None);
+                    (
+                        Arc::new(Route::new(i + 1, &config, BucketCors::NotConfigured)),
+                        patterns,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn find(routes: &Routes, host: &str) -> Result<usize, RouteMiss> {
+        let authority: Authority = host.parse().expect("valid authority");
+        routes.find(Some(&authority)).map(|r| r.index)
+    }
+
+    #[test]
+    fn host_match_ignores_case_and_port_unless_the_route_names_one() {
+        let routes = table(&[&["Assets.example.com"], &["api.example.com:8443"]]);
+        assert_eq!(find(&routes, "assets.EXAMPLE.com:8080"), Ok(1));
+        assert_eq!(find(&routes, "assets.example.com"), Ok(1));
+        assert_eq!(find(&routes, "api.example.com:8443"), Ok(2));
+        assert!(matches!(
+            find(&routes, "api.example.com:8080"),
+            Err(RouteMiss::UnknownHost(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_host_falls_to_the_wildcard_route_only_if_there_is_one() {
+        let routes = table(&[&["a.example.com"], &["*"]]);
+        assert_eq!(find(&routes, "other.example.com"), Ok(2));
+        assert_eq!(routes.find(None).map(|r| r.index), Ok(2));
+        let strict = table(&[&["a.example.com"]]);
+        assert_eq!(strict.find(None).map(|r| r.index), Err(RouteMiss::NoHost));
+    }
+}

@@ -1,0 +1,439 @@
+//! The end-to-end harness: a real origin on an ephemeral loopback port that records what
+//! reaches it and answers as told, corsgate started in-process (or as the real binary) in front
+//! of it, and a real HTTP client. Tests then read like the spec sentence they check.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use corsgate::config::{
+    Config, HostPattern, OriginUrl, PreflightCacheConfig, RouteConfig, ServerConfig, Timeouts,
+};
+use corsgate::gateway::{self, Running};
+use corsgate::rules::RulesSource;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// What the origin saw of one request.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: Method,
+    /// Path and query exactly as they arrived.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body_len: u64,
+}
+
+/// How the origin answers every request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: Bytes,
+    /// Wait this long before the response head.
+    pub delay: Duration,
+    /// Instead of `body`, answer GET requests with this many zero bytes, streamed.
+    pub stream: Option<u64>,
+    /// After the response head, send the first chunk, then stall this long.
+    pub stall_after_head: Option<Duration>,
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Reply {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            body: Bytes::from_static(b"origin body"),
+            delay: Duration::ZERO,
+            stream: None,
+            stall_after_head: None,
+        }
+    }
+}
+
+/// A real origin server on 127.0.0.1.
+pub struct Origin {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Origin {
+    pub async fn start(reply: Reply) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&received);
+        let reply = Arc::new(reply);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = Arc::clone(&log);
+                let reply = Arc::clone(&reply);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let log = Arc::clone(&log);
+                        let reply = Arc::clone(&reply);
+                        async move { Ok::<_, Infallible>(answer(req, &log, &reply).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, received }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request that reached the origin, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("origin log").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().expect("origin log").len()
+    }
+}
+
+type OriginBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn answer(
+    req: Request<Incoming>,
+    log: &Mutex<Vec<Received>>,
+    reply: &Reply,
+) -> Response<OriginBody> {
+    let (parts, mut body) = req.into_parts();
+    // Count the upload without keeping it: a 2 GiB upload must not live in the test's memory.
+    let mut body_len = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => body_len += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    log.lock().expect("origin log").push(Received {
+        method: parts.method.clone(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(String::new, |pq| pq.as_str().to_string()),
+        headers: parts.headers,
+        body_len,
+    });
+    tokio::time::sleep(reply.delay).await;
+    let stream = reply.stream.filter(|_| parts.method == Method::GET);
+    let body: OriginBody = match (stream, reply.stall_after_head) {
+        (Some(n), _) => Zeros::new(n).boxed(),
+        (None, Some(stall)) => Stalling {
+            sent: false,
+            stall: Box::pin(tokio::time::sleep(stall)),
+        }
+        .boxed(),
+        (None, None) => Full::new(reply.body.clone()).boxed(),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = reply.status;
+    for (name, value) in &reply.headers {
+        response
+            .headers_mut()
+            .append(*name, HeaderValue::from_static(value));
+    }
+    response
+        .headers_mut()
+        .insert("x-upload-bytes", HeaderValue::from(body_len));
+    response
+}
+
+/// `n` zero bytes in 64 KiB chunks, generated on the fly.
+pub struct Zeros {
+    remaining: u64,
+}
+
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+impl Zeros {
+    pub fn new(n: u64) -> Zeros {
+        Zeros { remaining: n }
+    }
+}
+
+impl Body for Zeros {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(ZEROS.len() as u64) as usize;
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..n])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// One chunk, then nothing for a while, then the end.
+struct Stalling {
+    sent: bool,
+    stall: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for Stalling {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if !self.sent {
+            self.sent = true;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first chunk")))));
+        }
+        match self.stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Writes rules to a fresh file (the gateway reads rules from files).
+pub fn rules_file(xml: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!("corsgate-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("rules-{}.xml", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&path, xml).expect("write rules");
+    path
+}
+
+/// A route for `hosts` to `origin` with these rules (`None`: no CORS configuration).
+pub fn route(hosts: &[&str], origin: &Origin, rules: Option<&str>) -> RouteConfig {
+    RouteConfig::new(
+        hosts
+            .iter()
+            .map(|h| HostPattern::parse(h).expect("valid host"))
+            .collect(),
+        OriginUrl::parse(&origin.url()).expect("valid origin"),
+        rules.map_or(RulesSource::None, |xml| RulesSource::File(rules_file(xml))),
+    )
+}
+
+/// A configuration listening on an ephemeral loopback port.
+pub fn config(routes: Vec<RouteConfig>) -> Config {
+    Config {
+        server: ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            timeouts: Timeouts::default(),
+            preflight_cache: PreflightCacheConfig::default(),
+        },
+        routes,
+        demo_origin: None,
+    }
+}
+
+/// corsgate, in this process, with one route for any host in front of `origin`.
+pub async fn gateway_for(origin: &Origin, rules: Option<&str>) -> Running {
+    start(config(vec![route(&["*"], origin, rules)])).await
+}
+
+pub async fn start(config: Config) -> Running {
+    gateway::spawn(config).await.expect("gateway starts")
+}
+
+/// A response with its body read.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ascii header"))
+    }
+
+    /// Every `Access-Control-*` header, as (name, value), sorted.
+    pub fn cors_headers(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("access-control-"))
+            .map(|(n, v)| (n.to_string(), v.to_str().expect("ascii").to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn vary_lines(&self) -> Vec<&str> {
+        self.headers
+            .get_all("vary")
+            .iter()
+            .map(|v| v.to_str().expect("ascii"))
+            .collect()
+    }
+
+    /// The text of an element of an S3 XML error body, unescaped.
+    pub fn xml(&self, element: &str) -> Option<String> {
+        let body = std::str::from_utf8(&self.body).ok()?;
+        let open = format!("<{element}>");
+        let start = body.find(&open)? + open.len();
+        let end = start + body[start..].find(&format!("</{element}>"))?;
+        Some(
+            body[start..end]
+                .replace("&apos;", "'")
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+        )
+    }
+}
+
+/// A plain HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 client with prior knowledge (h2c, no upgrade dance).
+pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// Sends `method path` with `headers` to the gateway over HTTP/1.1 and reads the whole answer.
+pub async fn send(
+    gateway: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    send_with(&client(), gateway, method, path, headers).await
+}
+
+pub async fn send_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    gateway: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{gateway}{path}"));
+    for (name, value) in headers {
+        req = req.header(
+            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    let req = req.body(Full::new(Bytes::new())).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("answer within 30 s")
+        .expect("gateway answers");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("whole body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Writes raw bytes to the gateway and returns its answer's head (or all it sent before
+/// closing).
+pub async fn raw(gateway: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gateway)
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let read_head = async {
+        let mut buf = [0u8; 4096];
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read_head).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The real `corsgate` binary, killed when the test ends however it ends.
+pub struct Binary(pub std::process::Child);
+
+impl Binary {
+    /// Runs `corsgate ARGS` in `dir` and waits until it says where it listens.
+    pub fn start(args: &[&str], dir: &str) -> (Binary, SocketAddr) {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corsgate"))
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the corsgate binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let binary = Binary(child);
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("corsgate says where it listens before exiting")
+                .expect("readable stderr");
+            if let Some(rest) = line.split("corsgate listening on http://").nth(1) {
+                break rest.trim().parse().expect("listen address");
+            }
+        };
+        // Keep draining the log so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        (binary, addr)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
