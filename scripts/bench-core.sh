@@ -3,13 +3,14 @@
 # preflight measured in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo bench --bench decision -- "$@"
+[ "${1:-}" = "--table-only" ] || cargo bench --bench decision -- "$@"
 python3 - <<'PY'
 import json, pathlib
 root = pathlib.Path("target/criterion")
 rows = {}
-for est in root.glob("*/*/new/estimates.json"):
-    name = f"{est.parts[-4]}/{est.parts[-3]}"
+# criterion stores "group/case" as the directory "group_case".
+for est in root.glob("*/new/estimates.json"):
+    name = est.parts[-3].replace("_", "/", 1)
     rows[name] = json.loads(est.read_text())["median"]["point_estimate"]
 base = rows.get("preflight/allowed")
 print(f"\n{'case':40} {'median':>12} {'vs allowed':>11}")
