@@ -4,6 +4,9 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+mod fake_s3;
+pub use fake_s3::FakeS3;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -263,6 +266,31 @@ pub fn config(routes: Vec<RouteConfig>) -> Config {
         // Tests that need the admin listener ask for one on an ephemeral port.
         admin: AdminConfig { listen: None },
     }
+}
+
+/// A configuration with an admin listener on an ephemeral loopback port.
+pub fn config_with_admin(routes: Vec<RouteConfig>) -> Config {
+    let mut config = config(routes);
+    config.admin.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config
+}
+
+/// A route for any host in front of `origin_url` with this rules source.
+pub fn route_to(origin_url: &str, rules: RulesSource) -> RouteConfig {
+    let mut route = RouteConfig::new(
+        vec![HostPattern::Any],
+        OriginUrl::parse(origin_url).expect("valid origin"),
+        rules,
+    );
+    route.preserve_host = matches!(route.rules, RulesSource::Endpoint(_));
+    route
+}
+
+/// `GET` (or `POST`) an admin path and parse the JSON answer (`Value::Null` when not JSON).
+pub async fn admin(addr: SocketAddr, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
+    let answer = send(addr, method, path, &[]).await;
+    let json = serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+    (answer.status, json)
 }
 
 /// corsgate, in this process, with one route for any host in front of `origin`.
