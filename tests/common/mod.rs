@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 mod fake_s3;
+#[allow(unused_imports)] // not every test binary fronts a bucket
 pub use fake_s3::FakeS3;
 
 use std::convert::Infallible;
