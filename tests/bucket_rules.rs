@@ -342,6 +342,25 @@ async fn a_cors_write_through_the_gateway_is_in_force_for_the_very_next_request(
 }
 
 #[tokio::test]
+async fn a_bucket_created_through_the_gateway_is_known_at_once() {
+    let s3 = FakeS3::start().await;
+    let gateway = start(config(vec![endpoint_route(&s3, Addressing::Path)])).await;
+    let addr = gateway.addr();
+    // The creating request itself is judged first: the bucket does not exist yet.
+    assert_eq!(put(addr, "/fresh/", "").await, StatusCode::OK);
+    let created = preflight(addr, "/fresh/k", "https://a.example").await;
+    assert_eq!(
+        created.xml("Message").as_deref(),
+        Some("CORSResponse: CORS is not enabled for this bucket.")
+    );
+    // Writes to objects do not refetch the bucket's rules.
+    let fetches = s3.cors_gets();
+    assert_eq!(put(addr, "/fresh/k", "data").await, StatusCode::OK);
+    assert_eq!(s3.cors_gets(), fetches);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
 async fn unset_default_credentials_mean_unsigned_fetches_and_named_ones_must_exist() {
     let s3 = FakeS3::start().await;
     s3.put_bucket("photos", Some(ALLOW_A));

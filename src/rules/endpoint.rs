@@ -117,10 +117,10 @@ impl EndpointBuckets {
         }
     }
 
-    /// The bucket whose `?cors` a request writes.
-    pub fn bucket_of(&self, host: &str, path: &str) -> Option<Arc<BucketRules>> {
-        let (bucket, _) = self.bucket_name(host, path)?;
-        Some(self.entry(&bucket))
+    /// The bucket a request to the bucket itself (not to one of its objects) names.
+    pub fn bucket_written(&self, host: &str, path: &str) -> Option<Arc<BucketRules>> {
+        let (bucket, key) = self.bucket_name(host, path)?;
+        key.is_empty().then(|| self.entry(&bucket))
     }
 
     /// Refetches every bucket held now.

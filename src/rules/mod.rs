@@ -291,8 +291,14 @@ impl RouteRules {
         }
     }
 
-    /// Whether `method host path?query` writes a bucket's CORS configuration through this
-    /// route; the caller refreshes it once the origin says 2xx.
+    /// Whether `method host path?query` may change a bucket's CORS state through this route;
+    /// the caller refreshes the bucket once the origin says 2xx.
+    ///
+    /// On a bucket route that is a `PUT`/`DELETE ?cors`. On an S3 endpoint route it is any
+    /// `PUT`/`DELETE` of a bucket itself (not of an object): `PutBucketCors` and
+    /// `DeleteBucketCors`, but also `CreateBucket` and `DeleteBucket`, which turn "no such bucket"
+    /// into "CORS not enabled" and back (the bucket's state was fetched for the request that
+    /// created it, and must not stay "no such bucket" until the next poll).
     pub fn write_through(
         &self,
         method: &Method,
@@ -300,15 +306,14 @@ impl RouteRules {
         path: &str,
         query: Option<&str>,
     ) -> Option<WriteThrough> {
-        if !(method == Method::PUT || method == Method::DELETE)
-            || !crate::s3::addressing::is_cors_subresource(query)
-        {
+        if !(method == Method::PUT || method == Method::DELETE) {
             return None;
         }
         match self {
             // A bucket route serves one bucket: any `?cors` write through it is that bucket's.
-            RouteRules::Bucket(bucket) => Some(WriteThrough(Arc::clone(bucket))),
-            RouteRules::Endpoint(endpoint) => endpoint.bucket_of(host, path).map(WriteThrough),
+            RouteRules::Bucket(bucket) => crate::s3::addressing::is_cors_subresource(query)
+                .then(|| WriteThrough(Arc::clone(bucket))),
+            RouteRules::Endpoint(endpoint) => endpoint.bucket_written(host, path).map(WriteThrough),
             RouteRules::Fixed(_) | RouteRules::File(_) => None,
         }
     }

@@ -132,6 +132,16 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         .query()
         .is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("cors")));
 
+    if !cors && key.is_empty() && parts.method == Method::PUT {
+        // CreateBucket.
+        state
+            .buckets
+            .lock()
+            .expect("buckets")
+            .entry(bucket)
+            .or_insert(None);
+        return Response::new(Full::new(Bytes::new()));
+    }
     if cors && key.is_empty() {
         match parts.method {
             Method::GET => {
