@@ -884,6 +884,101 @@ mod tests {
     }
 
     #[test]
+    fn bucket_rules_s3_endpoints_and_the_admin_listener_are_read_with_their_defaults() {
+        let c = Config::parse(
+            r#"
+            [admin]
+            listen = "off"
+            [[route]]
+            hosts = ["a.example.com"]
+            origin = "http://127.0.0.1:9000"
+            rules = { bucket = "photos", poll = "5s", region = "eu-west-3", access_key_env = "KEY" }
+            [[route]]
+            hosts = ["*"]
+            origin = "http://127.0.0.1:9000"
+            s3 = { addressing = "virtual" }
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.admin.listen, None);
+        let RulesSource::Bucket(bucket) = &c.routes[0].rules else {
+            panic!("not bucket rules: {:?}", c.routes[0].rules)
+        };
+        assert_eq!(bucket.bucket, "photos");
+        assert_eq!(bucket.poll, Duration::from_secs(5));
+        assert_eq!(bucket.signing.region, "eu-west-3");
+        assert_eq!(bucket.signing.access_key_env, "KEY");
+        assert_eq!(bucket.signing.secret_key_env, "AWS_SECRET_ACCESS_KEY");
+        assert!(bucket.signing.explicit);
+        assert!(!c.routes[0].preserve_host);
+        let RulesSource::Endpoint(endpoint) = &c.routes[1].rules else {
+            panic!("not an endpoint: {:?}", c.routes[1].rules)
+        };
+        assert_eq!(endpoint.addressing, Addressing::Virtual);
+        assert_eq!(endpoint.poll, DEFAULT_POLL);
+        assert_eq!(endpoint.max_buckets, DEFAULT_MAX_BUCKETS);
+        assert_eq!(endpoint.signing.region, "us-east-1");
+        assert!(!endpoint.signing.explicit);
+        assert!(
+            c.routes[1].preserve_host,
+            "S3 endpoints keep the client's Host"
+        );
+        assert_eq!(
+            Config::parse("[[route]]\nhosts=[\"*\"]\norigin=\"http://o\"\n")
+                .expect("valid")
+                .admin
+                .listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9901)))
+        );
+    }
+
+    #[test]
+    fn rules_source_mistakes_name_their_key() {
+        let cases = [
+            (
+                "rules = { file = \"a.xml\", bucket = \"b\" }",
+                "route[1].rules",
+            ),
+            (
+                "rules = { file = \"a.xml\", poll = \"5s\" }",
+                "route[1].rules",
+            ),
+            ("rules = { bucket = \"a/b\" }", "route[1].rules.bucket"),
+            (
+                "rules = { bucket = \"b\", poll = \"0s\" }",
+                "route[1].rules.poll",
+            ),
+            (
+                "rules = { bucket = \"b\", region = \"us east\" }",
+                "route[1].rules.region",
+            ),
+            ("s3 = { addressing = \"dns\" }", "route[1].s3.addressing"),
+            ("s3 = { }", "route[1].s3.addressing"),
+            (
+                "s3 = { addressing = \"path\", max_buckets = 0 }",
+                "route[1].s3.max_buckets",
+            ),
+            (
+                "s3 = { addressing = \"path\" }\nrules = { file = \"a.xml\" }",
+                "route[1].rules",
+            ),
+        ];
+        for (line, key) in cases {
+            let text = format!("[[route]]\nhosts = [\"*\"]\norigin = \"http://o\"\n{line}\n");
+            let err = Config::parse(&text).expect_err(line);
+            let ParseError::Invalid(problems) = err else {
+                panic!("{line}: not a validation error: {err}")
+            };
+            assert_eq!(problems[0].key, key, "{line}: {problems:?}");
+        }
+        let err = Config::parse(
+            "[admin]\nlisten = \"nowhere\"\n[[route]]\nhosts=[\"*\"]\norigin=\"http://o\"\n",
+        )
+        .expect_err("bad admin address");
+        assert!(err.to_string().contains("admin.listen"), "{err}");
+    }
+
+    #[test]
     fn two_routes_for_one_host_are_refused() {
         let err = Config::parse(
             "[[route]]\nhosts = [\"a.com\"]\norigin = \"http://o\"\n[[route]]\nhosts = [\"A.com\"]\norigin = \"http://o\"\n",

@@ -212,7 +212,7 @@ async fn drive(
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let preflight = n % 2 == 0;
+        let preflight = n.is_multiple_of(2);
         let mut req = Request::builder()
             .method(if preflight {
                 Method::OPTIONS

@@ -163,6 +163,18 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
             Some(bound)
         }
     };
+    // SIGHUP means "reload", never "terminate", even when no route has anything to reload.
+    if let Ok(mut hangup) = crate::watch::Hangup::subscribe() {
+        let mut stop = watcher.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = hangup.recv() => tracing::info!("SIGHUP: reloading every rules source"),
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
     // Watches, pollers and first fetches of bucket rules, before the first request is accepted.
     for route in gateway.routes.all() {
         route.rules.start(watcher.clone()).await;

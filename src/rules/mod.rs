@@ -153,16 +153,6 @@ impl RulesError {
     }
 }
 
-impl RulesSource {
-    /// Reads a file source once (the other sources are loaded by their own machinery).
-    pub fn load(&self) -> Result<BucketCors, RulesError> {
-        match self {
-            RulesSource::File(path) => file::read(path).map(|l| l.cors),
-            _ => Ok(BucketCors::NotConfigured),
-        }
-    }
-}
-
 /// A route's rules at run time, whatever their source.
 pub enum RouteRules {
     /// No CORS configuration, for ever.
