@@ -168,9 +168,9 @@ impl Tally {
         }
     }
 
-    /// Mean requests per second over `[from, to)` since start.
+    /// Mean and worst-slot requests per second over the slots in `[from, to)` since start.
     fn rate(&self, from: Duration, to: Duration) -> (f64, f64) {
-        let a = (from.as_millis() / SLOT.as_millis()) as usize;
+        let a = from.as_millis().div_ceil(SLOT.as_millis()) as usize;
         let b = ((to.as_millis() / SLOT.as_millis()) as usize).min(self.slots.len());
         let counts: Vec<u64> = self.slots[a..b]
             .iter()
@@ -362,9 +362,10 @@ fn rules_alternating_under_load_drop_nothing_and_never_mix() {
     let allowed = signatures([DOC_A, DOC_B]);
     let load = spawn_load(&runtime, gateway, &tally, &stop, &allowed);
 
-    let (alternations, by_trigger) = runtime.block_on(async {
+    let (alternations, by_trigger, reload_window) = runtime.block_on(async {
         tokio::time::sleep(warmup + steady_phase).await;
         let phase_start = Instant::now();
+        let reload_from = tally.start.elapsed();
         let target = 60u32;
         let step = reload_phase / target;
         let mut current = generation(admin_addr).await;
@@ -398,17 +399,18 @@ fn rules_alternating_under_load_drop_nothing_and_never_mix() {
                 tokio::time::sleep(wait).await;
             }
         }
+        let reload_to = tally.start.elapsed();
         stop.store(true, Ordering::Relaxed);
         for task in load {
             let _ = task.await;
         }
-        (alternations, by_trigger)
+        (alternations, by_trigger, (reload_from, reload_to))
     });
 
     let total = tally.preflights.load(Ordering::Relaxed) + tally.gets.load(Ordering::Relaxed);
     let (steady, steady_worst) = tally.rate(warmup, warmup + steady_phase);
-    let reload_start = warmup + steady_phase;
-    let (during, during_worst) = tally.rate(reload_start, reload_start + reload_phase);
+    // Whole slots only, inside the stretch where the rules alternated and the load ran.
+    let (during, during_worst) = tally.rate(reload_window.0 + SLOT, reload_window.1 - SLOT);
     eprintln!(
         "reload under load: {total} requests ({} preflights, {} GETs) on {CONNECTIONS} connections; \
          {alternations} alternations ({} file watch, {} SIGHUP, {} admin reload); \
