@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the outside programs some tests drive (curl, Chromium), then
-# runs every test, those behind the `external` feature included.
+# The whole test suite: installs the outside programs some tests drive (curl, Chromium from apt;
+# moto's S3 server and s3cmd from PyPI into .venv/), then runs every test, those behind the
+# `external` feature included.
 #
 # Plain `cargo test` runs everything that needs only Rust. A test whose outside program is
 # missing fails loudly; it never skips.
@@ -27,6 +28,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python programs go into a repo-local virtualenv (git-ignored), never into the system.
+PY_PACKAGES=("moto[server]" s3cmd)
+if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/s3cmd ]; then
+  echo "test.sh: installing ${PY_PACKAGES[*]} into .venv/"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
 cargo test --features external "$@"

@@ -15,7 +15,10 @@ use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 
-use crate::rules::RulesSource;
+use crate::rules::{
+    BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig,
+};
+use crate::s3::Addressing;
 
 /// Where `corsgate serve` looks when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/corsgate.toml";
@@ -26,6 +29,40 @@ pub struct Config {
     pub server: ServerConfig,
     pub routes: Vec<RouteConfig>,
     pub demo_origin: Option<DemoOriginConfig>,
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the operator's listener (`/healthz`, `/readyz`, `POST /-/reload`, `GET /-/rules`),
+/// on its own address so it is never exposed with the gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// `None`: no admin listener (`listen = "off"`).
+    pub listen: Option<SocketAddr>,
+}
+
+/// Where the admin listener is when the configuration does not say.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// `IP:PORT`, or `off`.
+    pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+        if text == "off" {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!(
+                "{text:?} is not an IP:PORT address (e.g. \"{DEFAULT_ADMIN_LISTEN}\") or \"off\""
+            )
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -90,7 +127,9 @@ pub struct RouteConfig {
     pub hosts: Vec<HostPattern>,
     pub origin: OriginUrl,
     pub rules: RulesSource,
-    /// Forward the client's `Host` (true) or the origin's authority (false, the default).
+    /// Forward the client's `Host` (true) or the origin's authority (false). Defaults to true on
+    /// S3 endpoint routes (a virtual-hosted bucket is named by the Host, and a client's SigV4
+    /// signature covers it), false elsewhere (the origin finds its bucket by its own name).
     pub preserve_host: bool,
     /// Spec §4 [deviation]: `Vary: Origin` on every forwarded response of a route with rules.
     pub vary_origin_always: bool,
@@ -230,6 +269,13 @@ struct RawConfig {
     #[serde(default)]
     route: Vec<RawRoute>,
     demo_origin: Option<RawDemoOrigin>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,6 +311,7 @@ struct RawRoute {
     hosts: Option<Vec<String>>,
     origin: Option<String>,
     rules: Option<RawRules>,
+    s3: Option<RawS3>,
     preserve_host: Option<bool>,
     vary_origin_always: Option<bool>,
 }
@@ -275,6 +322,31 @@ struct RawRules {
     file: Option<PathBuf>,
     bucket: Option<String>,
     poll: Option<String>,
+    region: Option<String>,
+    access_key_env: Option<String>,
+    secret_key_env: Option<String>,
+    session_token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    addressing: Option<String>,
+    poll: Option<String>,
+    max_buckets: Option<u64>,
+    region: Option<String>,
+    access_key_env: Option<String>,
+    secret_key_env: Option<String>,
+    session_token_env: Option<String>,
+}
+
+/// Keys shared by `rules = { bucket = ... }` and `s3 = { ... }`.
+#[derive(Debug, Default)]
+struct RawSigning {
+    region: Option<String>,
+    access_key_env: Option<String>,
+    secret_key_env: Option<String>,
+    session_token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,6 +395,7 @@ impl Config {
             },
             routes: vec![RouteConfig::new(vec![HostPattern::Any], origin, rules)],
             demo_origin: None,
+            admin: AdminConfig::default(),
         }
     }
 
@@ -437,32 +510,24 @@ impl Config {
                     .map_err(|m| report(key("origin"), m))
                     .ok(),
             };
-            let rules = match r.rules {
-                None => RulesSource::None,
-                Some(RawRules {
-                    file: Some(file),
-                    bucket: None,
-                    poll: None,
-                }) => RulesSource::File(file),
-                Some(RawRules {
-                    bucket: Some(_), ..
-                }) => {
+            let rules = match (r.rules, r.s3) {
+                (None, None) => RulesSource::None,
+                (Some(_), Some(_)) => {
                     report(
-                        key("rules.bucket"),
-                        "reading rules from the bucket is not supported yet; use { file = \"...\" }"
-                            .into(),
+                        key("rules"),
+                        "an S3 endpoint route (s3 = { ... }) reads each bucket's rules itself: remove `rules`".into(),
                     );
                     RulesSource::None
                 }
-                Some(_) => {
-                    report(key("rules"), "expected { file = \"PATH\" }".into());
-                    RulesSource::None
-                }
+                (Some(rules), None) => rules_source(rules, &key, &mut report),
+                (None, Some(s3)) => endpoint_source(s3, &key, &mut report),
             };
+            let endpoint = matches!(rules, RulesSource::Endpoint(_));
             let mut route = match origin {
                 Some(origin) => RouteConfig::new(hosts, origin, rules),
                 None => continue,
             };
+            route.preserve_host = endpoint;
             if let Some(v) = r.preserve_host {
                 route.preserve_host = v;
             }
@@ -492,6 +557,16 @@ impl Config {
             })
         });
 
+        let admin = match raw.admin.and_then(|a| a.listen) {
+            None => AdminConfig::default(),
+            Some(text) => AdminConfig {
+                listen: AdminConfig::parse_listen(&text).unwrap_or_else(|m| {
+                    report("admin.listen".into(), m);
+                    None
+                }),
+            },
+        };
+
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -503,7 +578,183 @@ impl Config {
             },
             routes,
             demo_origin,
+            admin,
         })
+    }
+}
+
+/// `rules = { file = ... }` or `rules = { bucket = ..., poll = ..., region = ..., *_env = ... }`.
+fn rules_source(
+    raw: RawRules,
+    key: &dyn Fn(&str) -> String,
+    report: &mut impl FnMut(String, String),
+) -> RulesSource {
+    let signing = RawSigning {
+        region: raw.region,
+        access_key_env: raw.access_key_env,
+        secret_key_env: raw.secret_key_env,
+        session_token_env: raw.session_token_env,
+    };
+    let bucket_only = raw.poll.is_some()
+        || signing.region.is_some()
+        || signing.access_key_env.is_some()
+        || signing.secret_key_env.is_some()
+        || signing.session_token_env.is_some();
+    match (raw.file, raw.bucket) {
+        (Some(file), None) if !bucket_only => RulesSource::File(file),
+        (None, Some(bucket)) => {
+            let poll = raw.poll;
+            if !crate::rules::bucket::is_bucket_name(&bucket) {
+                report(
+                    key("rules.bucket"),
+                    format!("{bucket:?} is not a bucket name (letters, digits, '.', '-', '_')"),
+                );
+            }
+            RulesSource::Bucket(BucketSource {
+                bucket,
+                poll: poll_interval(poll, &key("rules.poll"), report),
+                signing: signing_config(signing, &key("rules"), report),
+            })
+        }
+        (Some(_), Some(_)) => {
+            report(key("rules"), "name a file or a bucket, not both".into());
+            RulesSource::None
+        }
+        (Some(_), None) => {
+            report(
+                key("rules"),
+                "poll, region and *_env apply to bucket rules, not to a file".into(),
+            );
+            RulesSource::None
+        }
+        (None, None) => {
+            report(
+                key("rules"),
+                "expected { file = \"PATH\" } or { bucket = \"NAME\" }".into(),
+            );
+            RulesSource::None
+        }
+    }
+}
+
+/// `s3 = { addressing = "path" | "virtual", poll = ..., max_buckets = ..., region = ..., *_env = ... }`.
+fn endpoint_source(
+    raw: RawS3,
+    key: &dyn Fn(&str) -> String,
+    report: &mut impl FnMut(String, String),
+) -> RulesSource {
+    let addressing = match raw.addressing.as_deref() {
+        Some("path") => Addressing::Path,
+        Some("virtual") => Addressing::Virtual,
+        Some(other) => {
+            report(
+                key("s3.addressing"),
+                format!("{other:?} is neither \"path\" nor \"virtual\""),
+            );
+            Addressing::Path
+        }
+        None => {
+            report(
+                key("s3.addressing"),
+                "missing (\"path\": endpoint/bucket/key, \"virtual\": bucket.endpoint/key)".into(),
+            );
+            Addressing::Path
+        }
+    };
+    let max_buckets = raw.max_buckets.unwrap_or(DEFAULT_MAX_BUCKETS);
+    if max_buckets == 0 {
+        report(key("s3.max_buckets"), "must be above 0".into());
+    }
+    RulesSource::Endpoint(EndpointSource {
+        addressing,
+        poll: poll_interval(raw.poll, &key("s3.poll"), report),
+        max_buckets,
+        signing: signing_config(
+            RawSigning {
+                region: raw.region,
+                access_key_env: raw.access_key_env,
+                secret_key_env: raw.secret_key_env,
+                session_token_env: raw.session_token_env,
+            },
+            &key("s3"),
+            report,
+        ),
+    })
+}
+
+fn poll_interval(
+    text: Option<String>,
+    key: &str,
+    report: &mut impl FnMut(String, String),
+) -> Duration {
+    match text.map(|t| parse_duration(&t)) {
+        None => DEFAULT_POLL,
+        Some(Ok(d)) if d >= Duration::from_secs(1) => d,
+        Some(Ok(_)) => {
+            report(key.into(), "must be at least 1s".into());
+            DEFAULT_POLL
+        }
+        Some(Err(m)) => {
+            report(key.into(), m);
+            DEFAULT_POLL
+        }
+    }
+}
+
+/// Region and the names of the environment variables holding the keys. Naming any variable
+/// makes all of them required.
+fn signing_config(
+    raw: RawSigning,
+    key: &str,
+    report: &mut impl FnMut(String, String),
+) -> SigningConfig {
+    let defaults = SigningConfig::default();
+    let explicit = raw.access_key_env.is_some()
+        || raw.secret_key_env.is_some()
+        || raw.session_token_env.is_some();
+    let mut var = |name: &str, value: Option<String>, default: String| match value {
+        Some(v) if v.is_empty() || v.contains('=') || v.contains('\0') => {
+            report(
+                format!("{key}.{name}"),
+                format!("{v:?} is not an environment variable name"),
+            );
+            default
+        }
+        Some(v) => v,
+        None => default,
+    };
+    let access_key_env = var(
+        "access_key_env",
+        raw.access_key_env,
+        defaults.access_key_env,
+    );
+    let secret_key_env = var(
+        "secret_key_env",
+        raw.secret_key_env,
+        defaults.secret_key_env,
+    );
+    let session_token_env = var(
+        "session_token_env",
+        raw.session_token_env,
+        defaults.session_token_env,
+    );
+    let region = raw.region.unwrap_or(defaults.region);
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        report(
+            format!("{key}.region"),
+            format!("{region:?} is not a region name"),
+        );
+    }
+    SigningConfig {
+        region,
+        access_key_env,
+        secret_key_env,
+        session_token_env,
+        explicit,
     }
 }
 
@@ -613,7 +864,7 @@ mod tests {
             [[route]]
             hosts = ["A.example.com"]
             origin = "http://127.0.0.1:1"
-            rules = { bucket = "b" }
+            rules = { bucket = "b", poll = "1 year" }
             "#,
         )
         .expect_err("invalid");
@@ -627,9 +878,104 @@ mod tests {
                 "server.listen[0]",
                 "server.timeouts.connect",
                 "route[1].origin",
-                "route[2].rules.bucket",
+                "route[2].rules.poll",
             ]
         );
+    }
+
+    #[test]
+    fn bucket_rules_s3_endpoints_and_the_admin_listener_are_read_with_their_defaults() {
+        let c = Config::parse(
+            r#"
+            [admin]
+            listen = "off"
+            [[route]]
+            hosts = ["a.example.com"]
+            origin = "http://127.0.0.1:9000"
+            rules = { bucket = "photos", poll = "5s", region = "eu-west-3", access_key_env = "KEY" }
+            [[route]]
+            hosts = ["*"]
+            origin = "http://127.0.0.1:9000"
+            s3 = { addressing = "virtual" }
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.admin.listen, None);
+        let RulesSource::Bucket(bucket) = &c.routes[0].rules else {
+            panic!("not bucket rules: {:?}", c.routes[0].rules)
+        };
+        assert_eq!(bucket.bucket, "photos");
+        assert_eq!(bucket.poll, Duration::from_secs(5));
+        assert_eq!(bucket.signing.region, "eu-west-3");
+        assert_eq!(bucket.signing.access_key_env, "KEY");
+        assert_eq!(bucket.signing.secret_key_env, "AWS_SECRET_ACCESS_KEY");
+        assert!(bucket.signing.explicit);
+        assert!(!c.routes[0].preserve_host);
+        let RulesSource::Endpoint(endpoint) = &c.routes[1].rules else {
+            panic!("not an endpoint: {:?}", c.routes[1].rules)
+        };
+        assert_eq!(endpoint.addressing, Addressing::Virtual);
+        assert_eq!(endpoint.poll, DEFAULT_POLL);
+        assert_eq!(endpoint.max_buckets, DEFAULT_MAX_BUCKETS);
+        assert_eq!(endpoint.signing.region, "us-east-1");
+        assert!(!endpoint.signing.explicit);
+        assert!(
+            c.routes[1].preserve_host,
+            "S3 endpoints keep the client's Host"
+        );
+        assert_eq!(
+            Config::parse("[[route]]\nhosts=[\"*\"]\norigin=\"http://o\"\n")
+                .expect("valid")
+                .admin
+                .listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9901)))
+        );
+    }
+
+    #[test]
+    fn rules_source_mistakes_name_their_key() {
+        let cases = [
+            (
+                "rules = { file = \"a.xml\", bucket = \"b\" }",
+                "route[1].rules",
+            ),
+            (
+                "rules = { file = \"a.xml\", poll = \"5s\" }",
+                "route[1].rules",
+            ),
+            ("rules = { bucket = \"a/b\" }", "route[1].rules.bucket"),
+            (
+                "rules = { bucket = \"b\", poll = \"0s\" }",
+                "route[1].rules.poll",
+            ),
+            (
+                "rules = { bucket = \"b\", region = \"us east\" }",
+                "route[1].rules.region",
+            ),
+            ("s3 = { addressing = \"dns\" }", "route[1].s3.addressing"),
+            ("s3 = { }", "route[1].s3.addressing"),
+            (
+                "s3 = { addressing = \"path\", max_buckets = 0 }",
+                "route[1].s3.max_buckets",
+            ),
+            (
+                "s3 = { addressing = \"path\" }\nrules = { file = \"a.xml\" }",
+                "route[1].rules",
+            ),
+        ];
+        for (line, key) in cases {
+            let text = format!("[[route]]\nhosts = [\"*\"]\norigin = \"http://o\"\n{line}\n");
+            let err = Config::parse(&text).expect_err(line);
+            let ParseError::Invalid(problems) = err else {
+                panic!("{line}: not a validation error: {err}")
+            };
+            assert_eq!(problems[0].key, key, "{line}: {problems:?}");
+        }
+        let err = Config::parse(
+            "[admin]\nlisten = \"nowhere\"\n[[route]]\nhosts=[\"*\"]\norigin=\"http://o\"\n",
+        )
+        .expect_err("bad admin address");
+        assert!(err.to_string().contains("admin.listen"), "{err}");
     }
 
     #[test]

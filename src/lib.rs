@@ -9,3 +9,4 @@ pub mod loadtest;
 pub mod rules;
 pub mod s3;
 pub mod tls;
+pub mod watch;

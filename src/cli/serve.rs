@@ -8,9 +8,12 @@ use std::process::ExitCode;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, DEFAULT_CONFIG_PATH, OriginUrl};
+use crate::config::{AdminConfig, Config, DEFAULT_CONFIG_PATH, OriginUrl};
 use crate::gateway;
-use crate::rules::RulesSource;
+use crate::rules::{
+    BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig,
+};
+use crate::s3::Addressing;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -24,9 +27,30 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL")]
     pub origin: Option<String>,
     /// The CORS rules of the `--origin` route (S3 XML or AWS CLI JSON); without it the route
-    /// has no CORS configuration.
-    #[arg(long, value_name = "FILE", requires = "origin")]
+    /// has no CORS configuration. Watched: changes apply at once.
+    #[arg(long, value_name = "FILE", requires = "origin", conflicts_with_all = ["rules_bucket", "s3_endpoint"])]
     pub rules: Option<PathBuf>,
+    /// The `--origin` route's rules are those stored in this bucket of the origin
+    /// (`GET /<bucket>?cors`, signed with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+    /// AWS_SESSION_TOKEN when set), polled every 30 s.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "origin",
+        conflicts_with = "s3_endpoint"
+    )]
+    pub rules_bucket: Option<String>,
+    /// The `--origin` route fronts a whole S3-compatible endpoint: the bucket comes from the path
+    /// (`path`) or the Host (`virtual`), and each bucket's rules are read from the bucket.
+    #[arg(long, value_name = "path|virtual", requires = "origin")]
+    pub s3_endpoint: Option<String>,
+    /// The region bucket requests are signed for.
+    #[arg(long, value_name = "REGION", default_value = crate::rules::DEFAULT_REGION)]
+    pub region: String,
+    /// The admin listener (`/healthz`, `/readyz`, `POST /-/reload`, `GET /-/rules`), or `off`;
+    /// overrides the configuration's `admin.listen` (default 127.0.0.1:9901).
+    #[arg(long, value_name = "IP:PORT|off")]
+    pub admin: Option<String>,
 }
 
 pub fn run(args: &ServeArgs) -> ExitCode {
@@ -67,11 +91,42 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
     let mut config = match &args.origin {
         Some(origin) => {
             let origin = OriginUrl::parse(origin).map_err(|m| format!("--origin: {m}"))?;
-            let rules = args
-                .rules
-                .clone()
-                .map_or(RulesSource::None, RulesSource::File);
-            Config::single_route(origin, rules)
+            let signing = SigningConfig {
+                region: args.region.clone(),
+                ..SigningConfig::default()
+            };
+            let rules = match (&args.rules, &args.rules_bucket, &args.s3_endpoint) {
+                (Some(file), _, _) => RulesSource::File(file.clone()),
+                (_, Some(bucket), _) => {
+                    if !crate::rules::bucket::is_bucket_name(bucket) {
+                        return Err(format!("--rules-bucket: {bucket:?} is not a bucket name"));
+                    }
+                    RulesSource::Bucket(BucketSource {
+                        bucket: bucket.clone(),
+                        poll: DEFAULT_POLL,
+                        signing,
+                    })
+                }
+                (_, _, Some(addressing)) => RulesSource::Endpoint(EndpointSource {
+                    addressing: match addressing.as_str() {
+                        "path" => Addressing::Path,
+                        "virtual" => Addressing::Virtual,
+                        other => {
+                            return Err(format!(
+                                "--s3-endpoint: {other:?} is neither \"path\" nor \"virtual\""
+                            ));
+                        }
+                    },
+                    poll: DEFAULT_POLL,
+                    max_buckets: DEFAULT_MAX_BUCKETS,
+                    signing,
+                }),
+                (None, None, None) => RulesSource::None,
+            };
+            let mut config = Config::single_route(origin, rules);
+            // An S3 endpoint is addressed by Host (virtual-hosted buckets, signatures).
+            config.routes[0].preserve_host = args.s3_endpoint.is_some();
+            config
         }
         None => {
             let path = args
@@ -83,6 +138,10 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
     };
     if !args.listen.is_empty() {
         config.server.listen = args.listen.clone();
+    }
+    if let Some(admin) = &args.admin {
+        config.admin.listen =
+            AdminConfig::parse_listen(admin).map_err(|m| format!("--admin: {m}"))?;
     }
     Ok(config)
 }

@@ -13,6 +13,7 @@ use super::request_id::RequestId;
 use super::route::RouteMiss;
 use super::{Body, full};
 use crate::cors::decision::error_xml;
+use crate::rules::Unavailable;
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
@@ -33,6 +34,10 @@ pub enum GatewayError {
     /// The connection broke or the origin answered something that is not HTTP.
     #[error("origin {origin} failed: {cause}")]
     OriginFailed { origin: String, cause: Cause },
+    /// The request's bucket has no rules loaded yet and fetching them failed: a preflight
+    /// answered now would be a guess.
+    #[error(transparent)]
+    RulesUnavailable(#[from] Unavailable),
 }
 
 /// Whose fault an error is: decides the log level, and whether retrying elsewhere could help.
@@ -53,6 +58,7 @@ impl GatewayError {
             GatewayError::OriginConnectTimeout { .. } | GatewayError::OriginTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            GatewayError::RulesUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -62,6 +68,8 @@ impl GatewayError {
             StatusCode::MISDIRECTED_REQUEST => "MisdirectedRequest",
             StatusCode::BAD_REQUEST => "BadRequest",
             StatusCode::GATEWAY_TIMEOUT => "GatewayTimeout",
+            // S3's own code for "try again".
+            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
             _ => "BadGateway",
         }
     }
@@ -81,6 +89,9 @@ impl GatewayError {
                 "The origin did not accept a connection in time."
             }
             GatewayError::OriginTimeout { .. } => "The origin did not answer in time.",
+            GatewayError::RulesUnavailable(_) => {
+                "The bucket's CORS configuration could not be read. Please try again."
+            }
         }
     }
 
@@ -100,6 +111,10 @@ impl GatewayError {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        if matches!(self, GatewayError::RulesUnavailable(_)) {
+            // The next attempt to load the rules is at most this far away.
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         headers.insert("x-amz-request-id", id.header_value());
         if let Some(decoration) = decoration {
             decoration.apply(headers);

@@ -15,7 +15,7 @@ use super::decorate::Decoration;
 use super::error::{Fault, GatewayError};
 use super::proxy::{self, Peer};
 use super::route::request_authority;
-use crate::cors::{CorsRequest, Resource};
+use crate::cors::CorsRequest;
 
 /// Serves one request; never fails: every error becomes an answer.
 pub async fn handle(gateway: Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Response<Body> {
@@ -51,23 +51,38 @@ async fn serve(gateway: &Gateway, peer: Peer, req: Request<Incoming>) -> (Respon
         Ok(route) => Arc::clone(route),
         Err(miss) => return refuse(gateway, GatewayError::from(miss)),
     };
-    let resource = Resource::of_key(req.uri().path());
+    // The rules are loaded once and judge the whole request, however a reload races it.
+    let host = authority.as_ref().map_or("", |a| a.as_str());
+    let resolved = route.rules.resolve(host, req.uri().path()).await;
 
     // Spec §3: every OPTIONS is a preflight, answered here and never forwarded.
     if req.method() == Method::OPTIONS {
-        let snapshot = route.snapshot();
-        let cors = CorsRequest::new(req.method(), req.headers(), resource);
+        let snapshot = match resolved.rules {
+            Ok(snapshot) => snapshot,
+            Err(unavailable) => return refuse(gateway, unavailable.into()),
+        };
+        let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
         return gateway
             .preflight_cache
             .respond(&snapshot, &cors, gateway.ids.next());
     }
 
     // Spec §4: decide the CORS headers now, so no snapshot is held across the round trip.
-    let decoration = {
-        let snapshot = route.snapshot();
-        let cors = CorsRequest::new(req.method(), req.headers(), resource);
-        Decoration::for_actual(&snapshot, &cors, route.vary_origin_always)
+    let decoration = match resolved.rules {
+        Ok(snapshot) => {
+            let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
+            Decoration::for_actual(&snapshot, &cors, route.vary_origin_always)
+        }
+        // Rules not loaded: nothing can be granted; the request itself still goes through.
+        Err(_) => Decoration::default(),
     };
+    // A `PUT`/`DELETE ?cors` is forwarded untouched (the origin checks its signature); if the
+    // origin takes it, the bucket's rules are fetched again before the client hears back, so
+    // its very next request is judged by them.
+    let write_through =
+        route
+            .rules
+            .write_through(req.method(), host, req.uri().path(), req.uri().query());
     let outcome = match decoration.rule {
         Some(rule) => Outcome::ActualDecorated { rule },
         None => Outcome::ActualUndecorated,
@@ -83,6 +98,9 @@ async fn serve(gateway: &Gateway, peer: Peer, req: Request<Incoming>) -> (Respon
     .await;
     let response = match forwarded {
         Ok(response) => {
+            if let Some(write_through) = write_through.filter(|_| response.status().is_success()) {
+                write_through.refresh().await;
+            }
             let mut response = response.map(|b| b.boxed());
             decoration.apply(response.headers_mut());
             response

@@ -7,6 +7,7 @@
 //! on SIGTERM or ctrl-c.
 
 pub mod access_log;
+pub mod admin;
 pub mod decorate;
 pub mod demo;
 pub mod error;
@@ -16,7 +17,8 @@ pub mod proxy;
 pub mod request_id;
 pub mod route;
 pub mod server;
-pub mod snapshot;
+/// Snapshots live with the rules that make them; re-exported where the request path reads them.
+pub use crate::rules::snapshot;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,7 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, Timeouts};
-use crate::rules::RulesError;
+use crate::rules::{RouteRules, RulesError};
 use preflight::PreflightCache;
 use proxy::OriginClient;
 use request_id::RequestIds;
@@ -79,13 +81,16 @@ impl Gateway {
     /// with less CORS than configured).
     pub fn new(config: &Config) -> Result<Gateway, StartError> {
         let mut routes = Vec::with_capacity(config.routes.len());
+        let fetch_client = crate::rules::bucket::fetch_client(config.server.timeouts.connect);
         for (i, route) in config.routes.iter().enumerate() {
-            let cors = route.rules.load().map_err(|error| StartError::Rules {
-                route: i + 1,
-                error,
-            })?;
+            let label = format!("route[{}]", i + 1);
+            let rules = RouteRules::build(&label, &route.rules, &route.origin, &fetch_client)
+                .map_err(|error| StartError::Rules {
+                    route: i + 1,
+                    error,
+                })?;
             routes.push((
-                Arc::new(Route::new(i + 1, route, cors)),
+                Arc::new(Route::new(i + 1, route, rules)),
                 route.hosts.clone(),
             ));
         }
@@ -105,6 +110,8 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     /// The demo origin's bound address, when the configuration starts one.
     pub demo_origin: Option<SocketAddr>,
+    /// The admin listener's bound address, unless it is off.
+    pub admin: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -143,6 +150,36 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         }
     };
 
+    let admin = match config.admin.listen {
+        None => None,
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let bound = local_addr(&listener, addr)?;
+            tasks.spawn(admin::serve(
+                listener,
+                Arc::clone(&gateway),
+                watcher.clone(),
+            ));
+            Some(bound)
+        }
+    };
+    // SIGHUP means "reload", never "terminate", even when no route has anything to reload.
+    if let Ok(mut hangup) = crate::watch::Hangup::subscribe() {
+        let mut stop = watcher.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = hangup.recv() => tracing::info!("SIGHUP: reloading every rules source"),
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+    // Watches, pollers and first fetches of bucket rules, before the first request is accepted.
+    for route in gateway.routes.all() {
+        route.rules.start(watcher.clone()).await;
+    }
+
     let builder = Arc::new(server::connection_builder(&config.server.timeouts));
     let mut addrs = Vec::with_capacity(config.server.listen.len());
     let mut listeners = Vec::with_capacity(config.server.listen.len());
@@ -162,6 +199,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     Ok(Running {
         addrs,
         demo_origin,
+        admin,
         gateway,
         shutdown,
         tasks,
@@ -174,16 +212,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if let Some(demo) = running.demo_origin {
         tracing::info!("demo origin serving on http://{demo}");
     }
+    if let Some(admin) = running.admin {
+        tracing::info!("admin listening on http://{admin}");
+    }
     for addr in &running.addrs {
         tracing::info!("corsgate listening on http://{addr}");
     }
     for route in running.gateway.routes.all() {
-        let snapshot = route.snapshot();
-        let rules = match snapshot.cors.policy() {
-            Some(policy) => format!("{} rule(s)", policy.rules().len()),
-            None => "no CORS configuration".to_string(),
-        };
-        tracing::info!(route = route.index, origin = %route.origin, "{rules}");
+        tracing::info!(route = route.index, origin = %route.origin, "{}", route.rules.describe());
     }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");

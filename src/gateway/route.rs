@@ -10,46 +10,42 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::Guard;
 use http::Request;
 use http::header::HOST;
 use http::uri::Authority;
 
-use super::snapshot::{Snapshot, SnapshotCell};
 use crate::config::{HostPattern, OriginUrl, RouteConfig};
-use crate::cors::BucketCors;
+use crate::rules::RouteRules;
 
 /// One `[[route]]` at run time.
-#[derive(Debug)]
 pub struct Route {
     /// 1-based position in the configuration, for logs.
     pub index: usize,
     pub origin: OriginUrl,
     pub preserve_host: bool,
     pub vary_origin_always: bool,
-    snapshot: SnapshotCell,
+    /// Where the route's rules come from, and the ones in force (see [`RouteRules::resolve`]).
+    pub rules: RouteRules,
 }
 
 impl Route {
-    pub fn new(index: usize, config: &RouteConfig, cors: BucketCors) -> Route {
+    pub fn new(index: usize, config: &RouteConfig, rules: RouteRules) -> Route {
         Route {
             index,
             origin: config.origin.clone(),
             preserve_host: config.preserve_host,
             vary_origin_always: config.vary_origin_always,
-            snapshot: SnapshotCell::new(cors),
+            rules,
         }
     }
+}
 
-    /// The rules in force now (lock-free; load once per request).
-    pub fn snapshot(&self) -> Guard<Arc<Snapshot>> {
-        self.snapshot.load()
-    }
-
-    /// Replaces the route's rules; returns the new generation. In-flight requests keep the
-    /// snapshot they loaded.
-    pub fn install(&self, cors: BucketCors) -> u64 {
-        self.snapshot.install(cors)
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("index", &self.index)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,10 +168,14 @@ mod tests {
                         .collect();
                     let config =
                         RouteConfig::new(patterns.clone(), origin.clone(), RulesSource::None);
-                    (
-                        Arc::new(Route::new(i + 1, &config, BucketCors::NotConfigured)),
-                        patterns,
+                    let rules = RouteRules::build(
+                        "route",
+                        &RulesSource::None,
+                        &origin,
+                        &crate::rules::bucket::fetch_client(std::time::Duration::from_secs(1)),
                     )
+                    .expect("no rules to read");
+                    (Arc::new(Route::new(i + 1, &config, rules)), patterns)
                 })
                 .collect(),
         )

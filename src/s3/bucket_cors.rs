@@ -3,7 +3,7 @@
 use http::StatusCode;
 
 use super::error_body::S3ErrorBody;
-use crate::cors::{BucketCors, ConfigError, Policy};
+use crate::cors::{BucketCors, ConfigError, Document, Policy};
 
 /// Why a fetched answer gives no new CORS state: the last good rules stay in force.
 #[derive(Debug, thiserror::Error)]
@@ -39,15 +39,24 @@ impl FetchError {
 /// means CORS is off for the bucket (spec §3 case 3), `NoSuchBucket` that there is no bucket
 /// (case 2). Anything else is an error that must not change what is in force.
 pub fn interpret(status: StatusCode, body: &[u8]) -> Result<BucketCors, FetchError> {
+    interpret_document(status, body).map(|(cors, _)| cors)
+}
+
+/// Like [`interpret`], also returning the document as stored when there is one (to show it, and
+/// to tell a changed document from the same one fetched again).
+pub fn interpret_document(
+    status: StatusCode,
+    body: &[u8],
+) -> Result<(BucketCors, Option<Document>), FetchError> {
     if status == StatusCode::OK {
-        return Policy::parse(body)
-            .map(BucketCors::Enabled)
+        return Policy::parse_document(body)
+            .map(|(document, policy)| (BucketCors::Enabled(policy), Some(document)))
             .map_err(FetchError::InvalidDocument);
     }
     let error = S3ErrorBody::parse(body);
     match (status, error.code.as_str()) {
-        (StatusCode::NOT_FOUND, "NoSuchCORSConfiguration") => Ok(BucketCors::NotConfigured),
-        (StatusCode::NOT_FOUND, "NoSuchBucket") => Ok(BucketCors::NoSuchBucket),
+        (StatusCode::NOT_FOUND, "NoSuchCORSConfiguration") => Ok((BucketCors::NotConfigured, None)),
+        (StatusCode::NOT_FOUND, "NoSuchBucket") => Ok((BucketCors::NoSuchBucket, None)),
         _ => Err(FetchError::Origin {
             status,
             code: error.code,

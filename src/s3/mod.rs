@@ -9,5 +9,5 @@ pub mod error_body;
 pub mod signing;
 
 pub use addressing::{Addressing, S3Location};
-pub use bucket_cors::{FetchError, interpret};
+pub use bucket_cors::{FetchError, interpret, interpret_document};
 pub use signing::{Credentials, SigningError, sign};

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+mod fake_s3;
+#[allow(unused_imports)] // not every test binary fronts a bucket
+pub use fake_s3::FakeS3;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use corsgate::config::{
-    Config, HostPattern, OriginUrl, PreflightCacheConfig, RouteConfig, ServerConfig, Timeouts,
+    AdminConfig, Config, HostPattern, OriginUrl, PreflightCacheConfig, RouteConfig, ServerConfig,
+    Timeouts,
 };
 use corsgate::gateway::{self, Running};
 use corsgate::rules::RulesSource;
@@ -259,7 +264,34 @@ pub fn config(routes: Vec<RouteConfig>) -> Config {
         },
         routes,
         demo_origin: None,
+        // Tests that need the admin listener ask for one on an ephemeral port.
+        admin: AdminConfig { listen: None },
     }
+}
+
+/// A configuration with an admin listener on an ephemeral loopback port.
+pub fn config_with_admin(routes: Vec<RouteConfig>) -> Config {
+    let mut config = config(routes);
+    config.admin.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config
+}
+
+/// A route for any host in front of `origin_url` with this rules source.
+pub fn route_to(origin_url: &str, rules: RulesSource) -> RouteConfig {
+    let mut route = RouteConfig::new(
+        vec![HostPattern::Any],
+        OriginUrl::parse(origin_url).expect("valid origin"),
+        rules,
+    );
+    route.preserve_host = matches!(route.rules, RulesSource::Endpoint(_));
+    route
+}
+
+/// `GET` (or `POST`) an admin path and parse the JSON answer (`Value::Null` when not JSON).
+pub async fn admin(addr: SocketAddr, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
+    let answer = send(addr, method, path, &[]).await;
+    let json = serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+    (answer.status, json)
 }
 
 /// corsgate, in this process, with one route for any host in front of `origin`.
@@ -398,36 +430,91 @@ pub async fn raw(gateway: SocketAddr, request: &[u8]) -> String {
 }
 
 /// The real `corsgate` binary, killed when the test ends however it ends.
-pub struct Binary(pub std::process::Child);
+pub struct Binary(pub std::process::Child, pub BinaryInfo);
+
+/// What the binary said about itself.
+#[derive(Clone, Debug, Default)]
+pub struct BinaryInfo {
+    /// The admin listener (the harness asks for an ephemeral port unless the test names one).
+    pub admin: Option<SocketAddr>,
+    /// Every log line so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
 
 impl Binary {
     /// Runs `corsgate ARGS` in `dir` and waits until it says where it listens.
     pub fn start(args: &[&str], dir: &str) -> (Binary, SocketAddr) {
+        Binary::start_with_env(args, dir, &[])
+    }
+
+    /// Like [`Binary::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], dir: &str, env: &[(&str, &str)]) -> (Binary, SocketAddr) {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corsgate"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_corsgate"));
+        command.args(args);
+        // Parallel tests must not fight over the default admin port.
+        if args.first() == Some(&"serve") && !args.contains(&"--admin") {
+            command.args(["--admin", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .current_dir(dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the corsgate binary");
         let stderr = child.stderr.take().expect("piped stderr");
-        let binary = Binary(child);
+        let mut info = BinaryInfo::default();
+        let mut binary = Binary(child, info.clone());
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
             let line = lines
                 .next()
                 .expect("corsgate says where it listens before exiting")
                 .expect("readable stderr");
+            info.log.lock().expect("log").push(line.clone());
+            if let Some(rest) = line.split("admin listening on http://").nth(1) {
+                info.admin = Some(rest.trim().parse().expect("admin address"));
+            }
             if let Some(rest) = line.split("corsgate listening on http://").nth(1) {
                 break rest.trim().parse().expect("listen address");
             }
         };
+        binary.1 = info.clone();
         // Keep draining the log so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let log = Arc::clone(&info.log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                log.lock().expect("log").push(line);
+            }
+        });
         (binary, addr)
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.1.admin.expect("the binary runs an admin listener")
+    }
+
+    /// The log lines so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.1
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Sends `SIGHUP`: reload.
+    pub fn hangup(&self) {
+        let pid = libc::pid_t::try_from(self.0.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) only reads its arguments; the pid is our own child's.
+        let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill -HUP {pid}");
     }
 }
 

@@ -23,7 +23,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(cors: BucketCors) -> Snapshot {
+    pub fn new(cors: BucketCors) -> Snapshot {
         Snapshot {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             cors,

@@ -1,0 +1,181 @@
+//! The admin listener: the operator's side door, on its own address (default `127.0.0.1:9901`)
+//! so it is never reachable through the gateway's public listeners.
+//!
+//! - `GET /healthz`: 200 while the process serves.
+//! - `GET /readyz`: 200 once every route has rules to judge by (a bucket route whose bucket has
+//!   never answered is not ready), 503 otherwise and during shutdown.
+//! - `POST /-/reload`: reads every rules file and fetches every bucket again, now; 200 when all
+//!   loaded, 422 when one failed (its old rules keep serving), with the outcome as JSON.
+//! - `GET /-/rules`: each route's (and each bucket's) rules in force as JSON: the document,
+//!   generation, source, last load time and last load error (`line`/`col`/S3 `code`).
+//!
+//! It must never answer CORS requests or forward anything: it only reads and reloads rules.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{Body, Gateway, full};
+
+/// Serves the admin endpoints until `shutdown` flips.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
+                let gateway = Arc::clone(&gateway);
+                let stopping = shutdown.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let gateway = Arc::clone(&gateway);
+                        let stopping = *stopping.borrow();
+                        async move { Ok::<_, Infallible>(answer(&gateway, &req, stopping).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn answer(gateway: &Gateway, req: &Request<Incoming>, stopping: bool) -> Response<Body> {
+    let method = req.method();
+    match req.uri().path() {
+        "/healthz" if is_read(method) => text(StatusCode::OK, "ok\n"),
+        "/readyz" if is_read(method) => {
+            let waiting: Vec<String> = gateway
+                .routes
+                .all()
+                .iter()
+                .filter(|r| !r.rules.is_ready())
+                .map(|r| format!("route[{}]: rules not loaded", r.index))
+                .collect();
+            if stopping {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            } else if waiting.is_empty() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &(waiting.join("\n") + "\n"),
+                )
+            }
+        }
+        "/-/rules" if is_read(method) => json_response(StatusCode::OK, &rules_view(gateway)),
+        "/-/reload" if method == Method::POST => {
+            let (ok, outcome) = reload(gateway).await;
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            json_response(status, &outcome)
+        }
+        "/healthz" | "/readyz" | "/-/rules" => not_allowed("GET, HEAD"),
+        "/-/reload" => not_allowed("POST"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn is_read(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+/// Every route's rules in force.
+pub fn rules_view(gateway: &Gateway) -> Value {
+    let routes: Vec<Value> = gateway
+        .routes
+        .all()
+        .iter()
+        .map(|route| {
+            let mut view = route.rules.view();
+            view["route"] = json!(route.index);
+            view["origin"] = json!(route.origin.to_string());
+            view
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+/// Reloads every route; `true` when every source loaded.
+pub async fn reload(gateway: &Gateway) -> (bool, Value) {
+    let mut ok = true;
+    let mut routes = Vec::new();
+    for route in gateway.routes.all() {
+        let results: Vec<Value> = route
+            .rules
+            .reload("POST /-/reload")
+            .await
+            .into_iter()
+            .map(|(bucket, result)| {
+                let mut entry = match result {
+                    Ok(changed) => json!({ "changed": changed }),
+                    Err(error) => {
+                        ok = false;
+                        json!({ "error": error.to_string() })
+                    }
+                };
+                if let Some(bucket) = bucket {
+                    entry["bucket"] = json!(bucket);
+                }
+                entry
+            })
+            .collect();
+        routes.push(json!({
+            "route": route.index,
+            "results": results,
+            "generation": route.rules.generation(),
+        }));
+    }
+    (ok, json!({ "routes": routes }))
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}

@@ -1,0 +1,485 @@
+//! Rules read from the bucket itself: `GET /<bucket>?cors` on the origin, signed with AWS
+//! Signature V4 when credentials are in the environment, fetched again every `poll` and at once
+//! when a `PUT`/`DELETE ?cors` succeeds through the gateway.
+//!
+//! `NoSuchCORSConfiguration` means CORS is off for the bucket and `NoSuchBucket` that there is no
+//! bucket (spec §3 cases 3 and 2): both are rules like any other. Anything else (an origin error,
+//! an unreachable origin, a document corsgate cannot accept) keeps the last good rules; a
+//! transient failure is retried with exponential backoff (1 s, 2 s, 4 s, ... up to `poll`).
+//! Fetches of one bucket never overlap, so an older answer can never overwrite a newer one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::Request;
+use http::header::{HOST, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{Mutex, watch};
+
+use super::live::{Current, LiveRules, Loaded};
+use super::{RulesError, SigningConfig, Unavailable};
+use crate::config::OriginUrl;
+use crate::cors::document::MAX_DOCUMENT_BYTES;
+use crate::s3::{Addressing, Credentials, FetchError, interpret_document, sign};
+
+/// A whole fetch (connect, answer, body) must end within this; past it the fetch failed
+/// (transiently) and the rules in force stay.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed first load, requests for that bucket are answered "unavailable" for this long
+/// before one of them tries again, so a down origin is not hammered once per request.
+const RETRY_FIRST_LOAD_AFTER: Duration = Duration::from_secs(1);
+/// First retry delay after a transient failure; doubled each time, capped at the poll interval.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Room for an error body or XML preamble beyond the largest document S3 accepts.
+const MAX_BODY: usize = MAX_DOCUMENT_BYTES + 16 * 1024;
+
+/// The client corsgate's own requests to origins go through (the pool is keyed by origin).
+pub type FetchClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn fetch_client(connect_timeout: Duration) -> FetchClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Where a bucket's `?cors` subresource is on the origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchStyle {
+    /// `GET {prefix}/{bucket}?cors` to the origin's host.
+    Path,
+    /// `GET {prefix}/?cors` with `Host: {bucket}.{origin host}`.
+    Virtual,
+    /// The origin's own host names the bucket (`https://photos.nyc3.digitaloceanspaces.com`):
+    /// `GET {prefix}/?cors` to it.
+    OriginIsBucket,
+}
+
+impl FetchStyle {
+    /// How a single-bucket route reaches its bucket: through the origin's host when that host
+    /// starts with `{bucket}.`, else path-style (a path prefix ending in `/{bucket}` is the
+    /// bucket itself, not a place the bucket lives under).
+    pub fn for_bucket_route(origin: &OriginUrl, bucket: &str) -> FetchStyle {
+        let host = origin.authority.host().to_ascii_lowercase();
+        if host
+            .strip_prefix(&bucket.to_ascii_lowercase())
+            .is_some_and(|rest| rest.starts_with('.'))
+        {
+            FetchStyle::OriginIsBucket
+        } else {
+            FetchStyle::Path
+        }
+    }
+}
+
+impl From<Addressing> for FetchStyle {
+    fn from(addressing: Addressing) -> FetchStyle {
+        match addressing {
+            Addressing::Path => FetchStyle::Path,
+            Addressing::Virtual => FetchStyle::Virtual,
+        }
+    }
+}
+
+/// Fetches buckets' rules from one origin.
+pub struct BucketFetcher {
+    client: FetchClient,
+    origin: OriginUrl,
+    style: FetchStyle,
+    region: String,
+    /// `None`: unsigned requests.
+    credentials: Option<Credentials>,
+}
+
+impl BucketFetcher {
+    /// Reads the credentials now: explicitly named variables must be set; unset default ones mean
+    /// unsigned requests.
+    pub fn new(
+        client: FetchClient,
+        origin: OriginUrl,
+        style: FetchStyle,
+        signing: &SigningConfig,
+    ) -> Result<BucketFetcher, RulesError> {
+        let credentials = match Credentials::from_env(
+            &signing.access_key_env,
+            &signing.secret_key_env,
+            &signing.session_token_env,
+        ) {
+            Ok(credentials) => Some(credentials),
+            Err(err) if signing.explicit => return Err(err.into()),
+            Err(_) => None,
+        };
+        Ok(BucketFetcher {
+            client,
+            origin,
+            style,
+            region: signing.region.clone(),
+            credentials,
+        })
+    }
+
+    /// With these credentials (or none), whatever the environment says.
+    pub fn with_credentials(
+        client: FetchClient,
+        origin: OriginUrl,
+        style: FetchStyle,
+        region: String,
+        credentials: Option<Credentials>,
+    ) -> BucketFetcher {
+        BucketFetcher {
+            client,
+            origin,
+            style,
+            region,
+            credentials,
+        }
+    }
+
+    pub fn is_signing(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    /// The `GET ?cors` request for `bucket`, signed when there are credentials.
+    fn request(&self, bucket: &str) -> Result<Request<Empty<Bytes>>, FetchError> {
+        let prefix = self.origin.path_prefix.as_str();
+        let authority = self.origin.authority.as_str();
+        let (path, host) = match self.style {
+            FetchStyle::Path => {
+                let prefix = prefix.strip_suffix(&format!("/{bucket}")).unwrap_or(prefix);
+                (format!("{prefix}/{bucket}?cors"), authority.to_string())
+            }
+            FetchStyle::Virtual => (format!("{prefix}/?cors"), format!("{bucket}.{authority}")),
+            FetchStyle::OriginIsBucket => (format!("{prefix}/?cors"), authority.to_string()),
+        };
+        let bad = |what: &str| FetchError::Signing(format!("bucket {bucket:?} makes {what}"));
+        let path = PathAndQuery::try_from(path).map_err(|_| bad("an invalid path"))?;
+        let uri = Uri::builder()
+            .scheme(self.origin.scheme.clone())
+            .authority(self.origin.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| bad("an invalid URL"))?;
+        let host = HeaderValue::from_str(&host).map_err(|_| bad("an invalid Host"))?;
+        let mut request = Request::get(uri)
+            .header(HOST, host)
+            .body(Empty::new())
+            .map_err(|e| FetchError::Signing(e.to_string()))?;
+        if let Some(credentials) = &self.credentials {
+            sign(&mut request, credentials, &self.region, SystemTime::now())
+                .map_err(|e| FetchError::Signing(e.to_string()))?;
+        }
+        Ok(request)
+    }
+
+    /// Fetches and interprets `bucket`'s rules.
+    pub async fn fetch(&self, bucket: &str) -> Result<Loaded, RulesError> {
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch_inner(bucket))
+            .await
+            .unwrap_or_else(|_| {
+                Err(FetchError::Unreachable(format!(
+                    "no complete answer from {} within {FETCH_TIMEOUT:?}",
+                    self.origin
+                )))
+            });
+        fetched.map_err(|error| RulesError::Fetch {
+            bucket: bucket.to_string(),
+            error,
+        })
+    }
+
+    async fn fetch_inner(&self, bucket: &str) -> Result<Loaded, FetchError> {
+        let request = self.request(bucket)?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| FetchError::Unreachable(format!("{}: {e}", self.origin)))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| {
+                FetchError::Unreachable(format!("{}: reading the answer: {e}", self.origin))
+            })?
+            .to_bytes();
+        let (cors, document) = interpret_document(status, &body)?;
+        Ok(Loaded { cors, document })
+    }
+}
+
+/// Does `name` look like a bucket name? Generous on purpose (legacy us-east-1 buckets and other
+/// stores allow upper case and `_`), but never lets anything odd into a URL or a Host.
+pub fn is_bucket_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && !name.starts_with('.')
+}
+
+/// What the last fetch attempt left behind.
+#[derive(Default)]
+struct Attempt {
+    failed_at: Option<Instant>,
+}
+
+/// One bucket's rules.
+pub struct BucketRules {
+    /// `route[N]`, for logs.
+    label: String,
+    bucket: String,
+    fetcher: Arc<BucketFetcher>,
+    poll: Duration,
+    live: LiveRules,
+    /// Held for the whole of a fetch: fetches of one bucket never overlap.
+    fetching: Mutex<Attempt>,
+    /// Why the last fetch failed, for "unavailable" answers (read off the request path only when
+    /// no rules were ever loaded).
+    last_failure: StdMutex<Option<String>>,
+    polling: AtomicBool,
+}
+
+impl BucketRules {
+    pub fn new(label: String, bucket: String, fetcher: Arc<BucketFetcher>, poll: Duration) -> Self {
+        BucketRules {
+            label,
+            bucket,
+            fetcher,
+            poll,
+            live: LiveRules::empty(),
+            fetching: Mutex::new(Attempt::default()),
+            last_failure: StdMutex::new(None),
+            polling: AtomicBool::new(false),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn poll(&self) -> Duration {
+        self.poll
+    }
+
+    pub fn live(&self) -> &LiveRules {
+        &self.live
+    }
+
+    /// The rules in force, without fetching.
+    pub fn current(&self) -> Result<Current, Unavailable> {
+        self.live.current().ok_or_else(|| self.unavailable())
+    }
+
+    fn unavailable(&self) -> Unavailable {
+        let reason = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "not fetched yet".into());
+        Unavailable {
+            bucket: self.bucket.clone(),
+            reason,
+        }
+    }
+
+    /// The rules in force; on the first request, fetches them (concurrent first requests wait
+    /// for one shared fetch).
+    pub async fn current_or_load(&self) -> Result<Current, Unavailable> {
+        if let Some(current) = self.live.current() {
+            return Ok(current);
+        }
+        let mut attempt = self.fetching.lock().await;
+        // Whoever held the lock may have loaded them.
+        if let Some(current) = self.live.current() {
+            return Ok(current);
+        }
+        if attempt
+            .failed_at
+            .is_some_and(|at| at.elapsed() < RETRY_FIRST_LOAD_AFTER)
+        {
+            return Err(self.unavailable());
+        }
+        let _ = self.fetch_locked(&mut attempt, "first request").await;
+        self.current()
+    }
+
+    /// Fetches now (after any fetch in progress); returns whether the rules changed.
+    pub async fn refresh(&self, why: &str) -> Result<bool, RulesError> {
+        let mut attempt = self.fetching.lock().await;
+        self.fetch_locked(&mut attempt, why).await
+    }
+
+    async fn fetch_locked(&self, attempt: &mut Attempt, why: &str) -> Result<bool, RulesError> {
+        match self.fetcher.fetch(&self.bucket).await {
+            Ok(loaded) => {
+                attempt.failed_at = None;
+                let changed = self.live.offer(loaded);
+                if changed {
+                    tracing::info!(
+                        "{}: rules of bucket {} loaded ({why}): generation {}",
+                        self.label,
+                        self.bucket,
+                        self.live.generation()
+                    );
+                }
+                Ok(changed)
+            }
+            Err(error) => {
+                attempt.failed_at = Some(Instant::now());
+                let serving = match self.live.generation() {
+                    0 => "no rules yet: preflights are answered 503".to_string(),
+                    generation => format!("generation {generation} keeps serving"),
+                };
+                tracing::warn!("{}: {error} ({why}); {serving}", self.label);
+                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(error.to_string());
+                self.live.failed(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Polls until `shutdown` flips or the bucket is dropped (evicted from its route's map).
+    /// Starts once, however often it is called.
+    pub fn spawn_poller(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if self.polling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<BucketRules> = Arc::downgrade(self);
+        let poll = self.poll;
+        let mut delay = if self.live.current().is_some() {
+            poll
+        } else {
+            FIRST_BACKOFF.min(poll)
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(jitter(delay)) => {}
+                    _ = shutdown.changed() => return,
+                }
+                let Some(rules) = weak.upgrade() else { return };
+                delay = match rules.refresh("poll").await {
+                    Ok(_) => poll,
+                    Err(error) if error.is_transient() || rules.live.current().is_none() => {
+                        (delay * 2).clamp(FIRST_BACKOFF.min(poll), poll)
+                    }
+                    Err(_) => poll,
+                };
+            }
+        });
+    }
+}
+
+/// ±10 %, so instances started together do not poll in step.
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(0.9 + fastrand::f64() * 0.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetcher(origin: &str, style: FetchStyle) -> BucketFetcher {
+        BucketFetcher::with_credentials(
+            fetch_client(Duration::from_secs(1)),
+            OriginUrl::parse(origin).expect("valid origin"),
+            style,
+            "us-east-1".into(),
+            None,
+        )
+    }
+
+    fn target(origin: &str, style: FetchStyle, bucket: &str) -> (String, String) {
+        let req = fetcher(origin, style).request(bucket).expect("request");
+        (
+            req.uri().to_string(),
+            req.headers()[HOST].to_str().expect("ascii").to_string(),
+        )
+    }
+
+    #[test]
+    fn cors_subresource_is_addressed_as_the_route_addresses_buckets() {
+        let cases = [
+            (
+                "http://127.0.0.1:9000",
+                FetchStyle::Path,
+                "http://127.0.0.1:9000/photos?cors",
+                "127.0.0.1:9000",
+            ),
+            (
+                "http://127.0.0.1:9000/photos",
+                FetchStyle::Path,
+                "http://127.0.0.1:9000/photos?cors",
+                "127.0.0.1:9000",
+            ),
+            (
+                "http://127.0.0.1:9000/s3",
+                FetchStyle::Path,
+                "http://127.0.0.1:9000/s3/photos?cors",
+                "127.0.0.1:9000",
+            ),
+            (
+                "http://localhost:9000",
+                FetchStyle::Virtual,
+                "http://localhost:9000/?cors",
+                "photos.localhost:9000",
+            ),
+            (
+                "http://photos.store.example",
+                FetchStyle::OriginIsBucket,
+                "http://photos.store.example/?cors",
+                "photos.store.example",
+            ),
+        ];
+        for (origin, style, uri, host) in cases {
+            assert_eq!(
+                target(origin, style, "photos"),
+                (uri.to_string(), host.to_string()),
+                "{origin} {style:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bucket_route_uses_the_origin_host_when_it_names_the_bucket() {
+        let style = |origin: &str| {
+            FetchStyle::for_bucket_route(&OriginUrl::parse(origin).expect("valid"), "photos")
+        };
+        assert_eq!(
+            style("http://photos.nyc3.example.com"),
+            FetchStyle::OriginIsBucket
+        );
+        assert_eq!(style("http://photosx.nyc3.example.com"), FetchStyle::Path);
+        assert_eq!(style("http://127.0.0.1:9000/photos"), FetchStyle::Path);
+    }
+
+    #[test]
+    fn bucket_names_never_carry_url_or_host_syntax() {
+        for good in ["photos", "my.bucket-1", "Legacy_Bucket"] {
+            assert!(is_bucket_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "a?b",
+            "a b",
+            "a%2f",
+            "a:1",
+            &"x".repeat(256),
+        ] {
+            assert!(!is_bucket_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Where a route's CORS rules come from, and keeping them current while traffic flows.
+//!
+//! A route's rules come from nothing, a file ([`file`]: watched, reloaded on `SIGHUP` and on the
+//! admin listener's `POST /-/reload`), one bucket ([`bucket`]: `GET /<bucket>?cors` on the
+//! origin, signed, polled, refreshed at once when a `PUT`/`DELETE ?cors` passes through), or
+//! every bucket of an S3 endpoint ([`endpoint`]: each bucket loaded on its first request into a
+//! bounded map). Each source keeps its rules in a [`LiveRules`]: an atomically swapped
+//! [`Snapshot`] that requests read without a lock, plus what the admin listener shows.
+//!
+//! Two promises hold for every source: a swap never blocks or fails a request in flight (it keeps
+//! the snapshot it loaded), and a bad update (unreadable file, invalid document, origin error)
+//! never replaces good rules: the error is logged and shown, the old rules keep serving.
+//!
+//! Nothing here speaks to clients: the gateway asks [`RouteRules::resolve`] which snapshot a
+//! request is judged by, and answers.
+
+pub mod bucket;
+pub mod endpoint;
+pub mod file;
+pub mod live;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use tokio::sync::watch;
+
+pub use bucket::{BucketFetcher, BucketRules};
+pub use endpoint::EndpointBuckets;
+pub use file::FileRules;
+pub use live::{Current, LiveRules, Loaded};
+pub use snapshot::{Snapshot, SnapshotCell};
+
+use crate::config::OriginUrl;
+use crate::cors::{BucketCors, ConfigError, Problem, Resource};
+use crate::s3::{Addressing, FetchError, SigningError};
+use crate::watch::Hangup;
+use bucket::FetchClient;
+
+/// How often bucket rules are fetched again when the configuration does not say.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(30);
+/// How many buckets an S3 endpoint route keeps rules for when the configuration does not say.
+pub const DEFAULT_MAX_BUCKETS: u64 = 10_000;
+/// The region requests are signed for when the configuration does not say.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// A route's rules source, as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RulesSource {
+    /// The route has no CORS configuration: preflights get S3's 403 "CORS is not enabled",
+    /// forwarded responses get no CORS headers.
+    None,
+    /// An S3 `CORSConfiguration` (XML or AWS CLI JSON) on disk, relative to the working
+    /// directory; watched, and reloaded on `SIGHUP` and `POST /-/reload`.
+    File(PathBuf),
+    /// The rules stored in one bucket of the route's origin (`rules = { bucket = ... }`).
+    Bucket(BucketSource),
+    /// Every bucket of an S3-compatible endpoint, each with its own stored rules
+    /// (`s3 = { addressing = ... }`).
+    Endpoint(EndpointSource),
+}
+
+/// `rules = { bucket = "name", poll = "30s", region = ..., *_env = ... }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketSource {
+    pub bucket: String,
+    pub poll: Duration,
+    pub signing: SigningConfig,
+}
+
+/// `s3 = { addressing = "path" | "virtual", region = ..., poll = ..., max_buckets = ... }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSource {
+    pub addressing: Addressing,
+    pub poll: Duration,
+    /// Buckets whose rules are kept at once; the least used are dropped (and fetched again on
+    /// their next request).
+    pub max_buckets: u64,
+    pub signing: SigningConfig,
+}
+
+/// How corsgate signs its own `GET ?cors` requests: the region, and the names of the
+/// environment variables holding the keys (never the keys: secrets stay out of files).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningConfig {
+    pub region: String,
+    pub access_key_env: String,
+    pub secret_key_env: String,
+    pub session_token_env: String,
+    /// The configuration named the variables: they must be set. With the default names, unset
+    /// variables mean unsigned (anonymous) requests, as `aws --no-sign-request` sends.
+    pub explicit: bool,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            region: DEFAULT_REGION.into(),
+            access_key_env: "AWS_ACCESS_KEY_ID".into(),
+            secret_key_env: "AWS_SECRET_ACCESS_KEY".into(),
+            session_token_env: "AWS_SESSION_TOKEN".into(),
+            explicit: false,
+        }
+    }
+}
+
+/// Why rules could not be loaded. The rules in force (if any) stay.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render(path, error))]
+    Invalid { path: PathBuf, error: ConfigError },
+    #[error("bucket {bucket}: {error}")]
+    Fetch { bucket: String, error: FetchError },
+    #[error("{0}")]
+    Credentials(#[from] SigningError),
+}
+
+fn render(path: &std::path::Path, error: &ConfigError) -> String {
+    let lines: Vec<String> = error
+        .problems
+        .iter()
+        .map(|p| format!("{}:{p}", path.display()))
+        .collect();
+    lines.join("\n")
+}
+
+impl RulesError {
+    /// The document's problems (each with line, column and S3 code), when it was invalid.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            RulesError::Invalid { error, .. }
+            | RulesError::Fetch {
+                error: FetchError::InvalidDocument(error),
+                ..
+            } => &error.problems,
+            _ => &[],
+        }
+    }
+
+    /// Worth retrying soon (the origin or the network may recover by themselves).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RulesError::Fetch { error, .. } => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A route's rules at run time, whatever their source.
+pub enum RouteRules {
+    /// No CORS configuration, for ever.
+    Fixed(LiveRules),
+    File(Arc<FileRules>),
+    Bucket(Arc<BucketRules>),
+    Endpoint(Arc<EndpointBuckets>),
+}
+
+/// What a request is judged by.
+pub struct Resolved {
+    /// The rules in force, or why there are none to judge by.
+    pub rules: Result<Current, Unavailable>,
+    /// `<ResourceType>` of S3's answers: from the key the request names.
+    pub resource: Resource,
+}
+
+/// No rules are known for the request's bucket yet and the last attempt to load them failed:
+/// answering as if CORS were off would be a guess.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the CORS rules of bucket {bucket} are not loaded: {reason}")]
+pub struct Unavailable {
+    pub bucket: String,
+    pub reason: String,
+}
+
+/// A bucket whose rules must be fetched again once a `PUT`/`DELETE ?cors` succeeds.
+pub struct WriteThrough(Arc<BucketRules>);
+
+impl WriteThrough {
+    /// Refetches now; the next request sees what the origin now holds.
+    pub async fn refresh(self) {
+        let _ = self.0.refresh("write-through").await;
+    }
+}
+
+impl RouteRules {
+    /// A route's rules from its source: a file is read now (an error stops the start); bucket
+    /// sources start empty and are fetched by [`RouteRules::start`].
+    pub fn build(
+        label: &str,
+        source: &RulesSource,
+        origin: &OriginUrl,
+        client: &FetchClient,
+    ) -> Result<RouteRules, RulesError> {
+        Ok(match source {
+            RulesSource::None => RouteRules::Fixed(LiveRules::with(Loaded::without_document(
+                BucketCors::NotConfigured,
+            ))),
+            RulesSource::File(path) => {
+                RouteRules::File(Arc::new(FileRules::load(label.into(), path.clone())?))
+            }
+            RulesSource::Bucket(source) => {
+                let style = bucket::FetchStyle::for_bucket_route(origin, &source.bucket);
+                let fetcher =
+                    BucketFetcher::new(client.clone(), origin.clone(), style, &source.signing)?;
+                RouteRules::Bucket(Arc::new(BucketRules::new(
+                    label.into(),
+                    source.bucket.clone(),
+                    Arc::new(fetcher),
+                    source.poll,
+                )))
+            }
+            RulesSource::Endpoint(source) => {
+                let fetcher = BucketFetcher::new(
+                    client.clone(),
+                    origin.clone(),
+                    source.addressing.into(),
+                    &source.signing,
+                )?;
+                RouteRules::Endpoint(Arc::new(EndpointBuckets::new(
+                    label.into(),
+                    source.addressing,
+                    source.signing.region.clone(),
+                    Arc::new(fetcher),
+                    source.poll,
+                    source.max_buckets,
+                )))
+            }
+        })
+    }
+
+    /// Starts what keeps the rules current until `shutdown` flips: the file watch, the pollers,
+    /// `SIGHUP`. A bucket route's first fetch is awaited (it is bounded by
+    /// [`bucket::FETCH_TIMEOUT`]), so the gateway starts serving with the bucket's rules whenever
+    /// the origin answers; if it does not, the route starts without rules and keeps trying.
+    pub async fn start(&self, shutdown: watch::Receiver<bool>) {
+        match self {
+            RouteRules::Fixed(_) => {}
+            RouteRules::File(file) => file.spawn(shutdown),
+            RouteRules::Bucket(bucket) => {
+                let _ = bucket.refresh("start").await;
+                bucket.spawn_poller(shutdown.clone());
+                let bucket = Arc::clone(bucket);
+                on_hangup(shutdown, move || {
+                    let bucket = Arc::clone(&bucket);
+                    async move {
+                        let _ = bucket.refresh("SIGHUP").await;
+                    }
+                });
+            }
+            RouteRules::Endpoint(endpoint) => {
+                endpoint.start(shutdown.clone());
+                let endpoint = Arc::clone(endpoint);
+                on_hangup(shutdown, move || {
+                    let endpoint = Arc::clone(&endpoint);
+                    async move {
+                        endpoint.refresh_all("SIGHUP").await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// The snapshot and resource type a request to `host` + `path` is judged by. Loads the
+    /// snapshot once: the caller keeps it for the whole request.
+    pub async fn resolve(&self, host: &str, path: &str) -> Resolved {
+        match self {
+            RouteRules::Fixed(live) => resolved(live, path),
+            RouteRules::File(file) => resolved(file.live(), path),
+            RouteRules::Bucket(bucket) => Resolved {
+                rules: bucket.current(),
+                resource: Resource::of_key(path),
+            },
+            RouteRules::Endpoint(endpoint) => endpoint.resolve(host, path).await,
+        }
+    }
+
+    /// Whether `method host path?query` may change a bucket's CORS state through this route;
+    /// the caller refreshes the bucket once the origin says 2xx.
+    ///
+    /// On a bucket route that is a `PUT`/`DELETE ?cors`. On an S3 endpoint route it is any
+    /// `PUT`/`DELETE` of a bucket itself (not of an object): `PutBucketCors` and
+    /// `DeleteBucketCors`, but also `CreateBucket` and `DeleteBucket`, which turn "no such bucket"
+    /// into "CORS not enabled" and back (the bucket's state was fetched for the request that
+    /// created it, and must not stay "no such bucket" until the next poll).
+    pub fn write_through(
+        &self,
+        method: &Method,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<WriteThrough> {
+        if !(method == Method::PUT || method == Method::DELETE) {
+            return None;
+        }
+        match self {
+            // A bucket route serves one bucket: any `?cors` write through it is that bucket's.
+            RouteRules::Bucket(bucket) => crate::s3::addressing::is_cors_subresource(query)
+                .then(|| WriteThrough(Arc::clone(bucket))),
+            RouteRules::Endpoint(endpoint) => endpoint.bucket_written(host, path).map(WriteThrough),
+            RouteRules::Fixed(_) | RouteRules::File(_) => None,
+        }
+    }
+
+    /// Reloads now (file read again, buckets fetched again): `POST /-/reload`.
+    pub async fn reload(&self, why: &str) -> Vec<(Option<String>, Result<bool, RulesError>)> {
+        match self {
+            RouteRules::Fixed(_) => Vec::new(),
+            RouteRules::File(file) => vec![(None, file.reload(why).await)],
+            RouteRules::Bucket(bucket) => vec![(None, bucket.refresh(why).await)],
+            RouteRules::Endpoint(endpoint) => endpoint.refresh_all(why).await,
+        }
+    }
+
+    /// Whether the route has rules to judge by (an S3 endpoint route always has: each bucket
+    /// is loaded on demand).
+    pub fn is_ready(&self) -> bool {
+        match self {
+            RouteRules::Fixed(_) | RouteRules::Endpoint(_) => true,
+            RouteRules::File(file) => file.live().current().is_some(),
+            RouteRules::Bucket(bucket) => bucket.live().current().is_some(),
+        }
+    }
+
+    /// The generation in force (`None` on an S3 endpoint route: each bucket has its own).
+    pub fn generation(&self) -> Option<u64> {
+        match self {
+            RouteRules::Fixed(live) => Some(live.generation()),
+            RouteRules::File(file) => Some(file.live().generation()),
+            RouteRules::Bucket(bucket) => Some(bucket.live().generation()),
+            RouteRules::Endpoint(_) => None,
+        }
+    }
+
+    /// What `GET /-/rules` shows of this route.
+    pub fn view(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            RouteRules::Fixed(live) => json!({ "source": "none", "rules": live.view() }),
+            RouteRules::File(file) => json!({
+                "source": { "file": file.path().display().to_string() },
+                "rules": file.live().view(),
+            }),
+            RouteRules::Bucket(bucket) => json!({
+                "source": { "bucket": bucket.name(), "poll": humantime::format_duration(bucket.poll()).to_string() },
+                "rules": bucket.live().view(),
+            }),
+            RouteRules::Endpoint(endpoint) => endpoint.view(),
+        }
+    }
+
+    /// One line for the start-up log.
+    pub fn describe(&self) -> String {
+        let rules = |live: &LiveRules| match live.current() {
+            Some(snapshot) => match snapshot.cors.policy() {
+                Some(policy) => format!("{} rule(s)", policy.rules().len()),
+                None => "no CORS configuration".to_string(),
+            },
+            None => "rules not loaded yet".to_string(),
+        };
+        match self {
+            RouteRules::Fixed(live) => rules(live),
+            RouteRules::File(file) => {
+                format!("{} from {}", rules(file.live()), file.path().display())
+            }
+            RouteRules::Bucket(bucket) => {
+                format!("{} from bucket {}", rules(bucket.live()), bucket.name())
+            }
+            RouteRules::Endpoint(endpoint) => endpoint.describe(),
+        }
+    }
+}
+
+/// Runs `reload` on every `SIGHUP` until `shutdown` flips.
+fn on_hangup<F, Fut>(mut shutdown: watch::Receiver<bool>, reload: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let mut hangup = match Hangup::subscribe() {
+        Ok(hangup) => hangup,
+        Err(err) => {
+            tracing::warn!("cannot listen for SIGHUP: {err}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = hangup.recv() => reload().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+fn resolved(live: &LiveRules, path: &str) -> Resolved {
+    Resolved {
+        rules: live.current().ok_or_else(|| Unavailable {
+            bucket: String::new(),
+            reason: "no rules loaded".into(),
+        }),
+        resource: Resource::of_key(path),
+    }
+}
