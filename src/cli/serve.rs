@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, DEFAULT_CONFIG_PATH, OriginUrl};
+use crate::config::{Config, DEFAULT_CONFIG_PATH, OriginUrl, RedirectConfig, TlsListenerConfig};
 use crate::gateway;
 use crate::rules::RulesSource;
+use crate::tls::{CertFiles, UnknownName};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -27,6 +28,18 @@ pub struct ServeArgs {
     /// has no CORS configuration.
     #[arg(long, value_name = "FILE", requires = "origin")]
     pub rules: Option<PathBuf>,
+    /// Serve HTTPS: the `--listen` addresses (or the configuration's `server.listen`) become TLS
+    /// listeners with this PEM certificate chain, replacing any `server.tls` of the
+    /// configuration. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also listen for plain HTTP here and redirect every request to HTTPS (308), health checks
+    /// (`/healthz`, `/readyz`) excepted.
+    #[arg(long, value_name = "IP:PORT", requires = "tls_cert")]
+    pub redirect_http: Option<SocketAddr>,
 }
 
 pub fn run(args: &ServeArgs) -> ExitCode {
@@ -83,6 +96,26 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
     };
     if !args.listen.is_empty() {
         config.server.listen = args.listen.clone();
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let listen = std::mem::take(&mut config.server.listen);
+        if listen.is_empty() {
+            return Err("--tls-cert: no address to serve TLS on (give --listen)".into());
+        }
+        config.server.tls = vec![TlsListenerConfig {
+            listen,
+            certs: vec![CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }],
+            unknown_name: UnknownName::DefaultCert,
+        }];
+    }
+    if let Some(addr) = args.redirect_http {
+        config.server.redirect = Some(RedirectConfig {
+            listen: vec![addr],
+            https_port: None,
+        });
     }
     Ok(config)
 }

@@ -14,9 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use corsgate::config::{
-    Config, HostPattern, OriginUrl, PreflightCacheConfig, RouteConfig, ServerConfig, Timeouts,
-};
+use corsgate::config::{Config, HostPattern, OriginUrl, RouteConfig, ServerConfig};
 use corsgate::gateway::{self, Running};
 use corsgate::rules::RulesSource;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -254,8 +252,7 @@ pub fn config(routes: Vec<RouteConfig>) -> Config {
     Config {
         server: ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-            timeouts: Timeouts::default(),
-            preflight_cache: PreflightCacheConfig::default(),
+            ..ServerConfig::default()
         },
         routes,
         demo_origin: None,
