@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 declare -A APT_PACKAGES=(
   [curl]=curl
   [chromium]=chromium
+  [kill]=procps
 )
 
 missing=()
