@@ -530,4 +530,23 @@ mod tests {
             assert!(err.to_string().contains(needle), "{err}");
         }
     }
+
+    #[test]
+    fn the_commented_examples_of_the_default_configuration_are_valid() {
+        let text = include_str!("../../config/corsgate.toml");
+        let start = text.find("# [[server.tls]]").expect("the TLS example");
+        let end = start + text[start..].find("\n\n").expect("the example's end");
+        let example: String = text[start..end]
+            .lines()
+            // `## ` lines are prose, `# ` lines commented-out settings.
+            .filter(|l| !l.starts_with("##"))
+            .filter_map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+        assert_eq!(c.server.tls[0].certs.len(), 2);
+        assert!(c.server.redirect.is_some());
+        assert_eq!(c.server.http2, Http2Config::default());
+        assert_eq!(c.server.origin_tls.roots, OriginRoots::Webpki);
+    }
 }

@@ -215,12 +215,33 @@ fn classify(
         }
         return GatewayError::OriginUnreachable {
             origin,
-            cause: Box::new(err),
+            cause: Box::new(ConnectFailed::of(&err)),
         };
     }
     GatewayError::OriginFailed {
         origin,
         cause: Box::new(err),
+    }
+}
+
+/// Why no connection to the origin could be made, in full: hyper-util's own message is only
+/// "client error (Connect)", and what an operator needs (refused, DNS, the TLS certificate
+/// error) is further down the chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConnectFailed(String);
+
+impl ConnectFailed {
+    fn of(err: &hyper_util::client::legacy::Error) -> ConnectFailed {
+        let mut messages: Vec<String> = Vec::new();
+        for e in sources(err) {
+            let message = e.to_string();
+            // io::Error repeats its inner error's message as its own.
+            if messages.last() != Some(&message) {
+                messages.push(message);
+            }
+        }
+        ConnectFailed(messages.join(": "))
     }
 }
 
