@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 declare -A APT_PACKAGES=(
   [curl]=curl
   [chromium]=chromium
+  [kill]=procps
 )
 
 missing=()

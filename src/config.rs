@@ -20,6 +20,10 @@ use crate::rules::{
 };
 use crate::s3::Addressing;
 
+mod listeners;
+
+pub use listeners::{Http2Config, OriginTlsConfig, RedirectConfig, TlsListenerConfig};
+
 /// Where `corsgate serve` looks when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/corsgate.toml";
 
@@ -69,8 +73,29 @@ impl AdminConfig {
 pub struct ServerConfig {
     /// Plain-HTTP listeners (HTTP/1.1 and cleartext HTTP/2 on each).
     pub listen: Vec<SocketAddr>,
+    /// TLS listeners (HTTP/2 or HTTP/1.1 by ALPN).
+    pub tls: Vec<TlsListenerConfig>,
+    /// The plain-HTTP listener that sends clients to HTTPS.
+    pub redirect: Option<RedirectConfig>,
+    pub http2: Http2Config,
+    pub origin_tls: OriginTlsConfig,
     pub timeouts: Timeouts,
     pub preflight_cache: PreflightCacheConfig,
+}
+
+impl Default for ServerConfig {
+    /// One plain listener on [`DEFAULT_LISTEN`], every other setting at its default.
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![default_listen()],
+            tls: Vec::new(),
+            redirect: None,
+            http2: Http2Config::default(),
+            origin_tls: OriginTlsConfig::default(),
+            timeouts: Timeouts::default(),
+            preflight_cache: PreflightCacheConfig::default(),
+        }
+    }
 }
 
 /// Every timeout the gateway applies. Defaults are those of [`Timeouts::default`].
@@ -89,6 +114,8 @@ pub struct Timeouts {
     pub idle: Duration,
     /// On SIGTERM/ctrl-c, how long in-flight requests get to finish before connections are cut.
     pub shutdown_grace: Duration,
+    /// Time a client has to complete the TLS handshake.
+    pub tls_handshake: Duration,
 }
 
 impl Default for Timeouts {
@@ -99,6 +126,7 @@ impl Default for Timeouts {
             origin_response: Duration::from_secs(60),
             idle: Duration::from_secs(75),
             shutdown_grace: Duration::from_secs(30),
+            tls_handshake: Duration::from_secs(10),
         }
     }
 }
@@ -163,7 +191,7 @@ impl HostPattern {
     }
 }
 
-/// The origin a route forwards to: `http://host[:port][/path-prefix]`.
+/// The origin a route forwards to: `http[s]://host[:port][/path-prefix]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginUrl {
     pub scheme: Scheme,
@@ -179,13 +207,8 @@ impl OriginUrl {
             .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
         let scheme = uri.scheme().cloned();
         match scheme.as_ref().map(Scheme::as_str) {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "{text:?}: https origins are not supported yet (plain http only)"
-                ));
-            }
-            _ => return Err(format!("{text:?} must start with http://")),
+            Some("http" | "https") => {}
+            _ => return Err(format!("{text:?} must start with http:// or https://")),
         }
         let Some(authority) = uri.authority().cloned() else {
             return Err(format!("{text:?} names no host"));
@@ -282,6 +305,12 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Vec<String>>,
+    tls: Option<listeners::OneOrMany<listeners::RawTls>>,
+    redirect: Option<listeners::RawRedirect>,
+    #[serde(default)]
+    http2: listeners::RawHttp2,
+    #[serde(default)]
+    origin_tls: listeners::RawOriginTls,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -296,6 +325,7 @@ struct RawTimeouts {
     origin_response: Option<String>,
     idle: Option<String>,
     shutdown_grace: Option<String>,
+    tls_handshake: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -388,11 +418,7 @@ impl Config {
     /// One route, forwarding any host to `origin`: `corsgate serve --origin URL [--rules FILE]`.
     pub fn single_route(origin: OriginUrl, rules: RulesSource) -> Config {
         Config {
-            server: ServerConfig {
-                listen: vec![default_listen()],
-                timeouts: Timeouts::default(),
-                preflight_cache: PreflightCacheConfig::default(),
-            },
+            server: ServerConfig::default(),
             routes: vec![RouteConfig::new(vec![HostPattern::Any], origin, rules)],
             demo_origin: None,
             admin: AdminConfig::default(),
@@ -403,22 +429,29 @@ impl Config {
         let mut problems = Vec::new();
         let mut report = |key: String, message: String| problems.push(KeyProblem { key, message });
 
-        let listen = match raw.server.listen {
-            None => vec![default_listen()],
-            Some(list) if list.is_empty() => {
-                report("server.listen".into(), "names no address".into());
-                Vec::new()
-            }
-            Some(list) => list
-                .iter()
+        let listen_empty = raw.server.listen.as_ref().is_some_and(Vec::is_empty);
+        let listen = raw.server.listen.map(|list| {
+            list.iter()
                 .enumerate()
                 .filter_map(|(i, a)| {
                     parse_addr(a)
                         .map_err(|m| report(format!("server.listen[{i}]"), m))
                         .ok()
                 })
-                .collect(),
-        };
+                .collect()
+        });
+        let listeners = listeners::listeners(
+            listen,
+            raw.server.tls,
+            raw.server.redirect,
+            default_listen(),
+            &mut report,
+        );
+        if listen_empty && listeners.tls.is_empty() && listeners.redirect.is_none() {
+            report("server.listen".into(), "names no address".into());
+        }
+        let http2 = listeners::http2(raw.server.http2, &mut report);
+        let origin_tls = listeners::origin_tls(raw.server.origin_tls, &mut report);
 
         let defaults = Timeouts::default();
         let mut timeout = |name: &str, value: Option<String>, default: Duration| match value {
@@ -439,12 +472,14 @@ impl Config {
             ),
             idle: timeout("idle", t.idle, defaults.idle),
             shutdown_grace: timeout("shutdown_grace", t.shutdown_grace, defaults.shutdown_grace),
+            tls_handshake: timeout("tls_handshake", t.tls_handshake, defaults.tls_handshake),
         };
         for (name, value) in [
             ("connect", timeouts.connect),
             ("header_read", timeouts.header_read),
             ("origin_response", timeouts.origin_response),
             ("idle", timeouts.idle),
+            ("tls_handshake", timeouts.tls_handshake),
         ] {
             if value.is_zero() {
                 report(format!("server.timeouts.{name}"), "must be above 0".into());
@@ -572,7 +607,11 @@ impl Config {
         }
         Ok(Config {
             server: ServerConfig {
-                listen,
+                listen: listeners.plain,
+                tls: listeners.tls,
+                redirect: listeners.redirect,
+                http2,
+                origin_tls,
                 timeouts,
                 preflight_cache,
             },
@@ -999,7 +1038,13 @@ mod tests {
         assert_eq!(o.path_prefix, "/bucket");
         assert_eq!(o.to_string(), "http://127.0.0.1:9000/bucket");
         assert_eq!(OriginUrl::parse("http://h").expect("valid").path_prefix, "");
-        assert!(OriginUrl::parse("https://h").is_err());
+        assert_eq!(
+            OriginUrl::parse("https://h.example/b")
+                .expect("valid")
+                .scheme,
+            Scheme::HTTPS
+        );
+        assert!(OriginUrl::parse("ftp://h").is_err());
         assert!(OriginUrl::parse("http://u:p@h").is_err());
     }
 

@@ -30,6 +30,8 @@ const PAGE: &str = r#"<!doctype html>
     out.etag = r.headers.get("ETag");
     out.secret = r.headers.get("X-Secret");
     out.body = await r.text();
+    const timing = performance.getEntriesByType("resource").filter(e => e.name.startsWith(gateway)).pop();
+    out.protocol = timing ? timing.nextHopProtocol : null;
   } catch (e) {
     out.error = String(e);
   }
@@ -48,8 +50,9 @@ fn chromium() -> PathBuf {
     path
 }
 
-/// Loads `url` in a fresh headless Chromium and returns the page's `#result` text.
-fn run_page(url: &str) -> serde_json::Value {
+/// Loads `url` in a fresh headless Chromium (with `extra` flags) and returns the page's
+/// `#result` text.
+fn run_page(url: &str, extra: &[&str]) -> serde_json::Value {
     let profile = std::env::temp_dir().join(format!(
         "corsgate-chromium-{}-{}",
         std::process::id(),
@@ -69,6 +72,7 @@ fn run_page(url: &str) -> serde_json::Value {
             "--virtual-time-budget=20000",
             "--dump-dom",
         ])
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .output()
@@ -121,7 +125,7 @@ async fn a_browser_sees_exactly_what_the_rules_allow() {
     let gateway_url = format!("http://{}", gateway.addr());
 
     let url = format!("{}/?gateway={gateway_url}", allowed_site.url());
-    let allowed = tokio::task::spawn_blocking(move || run_page(&url))
+    let allowed = tokio::task::spawn_blocking(move || run_page(&url, &[]))
         .await
         .expect("chromium task");
     assert_eq!(allowed["status"], 200, "{allowed}");
@@ -145,7 +149,7 @@ async fn a_browser_sees_exactly_what_the_rules_allow() {
     assert_eq!(puts[0].body_len, 4);
 
     let url = format!("{}/?gateway={gateway_url}", other_site.url());
-    let blocked = tokio::task::spawn_blocking(move || run_page(&url))
+    let blocked = tokio::task::spawn_blocking(move || run_page(&url, &[]))
         .await
         .expect("chromium task");
     assert!(
@@ -168,4 +172,73 @@ async fn a_browser_sees_exactly_what_the_rules_allow() {
             .all(|r| r.method != Method::OPTIONS),
         "preflights reached the origin"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_talks_http2_over_tls_to_the_gateway_and_sees_the_same_cors() {
+    use common::pki::TestCa;
+    use corsgate::config::TlsListenerConfig;
+    use corsgate::tls::UnknownName;
+
+    chromium();
+    let page = Reply {
+        headers: vec![("content-type", "text/html; charset=utf-8")],
+        body: PAGE.into(),
+        ..Reply::default()
+    };
+    let site = Origin::start(page).await;
+    let bucket = Origin::start(Reply {
+        headers: vec![
+            ("etag", "\"v1\""),
+            ("x-secret", "hidden"),
+            // Lets the page read the protocol of the cross-origin fetch from Resource Timing.
+            ("timing-allow-origin", "*"),
+        ],
+        body: "stored".into(),
+        ..Reply::default()
+    })
+    .await;
+    let rules = format!(
+        "<CORSConfiguration><CORSRule>\
+           <AllowedOrigin>{}</AllowedOrigin>\
+           <AllowedMethod>PUT</AllowedMethod>\
+           <AllowedHeader>x-custom</AllowedHeader><AllowedHeader>content-type</AllowedHeader>\
+           <ExposeHeader>ETag</ExposeHeader>\
+         </CORSRule></CORSConfiguration>",
+        site.url()
+    );
+    let ca = TestCa::new("browser");
+    let leaf = ca.leaf(&["gateway.test"]);
+    let mut config = config(vec![route(&["*"], &bucket, Some(&rules))]);
+    config.server.listen = Vec::new();
+    config.server.tls = vec![TlsListenerConfig {
+        listen: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
+        certs: vec![leaf.files.clone()],
+        unknown_name: UnknownName::DefaultCert,
+    }];
+    let gateway = start(config).await;
+    let gateway_url = format!("https://gateway.test:{}", gateway.tls_addrs[0].port());
+
+    let url = format!("{}/?gateway={gateway_url}", site.url());
+    let seen = tokio::task::spawn_blocking(move || {
+        run_page(
+            &url,
+            &[
+                // The test CA is not in Chromium's store; the name resolves only here.
+                "--ignore-certificate-errors",
+                "--host-resolver-rules=MAP gateway.test 127.0.0.1",
+            ],
+        )
+    })
+    .await
+    .expect("chromium task");
+    assert_eq!(seen["status"], 200, "{seen}");
+    assert_eq!(seen["protocol"], "h2", "{seen}");
+    assert_eq!(seen["etag"], "\"v1\"", "{seen}");
+    assert_eq!(seen["secret"], serde_json::Value::Null, "{seen}");
+    assert_eq!(seen["body"], "stored");
+    let received = bucket.received();
+    assert_eq!(received.len(), 1, "only the PUT is forwarded: {received:?}");
+    assert_eq!(received[0].headers["x-forwarded-proto"], "https");
+    assert_eq!(received[0].headers["x-custom"], "from-the-page");
 }

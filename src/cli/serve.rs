@@ -8,12 +8,15 @@ use std::process::ExitCode;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{AdminConfig, Config, DEFAULT_CONFIG_PATH, OriginUrl};
+use crate::config::{
+    AdminConfig, Config, DEFAULT_CONFIG_PATH, OriginUrl, RedirectConfig, TlsListenerConfig,
+};
 use crate::gateway;
 use crate::rules::{
     BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig,
 };
 use crate::s3::Addressing;
+use crate::tls::{CertFiles, UnknownName};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -51,6 +54,18 @@ pub struct ServeArgs {
     /// overrides the configuration's `admin.listen` (default 127.0.0.1:9901).
     #[arg(long, value_name = "IP:PORT|off")]
     pub admin: Option<String>,
+    /// Serve HTTPS: the `--listen` addresses (or the configuration's `server.listen`) become TLS
+    /// listeners with this PEM certificate chain, replacing any `server.tls` of the
+    /// configuration. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also listen for plain HTTP here and redirect every request to HTTPS (308), health checks
+    /// (`/healthz`, `/readyz`) excepted.
+    #[arg(long, value_name = "IP:PORT", requires = "tls_cert")]
+    pub redirect_http: Option<SocketAddr>,
 }
 
 pub fn run(args: &ServeArgs) -> ExitCode {
@@ -142,6 +157,26 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
     if let Some(admin) = &args.admin {
         config.admin.listen =
             AdminConfig::parse_listen(admin).map_err(|m| format!("--admin: {m}"))?;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let listen = std::mem::take(&mut config.server.listen);
+        if listen.is_empty() {
+            return Err("--tls-cert: no address to serve TLS on (give --listen)".into());
+        }
+        config.server.tls = vec![TlsListenerConfig {
+            listen,
+            certs: vec![CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }],
+            unknown_name: UnknownName::DefaultCert,
+        }];
+    }
+    if let Some(addr) = args.redirect_http {
+        config.server.redirect = Some(RedirectConfig {
+            listen: vec![addr],
+            https_port: None,
+        });
     }
     Ok(config)
 }

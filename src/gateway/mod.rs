@@ -3,17 +3,19 @@
 //! the rules grant (spec §3, §4).
 //!
 //! [`spawn`] starts everything a [`Config`] describes and hands back a [`Running`] gateway (its
-//! bound addresses, and a way to stop it); [`run`] does the same for the command line and stops
-//! on SIGTERM or ctrl-c.
+//! bound addresses, its TLS certificates to reload, and a way to stop it); [`run`] does the same
+//! for the command line, reloads certificates on SIGHUP and stops on SIGTERM or ctrl-c.
 
 pub mod access_log;
 pub mod admin;
+pub mod certs;
 pub mod decorate;
 pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod preflight;
 pub mod proxy;
+pub mod redirect;
 pub mod request_id;
 pub mod route;
 pub mod server;
@@ -30,13 +32,18 @@ use http_body_util::{BodyExt, Empty, Full};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Timeouts};
 use crate::rules::{RouteRules, RulesError};
+use crate::tls::{self, CertResolver, OriginTlsError, TlsError};
+use certs::{CertReload, Certificates};
 use preflight::PreflightCache;
 use proxy::OriginClient;
+use redirect::Redirect;
 use request_id::RequestIds;
 use route::{Route, Routes};
+use server::{Listener, Protocols, Role, Transport};
 
 /// Error type of every body the gateway sends.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,14 +81,26 @@ pub enum StartError {
     },
     #[error("demo_origin.root: {} is not a directory", .0.display())]
     DemoRoot(std::path::PathBuf),
+    #[error("server.tls[{listener}]: {error}")]
+    Certificates { listener: usize, error: TlsError },
+    #[error("server.tls[{listener}]: {error}")]
+    TlsConfig {
+        listener: usize,
+        error: rustls::Error,
+    },
+    #[error("server.origin_tls: {0}")]
+    OriginTls(#[from] OriginTlsError),
 }
 
 impl Gateway {
     /// Loads every route's rules; any bad rules file stops the start (a gateway must not come up
     /// with less CORS than configured).
     pub fn new(config: &Config) -> Result<Gateway, StartError> {
+        let origin_tls = &config.server.origin_tls;
+        let origin_tls = tls::client_config(origin_tls.roots, origin_tls.ca_file.as_deref())?;
+        let fetch_client =
+            crate::rules::bucket::fetch_client(config.server.timeouts.connect, origin_tls.clone());
         let mut routes = Vec::with_capacity(config.routes.len());
-        let fetch_client = crate::rules::bucket::fetch_client(config.server.timeouts.connect);
         for (i, route) in config.routes.iter().enumerate() {
             let label = format!("route[{}]", i + 1);
             let rules = RouteRules::build(&label, &route.rules, &route.origin, &fetch_client)
@@ -98,7 +117,7 @@ impl Gateway {
             routes: Routes::new(routes),
             preflight_cache: PreflightCache::new(&config.server.preflight_cache),
             ids: RequestIds::default(),
-            client: proxy::origin_client(&config.server.timeouts),
+            client: proxy::origin_client(&config.server.timeouts, origin_tls),
             timeouts: config.server.timeouts,
         })
     }
@@ -106,13 +125,19 @@ impl Gateway {
 
 /// A started gateway.
 pub struct Running {
-    /// Bound gateway listeners, in configuration order (port 0 resolved).
+    /// Bound gateway listeners (port 0 resolved): the plain ones, then the TLS ones, each in
+    /// configuration order.
     pub addrs: Vec<SocketAddr>,
+    /// The TLS listeners among `addrs`.
+    pub tls_addrs: Vec<SocketAddr>,
+    /// The plain-HTTP listeners that redirect to HTTPS.
+    pub redirect_addrs: Vec<SocketAddr>,
     /// The demo origin's bound address, when the configuration starts one.
     pub demo_origin: Option<SocketAddr>,
     /// The admin listener's bound address, unless it is off.
     pub admin: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
+    certificates: Certificates,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -121,6 +146,17 @@ impl Running {
     /// The first listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// Re-reads every TLS listener's certificates; a listener whose new files are bad keeps its
+    /// previous certificates (see each result). Open connections are not touched.
+    pub fn reload_tls(&self) -> Vec<CertReload> {
+        self.certificates.reload()
+    }
+
+    /// The TLS listeners' certificates, to reload from another task (a signal, a file watcher).
+    pub fn certificates(&self) -> Certificates {
+        self.certificates.clone()
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the shutdown grace), and returns
@@ -180,27 +216,79 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         route.rules.start(watcher.clone()).await;
     }
 
-    let builder = Arc::new(server::connection_builder(&config.server.timeouts));
-    let mut addrs = Vec::with_capacity(config.server.listen.len());
-    let mut listeners = Vec::with_capacity(config.server.listen.len());
-    for &addr in &config.server.listen {
-        let listener = bind(addr).await?;
-        addrs.push(local_addr(&listener, addr)?);
-        listeners.push(listener);
+    let server = &config.server;
+    let protocols = Arc::new(Protocols::new(&server.timeouts, &server.http2));
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for &addr in &server.listen {
+        let socket = bind(addr).await?;
+        addrs.push(local_addr(&socket, addr)?);
+        listeners.push(Listener {
+            socket,
+            transport: Transport::Plain,
+            role: Role::Gateway,
+        });
     }
+    let mut tls_addrs = Vec::new();
+    let mut groups = Vec::with_capacity(server.tls.len());
+    for (i, t) in server.tls.iter().enumerate() {
+        let listener = i + 1;
+        let resolver = CertResolver::load(t.certs.clone(), t.unknown_name)
+            .map_err(|error| StartError::Certificates { listener, error })?;
+        let resolver = Arc::new(resolver);
+        let acceptor = TlsAcceptor::from(
+            tls::server_config(Arc::clone(&resolver))
+                .map_err(|error| StartError::TlsConfig { listener, error })?,
+        );
+        let mut bound = Vec::with_capacity(t.listen.len());
+        for &addr in &t.listen {
+            let socket = bind(addr).await?;
+            bound.push(local_addr(&socket, addr)?);
+            listeners.push(Listener {
+                socket,
+                transport: Transport::Tls(acceptor.clone()),
+                role: Role::Gateway,
+            });
+        }
+        tls_addrs.extend_from_slice(&bound);
+        groups.push((listener, bound, resolver));
+    }
+    addrs.extend_from_slice(&tls_addrs);
+    let mut redirect_addrs = Vec::new();
+    if let Some(r) = &server.redirect {
+        let port = r
+            .https_port
+            .or_else(|| tls_addrs.first().map(SocketAddr::port))
+            .unwrap_or(443);
+        let redirect = Arc::new(Redirect::new(port));
+        for &addr in &r.listen {
+            let socket = bind(addr).await?;
+            redirect_addrs.push(local_addr(&socket, addr)?);
+            listeners.push(Listener {
+                socket,
+                transport: Transport::Plain,
+                role: Role::Redirect(Arc::clone(&redirect)),
+            });
+        }
+    }
+    let certificates = Certificates::new(groups);
+    tasks.spawn(reload_certificates(certificates.clone(), watcher.clone()));
     for listener in listeners {
         tasks.spawn(server::accept_loop(
             listener,
             Arc::clone(&gateway),
-            Arc::clone(&builder),
+            Arc::clone(&protocols),
             watcher.clone(),
         ));
     }
     Ok(Running {
         addrs,
+        tls_addrs,
+        redirect_addrs,
         demo_origin,
         admin,
         gateway,
+        certificates,
         shutdown,
         tasks,
     })
@@ -215,8 +303,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if let Some(admin) = running.admin {
         tracing::info!("admin listening on http://{admin}");
     }
-    for addr in &running.addrs {
+    for addr in running
+        .addrs
+        .iter()
+        .filter(|a| !running.tls_addrs.contains(a))
+    {
         tracing::info!("corsgate listening on http://{addr}");
+    }
+    for addr in &running.tls_addrs {
+        tracing::info!("corsgate listening on https://{addr}");
+    }
+    for addr in &running.redirect_addrs {
+        tracing::info!("redirecting http://{addr} to https");
     }
     for route in running.gateway.routes.all() {
         tracing::info!(route = route.index, origin = %route.origin, "{}", route.rules.describe());
@@ -225,6 +323,46 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("shutting down: finishing in-flight requests");
     running.shutdown().await;
     Ok(())
+}
+
+/// `SIGHUP` re-reads the TLS certificates (other subscribers to the signal, if any, get it
+/// too). Without TLS listeners SIGHUP keeps its default meaning.
+/// Certificates reload when their files change (renewal tools write a new file and rename it
+/// into place, which the watch sees) and on SIGHUP. A bad renewal keeps the old certificates
+/// serving; either way the outcome is logged.
+async fn reload_certificates(certificates: Certificates, mut stop: watch::Receiver<bool>) {
+    use crate::watch::{DEFAULT_DEBOUNCE, FileWatch, Hangup};
+    if certificates.is_empty() {
+        return;
+    }
+    let mut files = FileWatch::spawn(&certificates.paths(), DEFAULT_DEBOUNCE)
+        .map_err(|err| {
+            tracing::warn!("certificate files are not watched, SIGHUP still reloads them: {err}")
+        })
+        .ok();
+    let mut hangup = Hangup::subscribe()
+        .map_err(|err| tracing::warn!("cannot listen for SIGHUP: {err}"))
+        .ok();
+    loop {
+        tokio::select! {
+            () = async {
+                match files.as_mut() {
+                    Some(files) => files.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            () = async {
+                match hangup.as_mut() {
+                    Some(hangup) => hangup.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            _ = stop.changed() => return,
+        }
+        let certificates = certificates.clone();
+        // File reads: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || certificates.reload_and_log()).await;
+    }
 }
 
 async fn shutdown_signal() {

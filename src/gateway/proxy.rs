@@ -1,5 +1,6 @@
-//! Forwarding to the origin: hyper-util's pooled client, bodies streamed both ways (never
-//! buffered, so a multi-GiB object passes with flat memory), hop-by-hop headers removed,
+//! Forwarding to the origin: hyper-util's pooled client (plain HTTP, or TLS through rustls with
+//! HTTP/2 or HTTP/1.1 as ALPN agrees), bodies streamed both ways (never buffered, so a multi-GiB
+//! object passes with flat memory), hop-by-hop headers removed,
 //! `X-Forwarded-For/-Proto/-Host` added, `Host` preserved or rewritten per route, path and query
 //! forwarded byte for byte, and every origin failure turned into a typed [`GatewayError`].
 //!
@@ -17,6 +18,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -31,13 +33,12 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The pooled client every route forwards through (the pool is keyed by origin).
-pub type OriginClient = Client<HttpConnector, Upload>;
+/// The pooled client every route forwards through (the pool is keyed by scheme and authority).
+pub type OriginClient = Client<HttpsConnector<HttpConnector>, Upload>;
 
-pub fn origin_client(timeouts: &Timeouts) -> OriginClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeouts.connect));
-    connector.set_nodelay(true);
+/// `tls` verifies `https://` origins; `http://` origins stay plain.
+pub fn origin_client(timeouts: &Timeouts, tls: rustls::ClientConfig) -> OriginClient {
+    let connector = crate::tls::origin_connector(timeouts.connect, tls);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(timeouts.idle)
         .pool_timer(TokioTimer::new())
@@ -49,7 +50,7 @@ pub fn origin_client(timeouts: &Timeouts) -> OriginClient {
 #[derive(Clone, Copy, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
-    /// The listener's scheme: `http` (TLS listeners will say `https`).
+    /// The listener's scheme: `http` or `https`.
     pub scheme: &'static str,
 }
 
@@ -69,7 +70,8 @@ pub async fn forward(
     let origin_response = timeouts.origin_response;
     let (mut parts, body) = req.into_parts();
     parts.uri = upstream_uri(route, &parts.uri)?;
-    // The pool speaks HTTP/1.1 to origins whatever the client spoke to us.
+    // Whatever the client spoke to us: HTTP/1.1 to the origin, or HTTP/2 where the origin's
+    // ALPN chose it (the client switches on its own; HTTP_11 here does not pin it).
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, from, authority);
@@ -201,12 +203,33 @@ fn classify(
         }
         return GatewayError::OriginUnreachable {
             origin,
-            cause: Box::new(err),
+            cause: Box::new(ConnectFailed::of(&err)),
         };
     }
     GatewayError::OriginFailed {
         origin,
         cause: Box::new(err),
+    }
+}
+
+/// Why no connection to the origin could be made, in full: hyper-util's own message is only
+/// "client error (Connect)", and what an operator needs (refused, DNS, the TLS certificate
+/// error) is further down the chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConnectFailed(String);
+
+impl ConnectFailed {
+    fn of(err: &hyper_util::client::legacy::Error) -> ConnectFailed {
+        let mut messages: Vec<String> = Vec::new();
+        for e in sources(err) {
+            let message = e.to_string();
+            // io::Error repeats its inner error's message as its own.
+            if messages.last() != Some(&message) {
+                messages.push(message);
+            }
+        }
+        ConnectFailed(messages.join(": "))
     }
 }
 

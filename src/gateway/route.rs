@@ -172,7 +172,11 @@ mod tests {
                         "route",
                         &RulesSource::None,
                         &origin,
-                        &crate::rules::bucket::fetch_client(std::time::Duration::from_secs(1)),
+                        &crate::rules::bucket::fetch_client(
+                            std::time::Duration::from_secs(1),
+                            crate::tls::client_config(crate::tls::OriginRoots::Webpki, None)
+                                .expect("built-in roots"),
+                        ),
                     )
                     .expect("no rules to read");
                     (Arc::new(Route::new(i + 1, &config, rules)), patterns)

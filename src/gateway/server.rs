@@ -1,8 +1,9 @@
-//! Connections: the accept loop, and serving one connection (HTTP/1.1 or cleartext HTTP/2, as
-//! the client speaks) with its timeouts and graceful shutdown.
+//! Connections: the accept loop, the TLS handshake (off the accept loop, bounded in time), and
+//! serving one connection with the HTTP version it speaks, its timeouts and graceful shutdown.
 //!
-//! [`serve_connection`] takes any `AsyncRead + AsyncWrite` stream, so a TLS listener only has
-//! to wrap the stream before handing it over.
+//! On TLS connections ALPN decides: `h2` is served as HTTP/2 only and `http/1.1` as HTTP/1.1
+//! only, so a client never gets a protocol it did not agree to; without ALPN (and on plain
+//! listeners) the first bytes decide, which is how cleartext HTTP/2 with prior knowledge works.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -18,17 +19,50 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use super::proxy::Peer;
+use super::redirect::Redirect;
 use super::{Body, BodyError, Gateway, handler};
-use crate::config::Timeouts;
+use crate::config::{Http2Config, Timeouts};
+use crate::tls::{self, Alpn};
 
-/// The HTTP/1.1 + HTTP/2 connection builder with the configured timeouts.
-pub fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
+/// The connection builders of every listener, one per way a connection may start.
+pub struct Protocols {
+    /// HTTP/1.1 or HTTP/2, told apart by the first bytes.
+    auto: Arc<auto::Builder<TokioExecutor>>,
+    http1: Arc<auto::Builder<TokioExecutor>>,
+    http2: Arc<auto::Builder<TokioExecutor>>,
+}
+
+impl Protocols {
+    pub fn new(timeouts: &Timeouts, http2: &Http2Config) -> Protocols {
+        let builder = connection_builder(timeouts, http2);
+        Protocols {
+            auto: Arc::new(builder.clone()),
+            http1: Arc::new(builder.clone().http1_only()),
+            http2: Arc::new(builder.http2_only()),
+        }
+    }
+
+    fn for_alpn(&self, alpn: Alpn) -> &Arc<auto::Builder<TokioExecutor>> {
+        match alpn {
+            Alpn::H2 => &self.http2,
+            Alpn::Http11 => &self.http1,
+            Alpn::None => &self.auto,
+        }
+    }
+}
+
+/// The HTTP/1.1 + HTTP/2 connection builder with the configured timeouts and HTTP/2 settings.
+pub fn connection_builder(
+    timeouts: &Timeouts,
+    http2: &Http2Config,
+) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -40,30 +74,64 @@ pub fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(timeouts.idle / 2))
-        .keep_alive_timeout(timeouts.header_read);
+        .keep_alive_timeout(timeouts.header_read)
+        .max_concurrent_streams(http2.max_concurrent_streams)
+        .initial_stream_window_size(http2.initial_stream_window_size)
+        .initial_connection_window_size(http2.initial_connection_window_size);
     builder
+}
+
+/// How a listener's connections begin.
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Tls(TlsAcceptor),
+}
+
+/// What a listener answers.
+#[derive(Clone)]
+pub enum Role {
+    /// The gateway itself: preflights, forwarding, decoration.
+    Gateway,
+    /// Redirects to HTTPS (health checks excepted).
+    Redirect(Arc<Redirect>),
+}
+
+/// One listener: its socket, how connections begin and what they are answered.
+pub struct Listener {
+    pub socket: TcpListener,
+    pub transport: Transport,
+    pub role: Role,
 }
 
 /// Accepts connections until `shutdown` flips, then lets in-flight requests finish for the
 /// grace period and cuts what is left.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     gateway: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Listener {
+        socket,
+        transport,
+        role,
+    } = listener;
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = socket.accept() => match accepted {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    let peer = Peer { addr, scheme: "http" };
-                    connections.spawn(serve_connection(
+                    // The handshake runs in the connection's own task: a slow or hostile client
+                    // never holds up the next accept.
+                    connections.spawn(connection(
                         stream,
-                        peer,
+                        addr,
+                        transport.clone(),
+                        role.clone(),
                         Arc::clone(&gateway),
-                        Arc::clone(&builder),
+                        Arc::clone(&protocols),
                         shutdown.clone(),
                     ));
                 }
@@ -77,7 +145,7 @@ pub async fn accept_loop(
         }
         while connections.try_join_next().is_some() {}
     }
-    drop(listener);
+    drop(socket);
     let grace = gateway.timeouts.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
@@ -92,11 +160,57 @@ pub async fn accept_loop(
     }
 }
 
+/// One accepted socket: the TLS handshake if the listener has TLS, then HTTP.
+async fn connection(
+    stream: TcpStream,
+    addr: std::net::SocketAddr,
+    transport: Transport,
+    role: Role,
+    gateway: Arc<Gateway>,
+    protocols: Arc<Protocols>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    match transport {
+        Transport::Plain => {
+            let peer = Peer {
+                addr,
+                scheme: "http",
+            };
+            let builder = Arc::clone(&protocols.auto);
+            serve_connection(stream, peer, role, gateway, builder, shutdown).await;
+        }
+        Transport::Tls(acceptor) => {
+            let limit = gateway.timeouts.tls_handshake;
+            let handshake = tokio::select! {
+                done = tls::handshake(&acceptor, stream, limit) => done,
+                // Stopping: a connection that has sent no request yet is simply dropped.
+                _ = shutdown.changed() => return,
+            };
+            let (stream, alpn) = match handshake {
+                Ok(done) => done,
+                Err(err) => {
+                    // Scanners, clients that distrust the certificate, names we reject: routine
+                    // on a public port, so not worth more than a debug line.
+                    tracing::debug!(peer = %addr, "{err}");
+                    return;
+                }
+            };
+            let peer = Peer {
+                addr,
+                scheme: "https",
+            };
+            let builder = Arc::clone(protocols.for_alpn(alpn));
+            serve_connection(stream, peer, role, gateway, builder, shutdown).await;
+        }
+    }
+}
+
 /// Serves one connection until the client closes it, it idles past the idle timeout, or
 /// `shutdown` flips (then in-flight requests finish and the connection closes).
 pub async fn serve_connection<I>(
     io: I,
     peer: Peer,
+    role: Role,
     gateway: Arc<Gateway>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut shutdown: watch::Receiver<bool>,
@@ -110,9 +224,13 @@ pub async fn serve_connection<I>(
         let activity = Arc::clone(&activity);
         service_fn(move |req: Request<Incoming>| {
             let gateway = Arc::clone(&gateway);
+            let role = role.clone();
             let busy = activity.begin();
             async move {
-                let response = handler::handle(gateway, peer, req).await;
+                let response = match role {
+                    Role::Gateway => handler::handle(gateway, peer, req).await,
+                    Role::Redirect(redirect) => redirect.answer(&req),
+                };
                 // The request counts as in flight until its response body is done.
                 Ok::<_, Infallible>(response.map(|body| Tracked {
                     inner: body,

@@ -17,6 +17,7 @@ use http::Request;
 use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -40,16 +41,13 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BODY: usize = MAX_DOCUMENT_BYTES + 16 * 1024;
 
 /// The client corsgate's own requests to origins go through (the pool is keyed by origin).
-pub type FetchClient = Client<HttpConnector, Empty<Bytes>>;
+pub type FetchClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-pub fn fetch_client(connect_timeout: Duration) -> FetchClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
+pub fn fetch_client(connect_timeout: Duration, tls: rustls::ClientConfig) -> FetchClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(connector)
+        .build(crate::tls::origin_connector(connect_timeout, tls))
 }
 
 /// Where a bucket's `?cors` subresource is on the origin.
@@ -390,9 +388,13 @@ fn jitter(delay: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    fn test_tls() -> rustls::ClientConfig {
+        crate::tls::client_config(crate::tls::OriginRoots::Webpki, None).expect("built-in roots")
+    }
+
     fn fetcher(origin: &str, style: FetchStyle) -> BucketFetcher {
         BucketFetcher::with_credentials(
-            fetch_client(Duration::from_secs(1)),
+            fetch_client(Duration::from_secs(1), test_tls()),
             OriginUrl::parse(origin).expect("valid origin"),
             style,
             "us-east-1".into(),

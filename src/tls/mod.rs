@@ -1,10 +1,17 @@
-//! TLS termination: rustls server configuration, certificates chosen by SNI, and certificate
-//! reload that never interrupts a connection.
+//! TLS, both ways: termination (rustls server configuration, certificates chosen by SNI,
+//! certificate reload that never interrupts a connection, the bounded handshake) and the client
+//! configuration for `https://` origins.
 //!
 //! The crypto provider is *ring*: it builds with nothing but a C compiler (aws-lc-rs also wants
 //! cmake, and its FIPS and post-quantum extras are not needed to front a bucket), and its cipher
 //! suites are all AEAD with forward secrecy. TLS 1.2 stays on because some CDNs and load
 //! balancers still connect to their origins with it.
+
+mod handshake;
+mod origin;
+
+pub use handshake::{Alpn, HandshakeError, handshake};
+pub use origin::{OriginRoots, OriginTlsError, client_config, origin_connector};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

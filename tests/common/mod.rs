@@ -7,24 +7,23 @@
 mod fake_s3;
 #[allow(unused_imports)] // not every test binary fronts a bucket
 pub use fake_s3::FakeS3;
+pub mod https;
+pub mod pki;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use corsgate::config::{
-    AdminConfig, Config, HostPattern, OriginUrl, PreflightCacheConfig, RouteConfig, ServerConfig,
-    Timeouts,
-};
+use corsgate::config::{AdminConfig, Config, HostPattern, OriginUrl, RouteConfig, ServerConfig};
 use corsgate::gateway::{self, Running};
 use corsgate::rules::RulesSource;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
@@ -38,6 +37,7 @@ use tokio::net::TcpListener;
 #[derive(Clone, Debug)]
 pub struct Received {
     pub method: Method,
+    pub version: Version,
     /// Path and query exactly as they arrived.
     pub target: String,
     pub headers: HeaderMap,
@@ -74,40 +74,79 @@ impl Default for Reply {
 /// A real origin server on 127.0.0.1.
 pub struct Origin {
     pub addr: SocketAddr,
+    scheme: &'static str,
     received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl Origin {
     pub async fn start(reply: Reply) -> Origin {
+        Origin::start_with(reply, None).await
+    }
+
+    /// An HTTPS origin presenting `tls`'s certificate (ALPN as `tls` offers it).
+    pub async fn start_tls(reply: Reply, tls: Arc<rustls::ServerConfig>) -> Origin {
+        Origin::start_with(reply, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(reply: Reply, tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
         let log = Arc::clone(&received);
+        let count = Arc::clone(&connections);
         let reply = Arc::new(reply);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                count.fetch_add(1, Ordering::SeqCst);
                 let log = Arc::clone(&log);
                 let reply = Arc::clone(&reply);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let log = Arc::clone(&log);
                         let reply = Arc::clone(&reply);
                         async move { Ok::<_, Infallible>(answer(req, &log, &reply).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
-        Origin { addr, received }
+        Origin {
+            addr,
+            scheme,
+            received,
+            connections,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Every request that reached the origin, in order.
@@ -138,6 +177,7 @@ async fn answer(
     }
     log.lock().expect("origin log").push(Received {
         method: parts.method.clone(),
+        version: parts.version,
         target: parts
             .uri
             .path_and_query()
@@ -259,8 +299,7 @@ pub fn config(routes: Vec<RouteConfig>) -> Config {
     Config {
         server: ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-            timeouts: Timeouts::default(),
-            preflight_cache: PreflightCacheConfig::default(),
+            ..ServerConfig::default()
         },
         routes,
         demo_origin: None,
@@ -478,8 +517,10 @@ impl Binary {
             if let Some(rest) = line.split("admin listening on http://").nth(1) {
                 info.admin = Some(rest.trim().parse().expect("admin address"));
             }
-            if let Some(rest) = line.split("corsgate listening on http://").nth(1) {
-                break rest.trim().parse().expect("listen address");
+            let rest = line.split("corsgate listening on ").nth(1);
+            let addr = rest.and_then(|r| r.split("://").nth(1));
+            if let Some(addr) = addr {
+                break addr.trim().parse().expect("listen address");
             }
         };
         binary.1 = info.clone();

@@ -1,0 +1,111 @@
+//! The TLS listeners' certificates at run time: reload them all (on `SIGHUP`, or when a file
+//! watcher says so) and say, per listener, whether the new ones are in use.
+//!
+//! A reload never touches open connections (they keep the keys they negotiated with) and never
+//! replaces good certificates with bad ones: a listener whose new files fail to load keeps
+//! serving the previous set, and the error is reported.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::tls::{CertResolver, TlsError};
+
+/// One `server.tls` entry at run time.
+#[derive(Debug)]
+struct TlsGroup {
+    /// 1-based position in `server.tls`.
+    index: usize,
+    addrs: Vec<SocketAddr>,
+    resolver: Arc<CertResolver>,
+}
+
+/// Every TLS listener's certificates; cheap to clone into a signal or file-watching task.
+#[derive(Clone, Debug, Default)]
+pub struct Certificates {
+    groups: Arc<Vec<TlsGroup>>,
+}
+
+/// What one listener's reload did.
+#[derive(Debug)]
+pub struct CertReload {
+    /// 1-based position in `server.tls`.
+    pub listener: usize,
+    pub addrs: Vec<SocketAddr>,
+    /// `Err`: the previous certificates are still in use.
+    pub result: Result<(), TlsError>,
+}
+
+impl fmt::Display for CertReload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        let addrs = addrs.join(", ");
+        match &self.result {
+            Ok(()) => write!(
+                f,
+                "server.tls[{}] ({addrs}): certificates reloaded",
+                self.listener
+            ),
+            Err(err) => write!(
+                f,
+                "server.tls[{}] ({addrs}): {err}; the previous certificates stay in use",
+                self.listener
+            ),
+        }
+    }
+}
+
+impl Certificates {
+    /// `listeners`: each `server.tls` entry's 1-based index, bound addresses and resolver.
+    pub(super) fn new(listeners: Vec<(usize, Vec<SocketAddr>, Arc<CertResolver>)>) -> Certificates {
+        let groups = listeners
+            .into_iter()
+            .map(|(index, addrs, resolver)| TlsGroup {
+                index,
+                addrs,
+                resolver,
+            })
+            .collect();
+        Certificates {
+            groups: Arc::new(groups),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Re-reads every listener's certificate and key files (blocking file reads: a few small
+    /// files), one result per listener.
+    pub fn reload(&self) -> Vec<CertReload> {
+        self.groups
+            .iter()
+            .map(|g| CertReload {
+                listener: g.index,
+                addrs: g.addrs.clone(),
+                result: g.resolver.reload(),
+            })
+            .collect()
+    }
+
+    /// Every certificate and key file in use, for a file watcher.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.resolver.paths().map(PathBuf::from))
+            .collect()
+    }
+
+    /// Reloads and logs each listener's result.
+    pub fn reload_and_log(&self) -> Vec<CertReload> {
+        let results = self.reload();
+        for r in &results {
+            match r.result {
+                Ok(()) => tracing::info!("{r}"),
+                Err(_) => tracing::error!("{r}"),
+            }
+        }
+        results
+    }
+}
