@@ -195,6 +195,45 @@ async fn certificates_reload_while_a_keep_alive_connection_keeps_working() {
 }
 
 #[tokio::test]
+async fn a_renewed_certificate_renamed_into_place_is_served_without_a_signal() {
+    let origin = Origin::start(Reply::default()).await;
+    let ca = TestCa::new("watched");
+    let old = ca.leaf(&["a.test"]);
+    let gateway = start(tls_config(
+        vec![route(&["*"], &origin, None)],
+        &[&old],
+        UnknownName::Reject,
+    ))
+    .await;
+    let addr = gateway.tls_addrs[0];
+
+    // What renewal tools do: write the new files beside the old ones, rename them over.
+    let renewed = ca.leaf(&["a.test"]);
+    let staged = corsgate::tls::CertFiles {
+        cert: old.files.cert.with_extension("new-cert"),
+        key: old.files.key.with_extension("new-key"),
+    };
+    renewed.write_to(&staged);
+    std::fs::rename(&staged.key, &old.files.key).expect("rename key");
+    std::fs::rename(&staged.cert, &old.files.cert).expect("rename cert");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = HttpsConn::open(addr, "a.test", ca.client_config(&["h2"]))
+            .await
+            .expect("handshake");
+        if fresh.peer == renewed.der {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_bad_certificate_file_keeps_the_old_certificate_serving_and_is_reported() {
     let origin = Origin::start(Reply::default()).await;
     let ca = TestCa::new("bad");

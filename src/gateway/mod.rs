@@ -272,7 +272,9 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         }
     }
     let certificates = Certificates::new(groups);
-    tasks.spawn(reload_certificates(certificates.clone(), watcher.clone()));
+    if let Some(reloads) = watch_certificates(&certificates, watcher.clone()) {
+        tasks.spawn(reloads);
+    }
     for listener in listeners {
         tasks.spawn(server::accept_loop(
             listener,
@@ -329,11 +331,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 /// too). Without TLS listeners SIGHUP keeps its default meaning.
 /// Certificates reload when their files change (renewal tools write a new file and rename it
 /// into place, which the watch sees) and on SIGHUP. A bad renewal keeps the old certificates
-/// serving; either way the outcome is logged.
-async fn reload_certificates(certificates: Certificates, mut stop: watch::Receiver<bool>) {
+/// serving; either way the outcome is logged. The watch starts before `spawn` returns, so no
+/// change made after start-up is missed.
+fn watch_certificates(
+    certificates: &Certificates,
+    mut stop: watch::Receiver<bool>,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
     use crate::watch::{DEFAULT_DEBOUNCE, FileWatch, Hangup};
     if certificates.is_empty() {
-        return;
+        return None;
     }
     let mut files = FileWatch::spawn(&certificates.paths(), DEFAULT_DEBOUNCE)
         .map_err(|err| {
@@ -343,26 +349,29 @@ async fn reload_certificates(certificates: Certificates, mut stop: watch::Receiv
     let mut hangup = Hangup::subscribe()
         .map_err(|err| tracing::warn!("cannot listen for SIGHUP: {err}"))
         .ok();
-    loop {
-        tokio::select! {
-            () = async {
-                match files.as_mut() {
-                    Some(files) => files.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-            () = async {
-                match hangup.as_mut() {
-                    Some(hangup) => hangup.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-            _ = stop.changed() => return,
+    let certificates = certificates.clone();
+    Some(async move {
+        loop {
+            tokio::select! {
+                () = async {
+                    match files.as_mut() {
+                        Some(files) => files.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                () = async {
+                    match hangup.as_mut() {
+                        Some(hangup) => hangup.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = stop.changed() => return,
+            }
+            let certificates = certificates.clone();
+            // File reads: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || certificates.reload_and_log()).await;
         }
-        let certificates = certificates.clone();
-        // File reads: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || certificates.reload_and_log()).await;
-    }
+    })
 }
 
 async fn shutdown_signal() {
