@@ -144,6 +144,14 @@ impl<'a> RequestedHeaders<'a> {
         out
     }
 
+    /// Calls `f` with every name, as sent, in request order.
+    pub fn for_each_name(&self, mut f: impl FnMut(&'a [u8])) {
+        self.each_name(|name| {
+            f(name);
+            ControlFlow::<()>::Continue(())
+        });
+    }
+
     /// Walks the names in request order until `f` breaks. Plain loops, not iterator adapters:
     /// this is the preflight hot path and `flat_map` costs twice as much here.
     fn each_name<B>(&self, mut f: impl FnMut(&'a [u8]) -> ControlFlow<B>) -> Option<B> {

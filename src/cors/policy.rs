@@ -175,6 +175,12 @@ impl Policy {
         &self.rules
     }
 
+    /// How many wildcard `AllowedOrigin`s an evaluation may scan (exact origins are one hash
+    /// probe, `*` a mask): what makes evaluating this policy dear.
+    pub fn wildcard_origins(&self) -> usize {
+        self.wildcards.len()
+    }
+
     /// The rules whose origins match, as a bitmask.
     fn origin_candidates(&self, origin: &[u8]) -> RuleMask {
         let mut mask = self.any_origin;

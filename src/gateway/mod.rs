@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod decorate;
 pub mod demo;
+pub mod doorkeeper;
 pub mod error;
 pub mod handler;
 pub mod preflight;

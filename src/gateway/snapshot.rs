@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
 
+use super::preflight::PreflightTemplates;
 use crate::cors::BucketCors;
 
 /// Generations are unique across all routes of the process, so one preflight cache can serve
@@ -20,12 +21,15 @@ pub struct Snapshot {
     /// never outlive the rules it was computed from.
     pub generation: u64,
     pub cors: BucketCors,
+    /// Every allowed preflight's headers, prebuilt per rule.
+    pub preflight: PreflightTemplates,
 }
 
 impl Snapshot {
     fn new(cors: BucketCors) -> Snapshot {
         Snapshot {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            preflight: PreflightTemplates::new(&cors),
             cors,
         }
     }
