@@ -247,7 +247,11 @@ impl Policy {
         let rule = self
             .find(origin.as_bytes(), method, &headers)
             .ok_or_else(not_allowed)?;
-        Ok(grant(rule, origin, headers.allow_headers_value()))
+        Ok(grant(
+            rule,
+            origin,
+            headers.allow_headers_value(req.acrh.iter().next()),
+        ))
     }
 
     /// The CORS headers for any other request (spec §4): the method is ACRM when the request

@@ -81,14 +81,17 @@ async fn serve(
         Some(rule) => Outcome::ActualDecorated { rule },
         None => Outcome::ActualUndecorated,
     };
-    let forwarded = proxy::forward(
+    // Boxed: the round trip's state machine is kilobytes, and inline it would make every
+    // request's future that big, preflights included, to be moved on every spawn and call
+    // (measured: the h2 per-stream spawn cost tripled).
+    let forwarded = Box::pin(proxy::forward(
         &gateway.client,
-        &route,
+        route,
         req,
         peer,
         authority.as_ref(),
         &gateway.timeouts,
-    )
+    ))
     .await;
     let response = match forwarded {
         Ok(response) => {
