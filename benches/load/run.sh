@@ -8,7 +8,8 @@
 # --only LIST (comma-separated scenario names, see below), --keep (keep the scratch directory
 # with every server's log and every raw load-generator output).
 # Environment: CORSGATE_BENCH_PORT (first of the 6 loopback ports used, default 18080),
-# CARGO_TARGET_DIR (where the release binaries are built), RUST_LOG (corsgate's log filter).
+# CARGO_TARGET_DIR (where the release binaries are built), RUST_LOG (corsgate's log filter),
+# CORSGATE_BIN (measure this corsgate binary instead, e.g. an older build, beside the same baselines).
 #
 # What it does, all on 127.0.0.1 and nowhere else:
 #  1. installs what is missing (apt: nginx-light, wrk, nghttp2-client for h2load, curl,
@@ -90,7 +91,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$BUILD" = 1 ]; then
   cargo build --release --quiet --bin corsgate --example bare_hyper --example static_origin
 fi
-CORSGATE=$TARGET/release/corsgate
+CORSGATE=${CORSGATE_BIN:-$TARGET/release/corsgate}
 BARE=$TARGET/release/examples/bare_hyper
 ORIGIN_BIN=$TARGET/release/examples/static_origin
 for b in "$CORSGATE" "$BARE" "$ORIGIN_BIN"; do
