@@ -144,6 +144,14 @@ impl<'a> RequestedHeaders<'a> {
         out
     }
 
+    /// Calls `f` with every name, as sent, in request order.
+    pub fn for_each_name(&self, mut f: impl FnMut(&'a [u8])) {
+        self.each_name(|name| {
+            f(name);
+            ControlFlow::<()>::Continue(())
+        });
+    }
+
     /// Walks the names in request order until `f` breaks. Plain loops, not iterator adapters:
     /// this is the preflight hot path and `flat_map` costs twice as much here.
     fn each_name<B>(&self, mut f: impl FnMut(&'a [u8]) -> ControlFlow<B>) -> Option<B> {
@@ -199,16 +207,41 @@ impl<'a> RequestedHeaders<'a> {
     }
 
     /// The `Access-Control-Allow-Headers` value S3 answers with: the requested names,
-    /// lower-cased, in request order, joined by `, `.
-    pub fn allow_headers_value(&self) -> Option<HeaderValue> {
+    /// lower-cased, in request order, joined by `, `. When the request's only ACRH line is
+    /// already exactly that (a browser asking for one header does), it is reused: no copy.
+    pub fn allow_headers_value(&self, first_line: Option<&HeaderValue>) -> Option<HeaderValue> {
         if self.count == 0 {
             return None;
+        }
+        if let (&[line], Some(value)) = (self.lines.as_slice(), first_line)
+            && line == value.as_bytes()
+            && is_canonical(line)
+        {
+            return Some(value.clone());
         }
         let mut out = Vec::with_capacity(self.byte_len() + self.count * 2);
         self.write_lower_case(b", ", &mut out);
         // Every byte is a token character or ", ", so this cannot fail; stay total anyway.
         HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
     }
+}
+
+/// Whether a valid ACRH line is already in answer form: lower-case names joined by `, `.
+fn is_canonical(line: &[u8]) -> bool {
+    line.split(|&b| b == b',').enumerate().all(|(i, item)| {
+        let name = if i == 0 {
+            item
+        } else {
+            match item.strip_prefix(b" ") {
+                Some(name) => name,
+                None => return false,
+            }
+        };
+        !name.is_empty()
+            && !name
+                .iter()
+                .any(|&b| b == b' ' || b == b'\t' || b.is_ascii_uppercase())
+    })
 }
 
 fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -335,7 +368,7 @@ mod tests {
         assert!(!req.allowed_by(&patterns[..1]));
         assert!(!req.allowed_by(&[]));
         assert_eq!(
-            req.allow_headers_value(),
+            req.allow_headers_value(v.first()),
             Some(HeaderValue::from_static("x-amz-meta-color, content-type"))
         );
     }
@@ -358,7 +391,15 @@ mod tests {
         #[test]
         fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             if let Ok(v) = HeaderValue::from_bytes(&bytes) {
-                let _ = RequestedHeaders::parse(std::iter::once(&v)).map(|r| r.allow_headers_value());
+                let _ = RequestedHeaders::parse(std::iter::once(&v)).map(|r| r.allow_headers_value(Some(&v)));
+            }
+        }
+
+        #[test]
+        fn a_reused_acrh_line_is_exactly_the_built_value(items in proptest::collection::vec("[ ,]{0,2}[a-zA-Z-]{0,4}", 1..6)) {
+            let v = HeaderValue::from_str(&items.concat()).expect("printable");
+            if let Ok(req) = RequestedHeaders::parse(std::iter::once(&v)) {
+                prop_assert_eq!(req.allow_headers_value(Some(&v)), req.allow_headers_value(None));
             }
         }
     }

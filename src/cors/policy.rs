@@ -175,6 +175,12 @@ impl Policy {
         &self.rules
     }
 
+    /// How many wildcard `AllowedOrigin`s an evaluation may scan (exact origins are one hash
+    /// probe, `*` a mask): what makes evaluating this policy dear.
+    pub fn wildcard_origins(&self) -> usize {
+        self.wildcards.len()
+    }
+
     /// The rules whose origins match, as a bitmask.
     fn origin_candidates(&self, origin: &[u8]) -> RuleMask {
         let mut mask = self.any_origin;
@@ -241,7 +247,11 @@ impl Policy {
         let rule = self
             .find(origin.as_bytes(), method, &headers)
             .ok_or_else(not_allowed)?;
-        Ok(grant(rule, origin, headers.allow_headers_value()))
+        Ok(grant(
+            rule,
+            origin,
+            headers.allow_headers_value(req.acrh.iter().next()),
+        ))
     }
 
     /// The CORS headers for any other request (spec §4): the method is ACRM when the request

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod certs;
 pub mod decorate;
 pub mod demo;
+pub mod doorkeeper;
 pub mod error;
 pub mod handler;
 pub mod preflight;

@@ -1,5 +1,11 @@
-//! Preflights (`OPTIONS`): answered here, exactly per spec §3, never forwarded, through a cache
-//! of prebuilt answers.
+//! Preflights (`OPTIONS`): answered here, exactly per spec §3, never forwarded, from prebuilt
+//! header templates and, where it pays, through a cache of whole answers.
+//!
+//! Every answer starts from a per-rule template built when the rules are installed
+//! ([`PreflightTemplates`]): the grant's headers in the core's order, with slots for the values
+//! that differ per request (`Access-Control-Allow-Origin` when echoed,
+//! `Access-Control-Allow-Headers`, `x-amz-request-id`). So an answer costs one `HeaderMap` clone
+//! and a few in-place inserts, whether it is fresh or cached.
 //!
 //! The cache key is everything the answer depends on: the snapshot generation (so no entry
 //! outlives its rules), the resource type, the `Origin` bytes, the ACRM bytes and the requested
@@ -8,41 +14,123 @@
 //! as long as a browser may cache the answer: the rule's `MaxAgeSeconds`, 5 s when it sets none
 //! (the browser default), 5 s for refusals; `MaxAgeSeconds` 0 is not cached at all. The cache is
 //! bounded in entries and bytes, so a flood of random origins costs a bounded amount of memory.
-//! Requests the core refuses on ACRH bounds alone (too long, not a token) bypass the cache, as do
-//! huge origins: caching them would buy nothing.
+//!
+//! The cache must never cost more than it saves, so it is skipped where it cannot win:
+//! - for rules whose evaluation is cheaper than a lookup (measured with
+//!   `cargo bench --bench preflight_cache`: a lookup costs about what scanning
+//!   [`CACHE_FROM_WILDCARDS`] wildcard origins does; exact origins are one hash-map probe);
+//! - for a key seen for the first time: the [`Doorkeeper`] admits a key on its second visit, so
+//!   a flood of one-off origins costs a hash and a bit test, never a cache insertion;
+//! - for requests refused on ACRH bounds alone (too long, not a token), answers without `Origin`
+//!   (a fixed 400), and keys longer than [`MAX_KEY`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONTENT_TYPE, HeaderValue};
+use arrayvec::ArrayVec;
+use bytes::Bytes;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE, HeaderName,
+    HeaderValue,
+};
 use http::{HeaderMap, Response, StatusCode};
 use moka::Expiry;
 use moka::sync::Cache;
 
 use super::access_log::Outcome;
+use super::doorkeeper::Doorkeeper;
 use super::request_id::RequestId;
 use super::snapshot::Snapshot;
 use super::{Body, empty, full};
 use crate::config::PreflightCacheConfig;
 use crate::cors::header::RequestedHeaders;
-use crate::cors::{CorsRequest, Denial, Grant};
+use crate::cors::{BucketCors, CorsRequest, Denial, Grant, Rule};
 
 /// A browser's preflight cache time when `Access-Control-Max-Age` is absent (Fetch standard).
 const DEFAULT_TTL: Duration = Duration::from_secs(5);
 /// How long a refusal is cached.
 const DENIAL_TTL: Duration = Duration::from_secs(5);
-/// Longest `Origin` worth caching; real ones are far shorter.
-const MAX_CACHED_ORIGIN: usize = 1024;
+/// Longest cache key; longer ones (huge origins or header lists) are evaluated afresh. Built on
+/// the stack, so a lookup allocates nothing.
+pub const MAX_KEY: usize = 512;
+/// Wildcard `AllowedOrigin`s from which a cache lookup is cheaper than an evaluation
+/// (`cargo bench --bench preflight_cache`: a hit costs what a fresh answer does at 1 and 10
+/// wildcard rules, and about 20% less at 100).
+pub const CACHE_FROM_WILDCARDS: usize = 32;
 /// Rough per-entry bookkeeping (Arc, HeaderMap, moka's node) counted against `max_bytes`.
 const ENTRY_OVERHEAD: usize = 256;
 /// Every S3 error body ends with the request ID and this.
 const ERROR_TAIL: &str = "</RequestId></Error>";
+/// S3's request ID header, on every answer.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-amz-request-id");
+/// What a slot holds until the request's own value replaces it.
+const SLOT: HeaderValue = HeaderValue::from_static("");
+
+/// The headers of every allowed preflight under one snapshot, built once per rule.
+#[derive(Debug, Default)]
+pub struct PreflightTemplates {
+    /// By rule (index - 1): without and with `Access-Control-Allow-Headers`.
+    rules: Vec<[HeaderMap; 2]>,
+    /// Wildcard origins the core may scan per evaluation.
+    wildcard_origins: usize,
+}
+
+impl PreflightTemplates {
+    pub fn new(cors: &BucketCors) -> PreflightTemplates {
+        let Some(policy) = cors.policy() else {
+            return PreflightTemplates::default();
+        };
+        PreflightTemplates {
+            rules: policy
+                .rules()
+                .iter()
+                .map(|rule| [template(rule, false), template(rule, true)])
+                .collect(),
+            wildcard_origins: policy.wildcard_origins(),
+        }
+    }
+
+    /// The complete headers of this grant's answer, with a request-ID slot at the end.
+    fn headers(&self, grant: &Grant<'_>) -> HeaderMap {
+        let Some(pair) = self.rules.get(grant.rule.index.wrapping_sub(1)) else {
+            // Templates come from the same snapshot as the grant; stay total anyway.
+            let mut headers: HeaderMap = grant.headers().collect();
+            headers.insert(REQUEST_ID, SLOT);
+            return headers;
+        };
+        let mut headers = pair[usize::from(grant.allow_headers.is_some())].clone();
+        if !grant.rule.allows_any_origin() {
+            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, grant.allow_origin.clone());
+        }
+        if let Some(value) = &grant.allow_headers {
+            headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, value.clone());
+        }
+        headers
+    }
+}
+
+/// The grant headers of `rule` in the core's order, per-request values as slots, room for the
+/// request ID at the end (so inserting it never grows the map).
+fn template(rule: &Rule, with_allow_headers: bool) -> HeaderMap {
+    let grant = Grant {
+        rule,
+        allow_origin: if rule.allows_any_origin() {
+            HeaderValue::from_static("*")
+        } else {
+            SLOT
+        },
+        allow_headers: with_allow_headers.then_some(SLOT),
+    };
+    let mut headers: HeaderMap = grant.headers().collect();
+    headers.insert(REQUEST_ID, SLOT);
+    headers
+}
 
 /// One prebuilt preflight answer, shared by every request it fits.
 #[derive(Debug)]
 pub struct PreflightAnswer {
     status: StatusCode,
+    /// Ends with the request-ID slot.
     headers: HeaderMap,
     /// Error bodies up to the request ID, which differs per request; empty on success.
     body_head: Bytes,
@@ -52,29 +140,20 @@ pub struct PreflightAnswer {
 }
 
 impl PreflightAnswer {
-    fn new(result: &Result<Grant<'_>, Denial>) -> PreflightAnswer {
+    fn new(templates: &PreflightTemplates, result: &Result<Grant<'_>, Denial>) -> PreflightAnswer {
         match result {
-            Ok(grant) => {
-                let mut headers = HeaderMap::with_capacity(8);
-                for (name, value) in grant.headers() {
-                    headers.append(name, value);
-                }
-                PreflightAnswer {
-                    status: StatusCode::OK,
-                    headers,
-                    body_head: Bytes::new(),
-                    ttl: grant
-                        .rule
-                        .max_age
-                        .map_or(DEFAULT_TTL, |s| Duration::from_secs(s.into())),
-                    rule: Some(grant.rule.index),
-                    code: "",
-                }
-            }
+            Ok(grant) => PreflightAnswer {
+                status: StatusCode::OK,
+                headers: templates.headers(grant),
+                body_head: Bytes::new(),
+                ttl: grant
+                    .rule
+                    .max_age
+                    .map_or(DEFAULT_TTL, |s| Duration::from_secs(s.into())),
+                rule: Some(grant.rule.index),
+                code: "",
+            },
             Err(denial) => {
-                // Spec §3: no Access-Control-* and no Vary on a refusal.
-                let mut headers = HeaderMap::with_capacity(2);
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
                 let xml = denial.to_xml("");
                 let head = xml
                     .strip_suffix(ERROR_TAIL)
@@ -82,7 +161,7 @@ impl PreflightAnswer {
                     .unwrap_or(&xml);
                 PreflightAnswer {
                     status: denial.status,
-                    headers,
+                    headers: denial_headers(),
                     body_head: Bytes::copy_from_slice(head.as_bytes()),
                     ttl: DENIAL_TTL,
                     rule: None,
@@ -94,32 +173,16 @@ impl PreflightAnswer {
 
     /// The response, with this request's ID in `x-amz-request-id` and in an error body.
     pub fn render(&self, id: RequestId) -> Response<Body> {
-        self.response(self.headers.clone(), id)
-    }
-
-    /// Like [`PreflightAnswer::render`], reusing this answer's headers (no copy) when it is not
-    /// going to be cached.
-    fn into_response(self, id: RequestId) -> Response<Body> {
-        let mut answer = self;
-        let headers = std::mem::take(&mut answer.headers);
-        answer.response(headers, id)
-    }
-
-    fn response(&self, mut headers: HeaderMap, id: RequestId) -> Response<Body> {
         let body = if self.body_head.is_empty() {
             empty()
         } else {
-            let mut b = BytesMut::with_capacity(self.body_head.len() + 16 + ERROR_TAIL.len());
-            b.put_slice(&self.body_head);
-            b.put_slice(id.to_string().as_bytes());
-            b.put_slice(ERROR_TAIL.as_bytes());
-            full(b.freeze())
+            let mut b = Vec::with_capacity(self.body_head.len() + 16 + ERROR_TAIL.len());
+            b.extend_from_slice(&self.body_head);
+            b.extend_from_slice(&id.hex());
+            b.extend_from_slice(ERROR_TAIL.as_bytes());
+            full(b)
         };
-        headers.insert("x-amz-request-id", id.header_value());
-        let mut response = Response::new(body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = headers;
-        response
+        respond_with(self.status, self.headers.clone(), id, body)
     }
 
     pub fn outcome(&self, cached: bool) -> Outcome {
@@ -142,11 +205,35 @@ impl PreflightAnswer {
     }
 }
 
+/// Spec §3: no Access-Control-* and no Vary on a refusal.
+fn denial_headers() -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    headers.insert(REQUEST_ID, SLOT);
+    headers
+}
+
+fn respond_with(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    id: RequestId,
+    body: Body,
+) -> Response<Body> {
+    headers.insert(REQUEST_ID, id.header_value());
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
 /// Cached preflight answers for every route (keys start with the snapshot generation, unique
 /// across routes).
 #[derive(Clone)]
 pub struct PreflightCache {
     entries: Option<Cache<PreflightKey, Arc<PreflightAnswer>>>,
+    doorkeeper: Arc<Doorkeeper>,
+    /// Rules with fewer wildcard origins than this are evaluated afresh.
+    cache_from_wildcards: usize,
 }
 
 struct PerEntryTtl;
@@ -167,7 +254,7 @@ impl PreflightCache {
     /// weight is capped at `max_bytes` (moka evicts by weight, keeping the frequently used).
     pub fn new(config: &PreflightCacheConfig) -> PreflightCache {
         if config.max_entries == 0 || config.max_bytes == 0 {
-            return PreflightCache { entries: None };
+            return PreflightCache::disabled();
         }
         let floor = config.max_bytes.div_ceil(config.max_entries);
         let floor = usize::try_from(floor).unwrap_or(usize::MAX);
@@ -181,12 +268,25 @@ impl PreflightCache {
             .build();
         PreflightCache {
             entries: Some(entries),
+            doorkeeper: Arc::default(),
+            cache_from_wildcards: CACHE_FROM_WILDCARDS,
         }
     }
 
     /// A cache that remembers nothing: every preflight is evaluated afresh.
     pub fn disabled() -> PreflightCache {
-        PreflightCache { entries: None }
+        PreflightCache {
+            entries: None,
+            doorkeeper: Arc::default(),
+            cache_from_wildcards: usize::MAX,
+        }
+    }
+
+    /// This cache, used for every policy however cheap its evaluation (for benchmarks and tests
+    /// that compare a lookup with an evaluation).
+    pub fn for_every_policy(mut self) -> PreflightCache {
+        self.cache_from_wildcards = 0;
+        self
     }
 
     /// Entries currently held (approximate: moka applies evictions lazily).
@@ -215,67 +315,109 @@ impl PreflightCache {
         let Some(entries) = &self.entries else {
             return fresh(snapshot, req, id);
         };
+        if snapshot.preflight.wildcard_origins < self.cache_from_wildcards {
+            return fresh(snapshot, req, id);
+        }
         let Some(key) = cache_key(snapshot, req) else {
             return fresh(snapshot, req, id);
         };
-        if let Some(answer) = entries.get(&key) {
+        if !self.doorkeeper.seen_before(&key) {
+            return fresh(snapshot, req, id);
+        }
+        if let Some(answer) = entries.get(key.as_slice()) {
             return (answer.render(id), answer.outcome(true));
         }
-        let answer = PreflightAnswer::new(&snapshot.cors.preflight(req));
+        let answer = PreflightAnswer::new(&snapshot.preflight, &snapshot.cors.preflight(req));
         let outcome = answer.outcome(false);
         if answer.ttl.is_zero() {
-            return (answer.into_response(id), outcome);
+            return (answer.render(id), outcome);
         }
         let answer = Arc::new(answer);
-        entries.insert(key, Arc::clone(&answer));
+        entries.insert(PreflightKey(key.as_slice().into()), Arc::clone(&answer));
         (answer.render(id), outcome)
     }
 
     /// The cached answer for this request, if any (no evaluation, no insertion).
     pub fn get(&self, snapshot: &Snapshot, req: &CorsRequest<'_>) -> Option<Arc<PreflightAnswer>> {
-        self.entries.as_ref()?.get(&cache_key(snapshot, req)?)
+        self.entries
+            .as_ref()?
+            .get(cache_key(snapshot, req)?.as_slice())
     }
 }
 
+/// Evaluates afresh and answers straight from the templates: no intermediate answer, no copy.
 fn fresh(snapshot: &Snapshot, req: &CorsRequest<'_>, id: RequestId) -> (Response<Body>, Outcome) {
-    let answer = PreflightAnswer::new(&snapshot.cors.preflight(req));
-    let outcome = answer.outcome(false);
-    (answer.into_response(id), outcome)
+    match snapshot.cors.preflight(req) {
+        Ok(grant) => {
+            let headers = snapshot.preflight.headers(&grant);
+            let outcome = Outcome::PreflightAllowed {
+                rule: grant.rule.index,
+                cached: false,
+            };
+            (respond_with(StatusCode::OK, headers, id, empty()), outcome)
+        }
+        Err(denial) => {
+            let body = full(denial.to_xml(&id.to_string()));
+            let outcome = Outcome::PreflightDenied {
+                code: denial.code(),
+                cached: false,
+            };
+            (
+                respond_with(denial.status, denial_headers(), id, body),
+                outcome,
+            )
+        }
+    }
 }
 
-/// A cache key: everything a preflight answer depends on, encoded in one allocation.
+/// A cache key: everything a preflight answer depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PreflightKey(Box<[u8]>);
 
-/// Everything the answer depends on, in one allocation; `None` for requests not worth caching.
-fn cache_key(snapshot: &Snapshot, req: &CorsRequest<'_>) -> Option<PreflightKey> {
+/// Lookups borrow a key built on the stack; `Box<[u8]>` hashes and compares as `[u8]`, so the
+/// two agree.
+impl std::borrow::Borrow<[u8]> for PreflightKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+type KeyBuf = ArrayVec<u8, MAX_KEY>;
+
+/// Everything the answer depends on, on the stack; `None` for requests not worth caching.
+fn cache_key(snapshot: &Snapshot, req: &CorsRequest<'_>) -> Option<KeyBuf> {
     // Without Origin the answer is a fixed 400, cheaper to build than to look up.
     let origin = req.origin?.as_bytes();
-    if origin.len() > MAX_CACHED_ORIGIN {
-        return None;
-    }
     // Refused on ACRH bounds alone: evaluate afresh so the exact refusal is computed.
     let headers = RequestedHeaders::parse(req.acrh.iter()).ok()?;
-    let acrm = req.acrm.map(HeaderValue::as_bytes);
-    let names = headers.byte_len() + headers.len();
-    let mut key =
-        Vec::with_capacity(8 + 1 + 4 + origin.len() + 5 + acrm.map_or(0, <[u8]>::len) + names);
-    key.extend_from_slice(&snapshot.generation.to_le_bytes());
-    key.push(req.resource as u8);
+    let mut key = KeyBuf::new();
+    key.try_extend_from_slice(&snapshot.generation.to_le_bytes())
+        .ok()?;
+    key.try_push(req.resource as u8).ok()?;
     // Lengths make the encoding unambiguous (an origin may contain any byte).
-    key.extend_from_slice(&(origin.len() as u32).to_le_bytes());
-    key.extend_from_slice(origin);
-    match acrm {
-        None => key.push(0),
+    key.try_extend_from_slice(&(origin.len() as u32).to_le_bytes())
+        .ok()?;
+    key.try_extend_from_slice(origin).ok()?;
+    match req.acrm.map(HeaderValue::as_bytes) {
+        None => key.try_push(0).ok()?,
         Some(m) => {
-            key.push(1);
-            key.extend_from_slice(&(m.len() as u32).to_le_bytes());
-            key.extend_from_slice(m);
+            key.try_push(1).ok()?;
+            key.try_extend_from_slice(&(m.len() as u32).to_le_bytes())
+                .ok()?;
+            key.try_extend_from_slice(m).ok()?;
         }
     }
     // Names are tokens, which never contain ',': joining is unambiguous.
-    headers.write_lower_case(b",", &mut key);
-    Some(PreflightKey(key.into_boxed_slice()))
+    let start = key.len();
+    let mut fits = true;
+    headers.for_each_name(|name| {
+        if key.len() > start {
+            fits &= key.try_push(b',').is_ok();
+        }
+        fits &= key.try_extend_from_slice(name).is_ok();
+    });
+    key[start..].make_ascii_lowercase();
+    fits.then_some(key)
 }
 
 #[cfg(test)]
@@ -323,7 +465,7 @@ mod tests {
     #[tokio::test]
     async fn a_cached_answer_is_byte_identical_to_a_fresh_one() {
         let cell = cell();
-        let cache = PreflightCache::new(&PreflightCacheConfig::default());
+        let cache = PreflightCache::new(&PreflightCacheConfig::default()).for_every_policy();
         let ids = RequestIds::default();
         let cases: &[&[(&str, &str)]] = &[
             &[
@@ -378,7 +520,7 @@ mod tests {
     #[tokio::test]
     async fn an_error_body_carries_this_requests_id() {
         let cell = cell();
-        let cache = PreflightCache::new(&PreflightCacheConfig::default());
+        let cache = PreflightCache::new(&PreflightCacheConfig::default()).for_every_policy();
         let h = headers(&[
             ("origin", "https://evil.example"),
             ("access-control-request-method", "PUT"),
@@ -404,9 +546,9 @@ mod tests {
     }
 
     #[test]
-    fn hits_are_reported_and_max_age_zero_is_never_cached() {
+    fn a_key_is_cached_on_its_second_visit_and_max_age_zero_never() {
         let cell = cell();
-        let cache = PreflightCache::new(&PreflightCacheConfig::default());
+        let cache = PreflightCache::new(&PreflightCacheConfig::default()).for_every_policy();
         let ids = RequestIds::default();
         let a = headers(&[
             ("origin", "https://a.example"),
@@ -420,40 +562,25 @@ mod tests {
             let req = CorsRequest::new(&Method::OPTIONS, h, Resource::Object);
             cache.respond(&cell.load(), &req, ids.next()).1
         };
-        assert_eq!(
-            outcome(&a),
-            Outcome::PreflightAllowed {
-                rule: 1,
-                cached: false
-            }
-        );
-        assert_eq!(
-            outcome(&a),
-            Outcome::PreflightAllowed {
-                rule: 1,
-                cached: true
-            }
-        );
-        assert_eq!(
-            outcome(&b),
-            Outcome::PreflightAllowed {
-                rule: 2,
-                cached: false
-            }
-        );
-        assert_eq!(
-            outcome(&b),
-            Outcome::PreflightAllowed {
-                rule: 2,
-                cached: false
-            }
-        );
+        // First visit: the doorkeeper's; second: cached; third: a hit.
+        for cached in [false, false, true, true] {
+            assert_eq!(outcome(&a), Outcome::PreflightAllowed { rule: 1, cached });
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                outcome(&b),
+                Outcome::PreflightAllowed {
+                    rule: 2,
+                    cached: false
+                }
+            );
+        }
     }
 
     #[test]
     fn new_rules_are_never_answered_from_the_old_generation() {
         let cell = cell();
-        let cache = PreflightCache::new(&PreflightCacheConfig::default());
+        let cache = PreflightCache::new(&PreflightCacheConfig::default()).for_every_policy();
         let ids = RequestIds::default();
         let h = headers(&[
             ("origin", "https://a.example"),
@@ -481,7 +608,7 @@ mod tests {
             max_entries: 100,
             max_bytes: 64 * 1024,
         };
-        let cache = PreflightCache::new(&config);
+        let cache = PreflightCache::new(&config).for_every_policy();
         let ids = RequestIds::default();
         for i in 0..5_000 {
             let mut h = HeaderMap::new();
@@ -506,5 +633,75 @@ mod tests {
             "{}",
             cache.weighted_size()
         );
+    }
+
+    #[test]
+    fn templates_give_the_cores_headers_in_the_cores_order() {
+        let xml = r#"<CORSConfiguration>
+          <CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET</AllowedMethod><AllowedHeader>x-*</AllowedHeader></CORSRule>
+          <CORSRule><AllowedOrigin>https://*.example</AllowedOrigin><AllowedMethod>PUT</AllowedMethod>
+            <AllowedHeader>*</AllowedHeader><ExposeHeader>ETag</ExposeHeader><ExposeHeader>x-amz-id-2</ExposeHeader>
+            <MaxAgeSeconds>60</MaxAgeSeconds></CORSRule>
+        </CORSConfiguration>"#;
+        let cors = BucketCors::Enabled(Policy::parse(xml.as_bytes()).expect("valid"));
+        let templates = PreflightTemplates::new(&cors);
+        let cases: &[&[(&str, &str)]] = &[
+            &[
+                ("origin", "https://x.example"),
+                ("access-control-request-method", "GET"),
+            ],
+            &[
+                ("origin", "https://x.example"),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "X-A, x-b"),
+            ],
+            &[
+                ("origin", "https://a.example"),
+                ("access-control-request-method", "PUT"),
+            ],
+            &[
+                ("origin", "https://a.example"),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", "Content-Type"),
+            ],
+        ];
+        for pairs in cases {
+            let h = headers(pairs);
+            let req = CorsRequest::new(&Method::OPTIONS, &h, Resource::Object);
+            let grant = cors.preflight(&req).expect("allowed");
+            let mut expected: Vec<(String, Vec<u8>)> = grant
+                .headers()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            expected.push(("x-amz-request-id".into(), Vec::new()));
+            let got: Vec<(String, Vec<u8>)> = templates
+                .headers(&grant)
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            assert_eq!(got, expected, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn cheap_rules_are_evaluated_and_never_cached() {
+        let cell = cell();
+        let cache = PreflightCache::new(&PreflightCacheConfig::default());
+        let ids = RequestIds::default();
+        let h = headers(&[
+            ("origin", "https://a.example"),
+            ("access-control-request-method", "PUT"),
+        ]);
+        let req = CorsRequest::new(&Method::OPTIONS, &h, Resource::Object);
+        for _ in 0..3 {
+            assert_eq!(
+                cache.respond(&cell.load(), &req, ids.next()).1,
+                Outcome::PreflightAllowed {
+                    rule: 1,
+                    cached: false
+                }
+            );
+        }
+        assert_eq!(cache.entry_count(), 0);
     }
 }

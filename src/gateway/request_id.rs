@@ -43,24 +43,34 @@ impl RequestIds {
 pub struct RequestId(u64);
 
 impl RequestId {
+    /// The `x-amz-request-id` value, marked sensitive: HPACK then sends it as a never-indexed
+    /// literal. A value unique to every response would otherwise be inserted into the h2
+    /// dynamic table each time, evicting the constant CORS headers that should stay indexed
+    /// (measured: twice the HPACK encoding work per preflight).
     pub fn header_value(self) -> HeaderValue {
-        let mut buf = [0u8; 16];
-        self.write_hex(&mut buf);
         // 16 hex digits are always a valid header value.
-        HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+        let mut value =
+            HeaderValue::from_bytes(&self.hex()).expect("hex digits are a valid header value");
+        value.set_sensitive(true);
+        value
     }
 
-    fn write_hex(self, buf: &mut [u8; 16]) {
+    /// The 16 upper-case hex digits, without formatting machinery or allocation.
+    pub fn hex(self) -> [u8; 16] {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut buf = [0u8; 16];
         for (i, b) in buf.iter_mut().enumerate() {
             *b = HEX[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
         }
+        buf
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016X}", self.0)
+        let hex = self.hex();
+        // Hex digits are ASCII.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -110,6 +110,13 @@ impl Routes {
                 .map(|i| &self.routes[i])
                 .ok_or(RouteMiss::NoHost);
         };
+        // Only a `"*"` route: nothing to look up (the host need not even be parsed).
+        if self.with_port.is_empty()
+            && self.any_port.is_empty()
+            && let Some(i) = self.any_host
+        {
+            return Ok(&self.routes[i]);
+        }
         let host = authority.host();
         let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(host.to_ascii_lowercase())

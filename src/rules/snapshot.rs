@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
 
+// The answers are the gateway's, but they are built once per snapshot, when it is installed,
+// never on the request path.
 use crate::cors::BucketCors;
+use crate::gateway::preflight::PreflightTemplates;
 
 /// Generations are unique across all routes of the process, so one preflight cache can serve
 /// every route: its keys start with the generation, which names both the route and the rules.
@@ -20,12 +23,15 @@ pub struct Snapshot {
     /// never outlive the rules it was computed from.
     pub generation: u64,
     pub cors: BucketCors,
+    /// Every allowed preflight's headers, prebuilt per rule.
+    pub preflight: PreflightTemplates,
 }
 
 impl Snapshot {
     pub fn new(cors: BucketCors) -> Snapshot {
         Snapshot {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            preflight: PreflightTemplates::new(&cors),
             cors,
         }
     }

@@ -1,0 +1,461 @@
+#!/usr/bin/env bash
+# The load benchmark: corsgate beside nginx and a bare hyper server, on this machine, in one run.
+#
+#   benches/load/run.sh            # full run: 3 rounds of 6 s per measurement, ~8-10 minutes
+#   benches/load/run.sh --quick    # 1 round of 3 s, ~2 minutes
+#
+# Options: --rounds N, --duration SECONDS, --no-build (reuse the release binaries),
+# --only LIST (comma-separated scenario names, see below), --keep (keep the scratch directory
+# with every server's log and every raw load-generator output).
+# Environment: CORSGATE_BENCH_PORT (first of the 6 loopback ports used, default 18080),
+# CARGO_TARGET_DIR (where the release binaries are built), RUST_LOG (corsgate's log filter;
+# default: access log off, as nginx's is in nginx.conf),
+# CORSGATE_BIN (measure this corsgate binary instead, e.g. an older build, beside the same baselines).
+#
+# What it does, all on 127.0.0.1 and nowhere else:
+#  1. installs what is missing (apt: nginx-light, wrk, nghttp2-client for h2load, curl,
+#     util-linux for taskset), non-interactively; nothing when all is there;
+#  2. builds the release binaries: corsgate, and the examples bare_hyper and static_origin;
+#  3. starts static_origin (the origin), corsgate with config/cors.xml, corsgate with a generated
+#     100-rule configuration whose matching rule is last, nginx with benches/load/nginx.conf
+#     (ports rewritten; h1 and h2c on two ports, as Debian's nginx 1.22 needs), and bare_hyper
+#     (a constant answer: the ceiling for a hyper-based server). Servers are pinned to core 0;
+#     the load generators and the origin to core 1;
+#  4. checks every CORS server with `corsgate loadtest` (h1 and h2): zero mismatches, or stop;
+#  5. measures each scenario, servers alternating within each round, rounds repeated, and
+#     prints one table of medians: req/s, p50, p99, the server's CPU time per request (utime +
+#     stime from /proc/PID/stat over the run, all threads and worker processes), and the ratios
+#     to nginx and to bare hyper measured in the same run.
+#
+# Scenarios (--only names):
+#  h1-32, h1-256   preflight over HTTP/1.1 keep-alive, 32 and 256 connections (wrk)
+#  h2              preflight over cleartext h2, 32 connections x 10 streams (h2load)
+#  rules-100       the same preflight against 100 rules whose matching rule is the last one
+#  flood           preflights from a new random Origin every time (the preflight cache's worst case)
+#  get-1k          proxied 1 KiB GET with an Origin (decorated), closed loop (wrk), then open loop at
+#                  one fixed rate for both servers (`corsgate loadtest --rate`, latency from the
+#                  intended send time) so p99 is compared at the same rate
+#  get-1g          proxied 1 GiB GET: throughput (curl) against the origin directly, corsgate's
+#                  peak RSS (VmHWM, reset before each transfer)
+#  idle            corsgate's RSS after start and one request, and after the whole load
+#
+# The machine is small and shared: medians of alternating runs are the figures to read, and CPU
+# time per request is steadier than req/s.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+ROUNDS=3
+DURATION=6
+BUILD=1
+KEEP=0
+ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) ROUNDS=1; DURATION=3 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --no-build) BUILD=0 ;;
+    --only) ONLY=$2; shift ;;
+    --keep) KEEP=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+
+# --- 1. tools -------------------------------------------------------------------------------
+declare -A APT_PACKAGES=([nginx]=nginx-light [wrk]=wrk [h2load]=nghttp2-client [curl]=curl
+  [taskset]=util-linux)
+missing=()
+for program in "${!APT_PACKAGES[@]}"; do
+  command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] ||
+    missing+=("${APT_PACKAGES[$program]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "run.sh: installing ${missing[*]}"
+  sudo=; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ "$(nproc --all)" -lt 2 ]; then
+  echo "run.sh: needs 2 cores (servers on core 0, load generators on core 1)" >&2
+  exit 2
+fi
+
+# --- 2. binaries ----------------------------------------------------------------------------
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+if [ "$BUILD" = 1 ]; then
+  cargo build --release --quiet --bin corsgate --example bare_hyper --example static_origin
+fi
+CORSGATE=${CORSGATE_BIN:-$TARGET/release/corsgate}
+BARE=$TARGET/release/examples/bare_hyper
+ORIGIN_BIN=$TARGET/release/examples/static_origin
+for b in "$CORSGATE" "$BARE" "$ORIGIN_BIN"; do
+  [ -x "$b" ] || { echo "run.sh: $b missing (drop --no-build)" >&2; exit 2; }
+done
+
+# --- 3. servers -----------------------------------------------------------------------------
+TMP=$(mktemp -d /tmp/corsgate-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$KEEP" = 1 ]; then echo "run.sh: logs and raw outputs kept in $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+BASE=${CORSGATE_BENCH_PORT:-18080}
+P_GATE=$BASE P_BARE=$((BASE + 1)) P_NGINX=$((BASE + 2)) P_NGINX_H2=$((BASE + 3))
+P_GATE100=$((BASE + 4)) P_ORIGIN=$((BASE + 10))
+for port in $P_GATE $P_BARE $P_NGINX $P_NGINX_H2 $P_GATE100 $P_ORIGIN; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "run.sh: port $port is in use (set CORSGATE_BENCH_PORT)" >&2
+    exit 2
+  fi
+done
+
+wait_port() {
+  local port=$1 name=$2 i
+  for i in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "run.sh: $name did not listen on $port; its log:" >&2
+  cat "$TMP/$name.log" >&2
+  exit 1
+}
+
+# start NAME CORE COMMAND...: runs it pinned to CORE, logs to $TMP/NAME.log, records its pid.
+declare -A PID_OF
+start() {
+  local name=$1 core=$2
+  shift 2
+  taskset -c "$core" "$@" >"$TMP/$name.log" 2>&1 &
+  PID_OF[$name]=$!
+  PIDS+=($!)
+}
+
+# The 100-rule configuration: 99 wildcard-origin rules that the benchmark's origin does not
+# match, then config/cors.xml's rule, so the answer is the same as with config/cors.xml.
+RULES100=$TMP/cors-100.xml
+{
+  echo '<CORSConfiguration>'
+  for i in $(seq 1 99); do
+    echo "<CORSRule><AllowedOrigin>https://*.tenant$i.example</AllowedOrigin><AllowedMethod>PUT</AllowedMethod><AllowedHeader>x-amz-*</AllowedHeader><MaxAgeSeconds>3000</MaxAgeSeconds></CORSRule>"
+  done
+  sed -n '/<CORSRule>/,/<\/CORSRule>/p' config/cors.xml
+  echo '</CORSConfiguration>'
+} >"$RULES100"
+"$CORSGATE" check "$RULES100" >/dev/null
+
+sed -e "s/127\.0\.0\.1:8082/127.0.0.1:$P_NGINX/; s/127\.0\.0\.1:8083/127.0.0.1:$P_NGINX_H2/" \
+  -e "s/127\.0\.0\.1:8090/127.0.0.1:$P_ORIGIN/" -e "s#/tmp/corsgate-bench-nginx#$TMP/nginx#g" \
+  benches/load/nginx.conf >"$TMP/nginx.conf"
+
+ORIGIN_URL=http://127.0.0.1:$P_ORIGIN
+# nginx.conf has `access_log off`; corsgate gets the same unless RUST_LOG says otherwise.
+export RUST_LOG=${RUST_LOG:-info,corsgate::access=off}
+start origin 1 "$ORIGIN_BIN" --listen "127.0.0.1:$P_ORIGIN" --size 1024 --cors
+wait_port "$P_ORIGIN" origin
+start corsgate 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE" --origin "$ORIGIN_URL" \
+  --rules config/cors.xml
+start corsgate100 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE100" --origin "$ORIGIN_URL" \
+  --rules "$RULES100"
+start nginx 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx.conf"
+start bare 0 "$BARE" --listen "127.0.0.1:$P_BARE" --rules config/cors.xml
+wait_port "$P_GATE" corsgate
+wait_port "$P_GATE100" corsgate100
+wait_port "$P_NGINX" nginx
+wait_port "$P_NGINX_H2" nginx
+wait_port "$P_BARE" bare
+
+CLK_TCK=$(getconf CLK_TCK)
+# CPU ticks (user + system) of a process, its threads and its child processes (nginx's worker).
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    # Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    if [ -r "/proc/$pid/stat" ]; then
+      set -- $(sed 's/^.*) //' "/proc/$pid/stat")
+      total=$((total + ${12} + ${13}))
+    fi
+  done
+  echo "$total"
+}
+rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+
+# idle RSS right after start and one request, before any load.
+IDLE_RSS_FRESH=$(curl -s -o /dev/null -X OPTIONS -H 'Origin: https://app.example.com' \
+  -H 'Access-Control-Request-Method: PUT' "http://127.0.0.1:$P_GATE/a" && sleep 1 &&
+  rss_kib "${PID_OF[corsgate]}" VmRSS)
+
+# --- 4. correctness -------------------------------------------------------------------------
+if [ -z "$ONLY" ] || wanted h1-32 || wanted h2 || wanted rules-100; then
+  echo "== correctness: corsgate loadtest against each CORS server (zero mismatches required)"
+  check() {
+    local name=$1 url=$2 rules=$3
+    shift 3
+    if ! taskset -c 1 "$CORSGATE" loadtest "$url" --rules "$rules" -d 2s --json "$@" \
+      >"$TMP/check-$name.json" 2>"$TMP/check-$name.err"; then
+      echo "run.sh: $name gives wrong answers (corsgate loadtest):" >&2
+      cat "$TMP/check-$name.json" "$TMP/check-$name.err" >&2
+      exit 1
+    fi
+    # The top-level "requests" sorts after "by_kind", whose entries have their own.
+    echo "   $name: ok ($(grep -o '"requests": *[0-9]*' "$TMP/check-$name.json" | tail -1 | grep -o '[0-9]*$') requests, 0 mismatches)"
+  }
+  check corsgate-h1 "http://127.0.0.1:$P_GATE/" config/cors.xml -c 8
+  check corsgate-h2 "http://127.0.0.1:$P_GATE/" config/cors.xml --http2 -c 2
+  check corsgate-100-rules "http://127.0.0.1:$P_GATE100/" "$RULES100" -c 8
+  check nginx-h1 "http://127.0.0.1:$P_NGINX/" config/cors.xml -c 8
+  check nginx-h2 "http://127.0.0.1:$P_NGINX_H2/" config/cors.xml --http2 -c 2
+fi
+
+# --- 5. measurements ------------------------------------------------------------------------
+PREFLIGHT_PATH=/uploads/photo.jpg
+cat >"$TMP/preflight.lua" <<EOF
+wrk.method = "OPTIONS"
+wrk.path = "$PREFLIGHT_PATH"
+wrk.headers["Origin"] = "https://app.example.com"
+wrk.headers["Access-Control-Request-Method"] = "PUT"
+wrk.headers["Access-Control-Request-Headers"] = "content-type"
+EOF
+# A new random Origin for every request: the request is cut once around a placeholder, so each
+# one costs the generator a concatenation, not a formatting.
+cat >"$TMP/flood.lua" <<EOF
+local head, tail
+function init(args)
+  math.randomseed(os.time())
+  local r = wrk.format("OPTIONS", "$PREFLIGHT_PATH", {
+    ["Origin"] = "https://u@@.example.com",
+    ["Access-Control-Request-Method"] = "PUT",
+    ["Access-Control-Request-Headers"] = "content-type",
+  })
+  head, tail = r:match("^(.-)@@(.*)$")
+end
+function request()
+  return head .. math.random(0, 2147483647) .. "-" .. math.random(0, 2147483647) .. tail
+end
+EOF
+cat >"$TMP/get.lua" <<EOF
+wrk.method = "GET"
+wrk.path = "/size/1024/object.bin"
+wrk.headers["Origin"] = "https://app.example.com"
+EOF
+
+RESULTS=$TMP/results.tsv   # scenario server round rps p50_us p99_us cpu_us_per_req extra
+: >"$RESULTS"
+
+# to_us VALUE: wrk's "123.45us" / "1.20ms" / "1.00s" in microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); print v + 0 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000000 }
+    else print "nan" }'
+}
+
+# cpu_per_req PID TICKS_BEFORE REQUESTS: microseconds of server CPU per request since TICKS_BEFORE.
+cpu_per_req() {
+  local after
+  after=$(cpu_ticks "$1")
+  awk -v t=$((after - $2)) -v hz="$CLK_TCK" -v n="$3" 'BEGIN { printf "%.2f", (n > 0 ? t / hz * 1e6 / n : 0) }'
+}
+
+# wrk_run SCENARIO SERVER ROUND PID URL LUA CONNECTIONS [SECONDS]
+wrk_run() {
+  local scenario=$1 server=$2 round=$3 pid=$4 url=$5 lua=$6 conns=$7 secs=${8:-$DURATION}
+  local out=$TMP/wrk-$scenario-$server-$round.txt before rps p50 p99 requests errors
+  before=$(cpu_ticks "$pid")
+  taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$lua" "$url" >"$out" 2>&1
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  requests=$(awk '/requests in/ { print $1 }' "$out")
+  p50=$(to_us "$(awk '$1 == "50%" { print $2 }' "$out")")
+  p99=$(to_us "$(awk '$1 == "99%" { print $2 }' "$out")")
+  errors=$(awk '/Non-2xx|Socket errors/' "$out")
+  if [ -n "$errors" ]; then echo "   warning: $server $scenario: $errors" >&2; fi
+  [ "$round" = warm ] && return 0
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$scenario" "$server" "$round" "$rps" "$p50" "$p99" \
+    "$(cpu_per_req "$pid" "$before" "$requests")" >>"$RESULTS"
+}
+
+# h2load_run SCENARIO SERVER ROUND PID URL
+h2load_run() {
+  local scenario=$1 server=$2 round=$3 pid=$4 url=$5 secs=${6:-$DURATION}
+  local out=$TMP/h2load-$scenario-$server-$round.txt log=$TMP/h2load.log before rps requests
+  before=$(cpu_ticks "$pid")
+  taskset -c 1 h2load -t1 -c32 -m10 -D "$secs" --log-file="$log" \
+    -H ':method: OPTIONS' -H 'origin: https://app.example.com' \
+    -H 'access-control-request-method: PUT' -H 'access-control-request-headers: content-type' \
+    "$url$PREFLIGHT_PATH" >"$out" 2>&1
+  [ "$round" = warm ] && return 0
+  rps=$(awk '/^finished in/ { print $4 }' "$out")
+  requests=$(awk '/^requests:/ { print $6 }' "$out")
+  if ! grep -q ' 0 failed, 0 errored' "$out"; then
+    echo "   warning: $server $scenario: $(grep '^requests:' "$out")" >&2
+  fi
+  # The log holds one line per request: start time, status, duration in microseconds.
+  read -r p50 p99 < <(cut -f3 "$log" | sort -n | awk '{ v[NR] = $1 } END {
+    printf "%s %s\n", v[int(NR * 0.50) + 1], v[int(NR * 0.99) + 1] }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$scenario" "$server" "$round" "$rps" "$p50" "$p99" \
+    "$(cpu_per_req "$pid" "$before" "$requests")" >>"$RESULTS"
+}
+
+# loadtest_rate SCENARIO SERVER ROUND PID URL RATE: open loop at RATE req/s, GETs only.
+loadtest_rate() {
+  local scenario=$1 server=$2 round=$3 pid=$4 url=$5 rate=$6
+  local out=$TMP/loadtest-$scenario-$server-$round.json before
+  before=$(cpu_ticks "$pid")
+  taskset -c 1 "$CORSGATE" loadtest "$url" --rules config/cors.xml --mix get=100 -c 32 \
+    --rate "$rate" -d "${DURATION}s" --json >"$out" 2>"$out.err" ||
+    echo "   warning: $server $scenario: loadtest reported errors or mismatches ($out)" >&2
+  # With GETs only, every "requests"/"p50"/"p99" in the report (overall or by kind) is the same.
+  local rps requests p50 p99
+  rps=$(grep -o '"rps": *[0-9.]*' "$out" | head -1 | grep -o '[0-9.]*$')
+  requests=$(grep -o '"requests": *[0-9]*' "$out" | tail -1 | grep -o '[0-9]*$')
+  p50=$(grep -o '"p50": *[0-9]*' "$out" | head -1 | grep -o '[0-9]*$')
+  p99=$(grep -o '"p99": *[0-9]*' "$out" | head -1 | grep -o '[0-9]*$')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$scenario" "$server" "$round" "$rps" "$p50" "$p99" \
+    "$(cpu_per_req "$pid" "$before" "$requests")" >>"$RESULTS"
+}
+
+G=http://127.0.0.1:$P_GATE
+N=http://127.0.0.1:$P_NGINX
+N2=http://127.0.0.1:$P_NGINX_H2
+B=http://127.0.0.1:$P_BARE
+G100=http://127.0.0.1:$P_GATE100
+pid() { echo "${PID_OF[$1]}"; }
+
+echo "== measuring: $ROUNDS round(s) of ${DURATION}s per server and scenario"
+for round in warm $(seq 1 "$ROUNDS"); do
+  secs=$DURATION
+  [ "$round" = warm ] && secs=1
+  [ "$round" != warm ] && echo "   round $round"
+  # Alternate the servers' order from round to round.
+  if [ "$round" != warm ] && [ $((round % 2)) = 0 ]; then order="bare nginx corsgate"; else order="corsgate nginx bare"; fi
+  for server in $order; do
+    case $server in corsgate) url=$G ;; nginx) url=$N ;; bare) url=$B ;; esac
+    case $server in corsgate) p=$(pid corsgate) ;; nginx) p=$(pid nginx) ;; bare) p=$(pid bare) ;; esac
+    if wanted h1-32; then wrk_run h1-32 "$server" "$round" "$p" "$url" "$TMP/preflight.lua" 32 "$secs"; fi
+    if wanted h1-256; then wrk_run h1-256 "$server" "$round" "$p" "$url" "$TMP/preflight.lua" 256 "$secs"; fi
+    if wanted h2; then
+      h2url=$url; [ "$server" = nginx ] && h2url=$N2
+      h2load_run h2 "$server" "$round" "$p" "$h2url" "$secs"
+    fi
+    if wanted flood; then wrk_run flood "$server" "$round" "$p" "$url" "$TMP/flood.lua" 32 "$secs"; fi
+  done
+  if wanted rules-100; then
+    wrk_run rules-100 corsgate "$round" "$(pid corsgate100)" "$G100" "$TMP/preflight.lua" 32 "$secs"
+  fi
+  if wanted get-1k; then
+    for server in corsgate nginx; do
+      case $server in corsgate) url=$G ;; nginx) url=$N ;; esac
+      wrk_run get-1k "$server" "$round" "$(pid $server)" "$url" "$TMP/get.lua" 32 "$secs"
+    done
+  fi
+done
+
+median() { # median of column $2 for scenario $1 server $3
+  awk -F'\t' -v s="$1" -v srv="$3" -v c="$2" '$1 == s && $2 == srv { print $c }' "$RESULTS" |
+    sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# The fixed rate for the open-loop GET comparison: 70% of the slower server's closed-loop median,
+# so both servers are below saturation and the p99s compare like with like.
+if wanted get-1k; then
+  rate=$(awk -v a="$(median get-1k 4 corsgate)" -v b="$(median get-1k 4 nginx)" \
+    'BEGIN { m = a < b ? a : b; printf "%d", m * 0.7 }')
+  echo "   open loop: proxied 1 KiB GET at $rate req/s"
+  for round in $(seq 1 "$ROUNDS"); do
+    loadtest_rate get-1k-rate corsgate "$round" "$(pid corsgate)" "$G/" "$rate"
+    loadtest_rate get-1k-rate nginx "$round" "$(pid nginx)" "$N/" "$rate"
+  done
+fi
+
+# 1 GiB through corsgate against the origin directly; corsgate's peak RSS over each transfer.
+BIG=/size/1073741824/big.bin
+if wanted get-1g; then
+  echo "   proxied 1 GiB GET"
+  gp=$(pid corsgate)
+  for round in $(seq 1 "$ROUNDS"); do
+    for server in origin corsgate; do
+      case $server in origin) url=$ORIGIN_URL ;; corsgate) url=$G ;; esac
+      [ "$server" = corsgate ] && echo 5 >"/proc/$gp/clear_refs"
+      speed=$(taskset -c 1 curl -s -o /dev/null -H 'Origin: https://app.example.com' \
+        -w '%{speed_download}' "$url$BIG")
+      extra=-
+      [ "$server" = corsgate ] && extra=$(rss_kib "$gp" VmHWM)
+      printf 'get-1g\t%s\t%s\t%s\t-\t-\t-\t%s\n' "$server" "$round" "$speed" "$extra" >>"$RESULTS"
+    done
+  done
+fi
+sleep 1
+IDLE_RSS_AFTER=$(rss_kib "$(pid corsgate)" VmRSS)
+
+# --- the table ------------------------------------------------------------------------------
+echo
+echo "corsgate load benchmark: medians of $ROUNDS round(s) x ${DURATION}s; servers on core 0, load on core 1"
+printf '%-12s %-9s %10s %9s %9s %10s %8s %8s  %s\n' scenario server 'req/s' p50 p99 'cpu/req' \
+  '×nginx' '×bare' 'notes'
+fmt_us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else if (v >= 1000) printf "%.2fms", v / 1000; else printf "%.0fus", v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+row() {
+  local s=$1 srv=$2 note=${3:-} rps p50 p99 cpu
+  rps=$(median "$s" 4 "$srv")
+  [ -z "$rps" ] && return 0
+  p50=$(median "$s" 5 "$srv"); p99=$(median "$s" 6 "$srv"); cpu=$(median "$s" 7 "$srv")
+  local base_s=$s
+  printf '%-12s %-9s %10.0f %9s %9s %8.2fus %8s %8s  %s\n' "$s" "$srv" "$rps" "$(fmt_us "$p50")" \
+    "$(fmt_us "$p99")" "$cpu" "$(ratio "$rps" "$(median "$base_s" 4 nginx)")" \
+    "$(ratio "$rps" "$(median "$base_s" 4 bare)")" "$note"
+}
+cpu_ratio() { ratio "$(median "$2" 7 "$3")" "$(median "$1" 7 corsgate)"; }
+for s in h1-32 h1-256 h2; do
+  for srv in corsgate nginx bare; do
+    note=
+    if [ "$srv" = corsgate ]; then
+      note="cpu: ×nginx $(cpu_ratio "$s" "$s" nginx), ×bare $(cpu_ratio "$s" "$s" bare)"
+    fi
+    row "$s" "$srv" "$note"
+  done
+done
+if [ -n "$(median rules-100 4 corsgate)" ]; then
+  printf '%-12s %-9s %10.0f %9s %9s %8.2fus %8s %8s  %s\n' rules-100 corsgate \
+    "$(median rules-100 4 corsgate)" "$(fmt_us "$(median rules-100 5 corsgate)")" \
+    "$(fmt_us "$(median rules-100 6 corsgate)")" "$(median rules-100 7 corsgate)" \
+    "$(ratio "$(median rules-100 4 corsgate)" "$(median h1-32 4 nginx)")" \
+    "$(ratio "$(median rules-100 4 corsgate)" "$(median h1-32 4 bare)")" \
+    "×1-rule (h1-32): req/s $(ratio "$(median rules-100 4 corsgate)" "$(median h1-32 4 corsgate)"), cpu $(ratio "$(median h1-32 7 corsgate)" "$(median rules-100 7 corsgate)")"
+fi
+for srv in corsgate nginx bare; do
+  note=
+  if [ "$srv" = corsgate ]; then
+    note="×1-rule (h1-32): req/s $(ratio "$(median flood 4 corsgate)" "$(median h1-32 4 corsgate)"), cpu $(ratio "$(median h1-32 7 corsgate)" "$(median flood 7 corsgate)")"
+  fi
+  row flood "$srv" "$note"
+done
+row get-1k corsgate "cpu: ×nginx $(cpu_ratio get-1k get-1k nginx)"
+row get-1k nginx
+row get-1k-rate corsgate "open loop, same rate for both; p99 ×nginx $(ratio "$(median get-1k-rate 6 corsgate)" "$(median get-1k-rate 6 nginx)")"
+row get-1k-rate nginx
+if [ -n "$(median get-1g 4 corsgate)" ]; then
+  for srv in origin corsgate; do
+    note=
+    if [ "$srv" = corsgate ]; then
+      hwm=$(awk -F'\t' '$1 == "get-1g" && $2 == "corsgate" { if ($8 > m) m = $8 } END { print m }' "$RESULTS")
+      note="×direct $(ratio "$(median get-1g 4 corsgate)" "$(median get-1g 4 origin)"), peak RSS $(awk -v k="$hwm" 'BEGIN { printf "%.1f MiB", k / 1024 }')"
+    fi
+    printf '%-12s %-9s %8.0fMB/s %9s %9s %10s %8s %8s  %s\n' get-1g "$srv" \
+      "$(awk -v b="$(median get-1g 4 "$srv")" 'BEGIN { print b / 1048576 }')" - - - - - "$note"
+  done
+fi
+printf '%-12s %-9s %10s %9s %9s %10s %8s %8s  %s\n' idle corsgate - - - - - - \
+  "RSS $(awk -v a="$IDLE_RSS_FRESH" -v b="$IDLE_RSS_AFTER" 'BEGIN { printf "%.1f MiB after start, %.1f MiB after the load", a / 1024, b / 1024 }')"
+echo
+echo "cpu/req: the server's user+system CPU time per request (all its threads and processes)."
+echo "Raw results: $RESULTS$( [ "$KEEP" = 1 ] || echo ' (pass --keep to keep them)')"
