@@ -240,7 +240,7 @@ impl Policy {
         let not_allowed = || Denial {
             status: StatusCode::FORBIDDEN,
             reason: DenialReason::NotAllowed,
-            method: Some(method.as_str().to_string()),
+            method: Some(method.as_str().into()),
             resource: Some(req.resource),
         };
         let headers = RequestedHeaders::parse(req.acrh.iter()).map_err(|_| not_allowed())?;
@@ -335,7 +335,7 @@ impl BucketCors {
             Err(Denial {
                 status: StatusCode::FORBIDDEN,
                 reason,
-                method: Some(method),
+                method: Some(method.into()),
                 resource: Some(Resource::Bucket),
             })
         };
