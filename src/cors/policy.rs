@@ -205,11 +205,24 @@ impl Policy {
         method: CorsMethod,
         headers: &RequestedHeaders<'_>,
     ) -> Option<&Rule> {
-        let mut candidates = self.by_method[method.index()];
-        if candidates == 0 {
-            return None;
+        self.first_allowing(self.candidates(origin, method), headers)
+    }
+
+    /// The rules matching origin and method, as a bitmask.
+    fn candidates(&self, origin: &[u8], method: CorsMethod) -> RuleMask {
+        let by_method = self.by_method[method.index()];
+        if by_method == 0 {
+            return 0;
         }
-        candidates &= self.origin_candidates(origin);
+        by_method & self.origin_candidates(origin)
+    }
+
+    /// The first of `candidates`, in document order, that allows every requested header.
+    fn first_allowing(
+        &self,
+        mut candidates: RuleMask,
+        headers: &RequestedHeaders<'_>,
+    ) -> Option<&Rule> {
         while candidates != 0 {
             let rule = &self.rules[candidates.trailing_zeros() as usize];
             if headers.allowed_by(&rule.headers) {
@@ -243,9 +256,14 @@ impl Policy {
             method: Some(method.as_str().into()),
             resource: Some(req.resource),
         };
+        // Origin and method first: most refusals are decided there, before ACRH is read.
+        let candidates = self.candidates(origin.as_bytes(), method);
+        if candidates == 0 {
+            return Err(not_allowed());
+        }
         let headers = RequestedHeaders::parse(req.acrh.iter()).map_err(|_| not_allowed())?;
         let rule = self
-            .find(origin.as_bytes(), method, &headers)
+            .first_allowing(candidates, &headers)
             .ok_or_else(not_allowed)?;
         Ok(grant(
             rule,
