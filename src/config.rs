@@ -847,19 +847,9 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// `"250ms"`, `"30s"`, `"5m"`, `"1h"`: one number and one unit.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration (e.g. \"500ms\", \"30s\", \"5m\", \"1h\")");
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs).ok_or_else(bad);
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        _ => Err(bad()),
-    }
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{text:?} is not a duration (e.g. \"500ms\", \"30s\", \"5m\", \"1h\"): {e}")
+    })
 }
 
 #[cfg(test)]
@@ -867,12 +857,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_take_one_number_and_one_unit() {
+    fn durations_take_numbers_with_units() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "s", "30", "1.5s", "-1s", "3 days"] {
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "s", "30", "-1s", "3 parsecs"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -903,7 +895,7 @@ mod tests {
             [[route]]
             hosts = ["A.example.com"]
             origin = "http://127.0.0.1:1"
-            rules = { bucket = "b", poll = "1 year" }
+            rules = { bucket = "b", poll = "1 fortnight" }
             "#,
         )
         .expect_err("invalid");
