@@ -163,9 +163,9 @@ export RUST_LOG=${RUST_LOG:-info,corsgate::access=off}
 start origin 1 "$ORIGIN_BIN" --listen "127.0.0.1:$P_ORIGIN" --size 1024 --cors
 wait_port "$P_ORIGIN" origin
 start corsgate 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE" --origin "$ORIGIN_URL" \
-  --rules config/cors.xml
+  --rules config/cors.xml --admin off
 start corsgate100 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE100" --origin "$ORIGIN_URL" \
-  --rules "$RULES100"
+  --rules "$RULES100" --admin off
 start nginx 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx.conf"
 start bare 0 "$BARE" --listen "127.0.0.1:$P_BARE" --rules config/cors.xml
 wait_port "$P_GATE" corsgate
