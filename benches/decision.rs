@@ -80,6 +80,22 @@ fn benches(c: &mut Criterion) {
         b.iter(|| decide(&hundred, &options, black_box(&last)))
     });
 
+    // 99 wildcard rules that do not match, then one that does: the wildcards are indexed by
+    // suffix, so this costs a probe per suffix length, not 99 comparisons.
+    let mut rules: Vec<String> = (0..99)
+        .map(|i| rule(&format!("https://*.tenant{i}.example"), "PUT", ""))
+        .collect();
+    rules.push(rule(
+        "https://*.last.example.com",
+        "PUT",
+        "<AllowedHeader>*</AllowedHeader>",
+    ));
+    let wild = policy(&doc(&rules));
+    let last = preflight("https://a.last.example.com", "PUT", browser_acrh.clone());
+    c.bench_function("preflight/100-wildcard-rules-last-matches", |b| {
+        b.iter(|| decide(&wild, &options, black_box(&last)))
+    });
+
     // Exact origins are hashed: 1,000 of them cost what 1 does.
     for n in [1usize, 1000] {
         let origins: String = (0..n)

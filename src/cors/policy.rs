@@ -84,12 +84,92 @@ struct WildcardOrigin {
     rule: RuleMask,
 }
 
+/// A policy's wildcard origins: compared one by one when they are few, indexed otherwise.
+#[derive(Clone, Debug)]
+enum WildcardOrigins {
+    Few(Vec<WildcardOrigin>),
+    Indexed(Box<WildcardIndex>),
+}
+
+impl WildcardOrigins {
+    fn new(wildcards: Vec<WildcardOrigin>) -> WildcardOrigins {
+        match WildcardIndex::build(&wildcards) {
+            Some(index) => WildcardOrigins::Indexed(Box::new(index)),
+            None => WildcardOrigins::Few(wildcards),
+        }
+    }
+}
+
+fn linear_candidates(wildcards: &[WildcardOrigin], origin: &[u8]) -> RuleMask {
+    let mut mask = 0;
+    for w in wildcards {
+        if mask & w.rule == 0 && wildcard_matches(&w.prefix, &w.suffix, origin) {
+            mask |= w.rule;
+        }
+    }
+    mask
+}
+
+/// Wildcard origins grouped by their suffix. An origin can only match `prefix*suffix` if it ends
+/// with `suffix`, so one hash probe per distinct suffix length finds every candidate: 99
+/// `https://*.tenantN.example` patterns cost two probes (two lengths) instead of 99 comparisons.
+#[derive(Clone, Debug)]
+struct WildcardIndex {
+    /// Distinct suffix lengths, shortest first.
+    lengths: Vec<usize>,
+    by_suffix: HashMap<Box<[u8]>, Prefixes>,
+}
+
+/// The prefixes sharing one suffix, each with its rule.
+type Prefixes = Vec<(Box<[u8]>, RuleMask)>;
+
+/// Fewer wildcards than this are compared one by one: a few comparisons cost less than a probe.
+const WILDCARD_INDEX_FROM: usize = 16;
+
+impl WildcardIndex {
+    /// An index, when it saves work: enough wildcards, and few suffix lengths among them.
+    fn build(wildcards: &[WildcardOrigin]) -> Option<WildcardIndex> {
+        let mut lengths: Vec<usize> = wildcards.iter().map(|w| w.suffix.len()).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        if wildcards.len() < WILDCARD_INDEX_FROM || lengths.len() * 4 > wildcards.len() {
+            return None;
+        }
+        let mut by_suffix: HashMap<Box<[u8]>, Prefixes> = HashMap::new();
+        for w in wildcards {
+            by_suffix
+                .entry(w.suffix.clone())
+                .or_default()
+                .push((w.prefix.clone(), w.rule));
+        }
+        Some(WildcardIndex { lengths, by_suffix })
+    }
+
+    fn candidates(&self, origin: &[u8]) -> RuleMask {
+        let mut mask = 0;
+        for &len in &self.lengths {
+            let Some(start) = origin.len().checked_sub(len) else {
+                break;
+            };
+            if let Some(entries) = self.by_suffix.get(&origin[start..]) {
+                for (prefix, rule) in entries {
+                    // The prefix must end before the suffix starts (a wildcard may be empty).
+                    if prefix.len() <= start && origin.starts_with(prefix) {
+                        mask |= rule;
+                    }
+                }
+            }
+        }
+        mask
+    }
+}
+
 /// A validated, compiled configuration.
 #[derive(Clone, Debug)]
 pub struct Policy {
     rules: Vec<Rule>,
     exact: HashMap<Box<[u8]>, RuleMask>,
-    wildcards: Vec<WildcardOrigin>,
+    wildcards: WildcardOrigins,
     any_origin: RuleMask,
     by_method: [RuleMask; 5],
 }
@@ -141,11 +221,12 @@ impl Policy {
     fn index(rules: Vec<Rule>) -> Policy {
         let mut policy = Policy {
             exact: HashMap::new(),
-            wildcards: Vec::new(),
+            wildcards: WildcardOrigins::Few(Vec::new()),
             any_origin: 0,
             by_method: [0; 5],
             rules: Vec::new(),
         };
+        let mut wildcards = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let bit: RuleMask = 1 << i;
             for origin in &rule.origins {
@@ -154,13 +235,11 @@ impl Policy {
                     OriginPattern::Exact(o) => {
                         *policy.exact.entry(o.as_bytes().into()).or_default() |= bit;
                     }
-                    OriginPattern::Wildcard { prefix, suffix } => {
-                        policy.wildcards.push(WildcardOrigin {
-                            prefix: prefix.as_bytes().into(),
-                            suffix: suffix.as_bytes().into(),
-                            rule: bit,
-                        })
-                    }
+                    OriginPattern::Wildcard { prefix, suffix } => wildcards.push(WildcardOrigin {
+                        prefix: prefix.as_bytes().into(),
+                        suffix: suffix.as_bytes().into(),
+                        rule: bit,
+                    }),
                 }
             }
             for m in &rule.methods {
@@ -168,6 +247,7 @@ impl Policy {
             }
         }
         policy.rules = rules;
+        policy.wildcards = WildcardOrigins::new(wildcards);
         policy
     }
 
@@ -175,10 +255,14 @@ impl Policy {
         &self.rules
     }
 
-    /// How many wildcard `AllowedOrigin`s an evaluation may scan (exact origins are one hash
-    /// probe, `*` a mask): what makes evaluating this policy dear.
+    /// How many wildcard `AllowedOrigin`s an evaluation compares one by one (exact origins are
+    /// one hash probe, `*` a mask, indexed wildcards a probe per suffix length): what makes
+    /// evaluating this policy dear.
     pub fn wildcard_origins(&self) -> usize {
-        self.wildcards.len()
+        match &self.wildcards {
+            WildcardOrigins::Indexed(index) => index.lengths.len(),
+            WildcardOrigins::Few(wildcards) => wildcards.len(),
+        }
     }
 
     /// The rules whose origins match, as a bitmask.
@@ -189,12 +273,10 @@ impl Policy {
         {
             mask |= m;
         }
-        for w in &self.wildcards {
-            if mask & w.rule == 0 && wildcard_matches(&w.prefix, &w.suffix, origin) {
-                mask |= w.rule;
-            }
+        match &self.wildcards {
+            WildcardOrigins::Indexed(index) => mask | index.candidates(origin),
+            WildcardOrigins::Few(wildcards) => mask | linear_candidates(wildcards, origin),
         }
-        mask
     }
 
     /// S3's winner: the first rule, in document order, that matches the origin, the method and
@@ -614,6 +696,30 @@ mod tests {
                 .map(|r| r.index),
             None
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_wildcard_index_finds_what_comparing_one_by_one_finds(
+            patterns in proptest::collection::vec(("[ab:/]{0,3}", "[ab.]{0,3}"), 16..40),
+            origin in "[ab:/.]{0,8}",
+        ) {
+            let wildcards: Vec<WildcardOrigin> = patterns
+                .iter()
+                .enumerate()
+                .map(|(i, (p, s))| WildcardOrigin {
+                    prefix: p.as_bytes().into(),
+                    suffix: s.as_bytes().into(),
+                    rule: 1 << (i % 100),
+                })
+                .collect();
+            // Few distinct lengths (0 to 3), so the index is built.
+            let index = WildcardIndex::build(&wildcards).expect("index worth building");
+            proptest::prop_assert_eq!(
+                index.candidates(origin.as_bytes()),
+                linear_candidates(&wildcards, origin.as_bytes())
+            );
+        }
     }
 
     #[test]
