@@ -5,7 +5,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use corsgate::rules::{BucketSource, RulesSource, SigningConfig};
@@ -26,21 +26,6 @@ async fn allowed(gateway: SocketAddr, origin: &str) -> bool {
     .await
     .status
         == StatusCode::OK
-}
-
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
 }
 
 /// An editor's save: a temporary file renamed over the original.

@@ -273,6 +273,23 @@ impl Body for Stalling {
 }
 
 /// Writes rules to a fresh file (the gateway reads rules from files).
+/// Polls `check` every 25 ms until it holds (true) or `within` passes (false): for effects that
+/// happen in the background (a file watch, a poll, a reload).
+pub async fn eventually<F, Fut>(within: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
+}
+
 pub fn rules_file(xml: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!("corsgate-tests-{}", std::process::id()));
