@@ -150,7 +150,10 @@ pub fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, Route
         return Ok(None);
     };
     let authority = Authority::try_from(host.as_bytes()).map_err(|_| RouteMiss::BadHost)?;
-    if authority.as_str().contains('@') || authority.host().is_empty() {
+    // No userinfo, and a host before any port. (Looking at the text directly: `host()` would
+    // search it again, and this runs for every HTTP/1.1 request.)
+    let text = authority.as_str();
+    if text.contains('@') || text.starts_with(':') {
         return Err(RouteMiss::BadHost);
     }
     Ok(Some(authority))
@@ -216,5 +219,24 @@ mod tests {
         assert_eq!(routes.find(None).map(|r| r.index), Ok(2));
         let strict = table(&[&["a.example.com"]]);
         assert_eq!(strict.find(None).map(|r| r.index), Err(RouteMiss::NoHost));
+    }
+
+    #[test]
+    fn a_host_header_without_a_host_or_with_userinfo_is_refused() {
+        let authority = |host: &str| {
+            let req = Request::builder()
+                .header(HOST, host)
+                .body(())
+                .expect("valid request");
+            request_authority(&req).map(|a| a.map(|a| a.as_str().to_string()))
+        };
+        assert_eq!(
+            authority("example.com:8080"),
+            Ok(Some("example.com:8080".into()))
+        );
+        assert_eq!(authority("[::1]:80"), Ok(Some("[::1]:80".into())));
+        assert_eq!(authority(":8080"), Err(RouteMiss::BadHost));
+        assert_eq!(authority("user@example.com"), Err(RouteMiss::BadHost));
+        assert_eq!(authority("exa mple.com"), Err(RouteMiss::BadHost));
     }
 }

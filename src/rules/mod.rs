@@ -277,7 +277,10 @@ impl RouteRules {
                 rules: bucket.current(),
                 resource: Resource::of_key(path),
             },
-            RouteRules::Endpoint(endpoint) => endpoint.resolve(host, path).await,
+            // Boxed: a first request for a bucket fetches its rules, and that state machine
+            // (hundreds of bytes) would otherwise sit inside every request's future on every
+            // route, to be copied each time one is created (measured: 792 bytes).
+            RouteRules::Endpoint(endpoint) => Box::pin(endpoint.resolve(host, path)).await,
         }
     }
 
