@@ -103,14 +103,15 @@ impl Default for ServerConfig {
 pub struct Timeouts {
     /// TCP connect to the origin; past it the client gets 504.
     pub connect: Duration,
-    /// Time a client has to send a complete request head (slowloris guard). On HTTP/1.1 it also
-    /// bounds how long a kept-alive connection may wait for its next request.
+    /// Time a client has to send a complete request head once its first byte arrived (and a new
+    /// connection its first head); past it the connection is dropped (slowloris guard). Checked
+    /// a few times per period, so it fires within 1.25 times this.
     pub header_read: Duration,
     /// Time the origin has to start its answer once the request (body included) is sent; past it
     /// the client gets 504. Counted from the end of the upload, so a long upload is not cut.
     pub origin_response: Duration,
-    /// A client connection with no request in flight for this long is closed; also how long an
-    /// unused pooled origin connection is kept.
+    /// A client connection with no request in flight and no head arriving for this long is
+    /// closed (within 1.25 times this); also how long an unused pooled origin connection is kept.
     pub idle: Duration,
     /// On SIGTERM/ctrl-c, how long in-flight requests get to finish before connections are cut.
     pub shutdown_grace: Duration,

@@ -453,6 +453,68 @@ async fn a_client_dribbling_its_request_head_is_cut_off_after_the_header_read_ti
     assert_eq!(origin.count(), 0);
 }
 
+/// Reads one HTTP/1.1 response with a `Content-Length` (or none) from `stream`; `None` once the
+/// connection is closed.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().expect("numeric content-length"));
+            if buf.len() >= end + 4 + length {
+                return Some(head);
+            }
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_waits_idle_for_the_next_head_and_header_read_to_finish_it() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start(Reply::default()).await;
+    let mut c = config(vec![route(&["*"], &origin, None)]);
+    c.server.timeouts.header_read = Duration::from_millis(300);
+    c.server.timeouts.idle = Duration::from_secs(3);
+    let gateway = start(c).await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .expect("connect");
+    let request = b"GET /k HTTP/1.1\r\nHost: a\r\n\r\n";
+    stream.write_all(request).await.expect("write");
+    let first = read_response(&mut stream).await.expect("a response");
+    assert!(first.starts_with("http/1.1 200"), "{first}");
+
+    // Quiet for longer than header_read, well within idle: still open.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    stream.write_all(request).await.expect("write");
+    let second = read_response(&mut stream).await;
+    assert!(
+        second.is_some_and(|h| h.starts_with("http/1.1 200")),
+        "a kept-alive connection was closed before its idle timeout"
+    );
+
+    // A head that starts but never ends is cut off after header_read, not idle.
+    stream
+        .write_all(b"GET /k HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let cut = tokio::time::timeout(Duration::from_secs(2), read_response(&mut stream)).await;
+    assert_eq!(cut, Ok(None), "a dribbled head was not cut off");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(origin.count(), 2);
+}
+
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

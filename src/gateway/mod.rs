@@ -20,6 +20,7 @@ pub mod redirect;
 pub mod request_id;
 pub mod route;
 pub mod server;
+mod watchdog;
 /// Snapshots live with the rules that make them; re-exported where the request path reads them.
 pub use crate::rules::snapshot;
 

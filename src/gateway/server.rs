@@ -6,15 +6,11 @@
 //! listeners) the first bytes decide, which is how cleartext HTTP/2 with prior knowledge works.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Request;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -27,7 +23,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::proxy::Peer;
 use super::redirect::Redirect;
-use super::{Body, BodyError, Gateway, handler};
+use super::watchdog::{Activity, Expired, Tracked, Watched};
+use super::{Gateway, handler};
 use crate::config::{Http2Config, Timeouts};
 use crate::tls::{self, Alpn};
 
@@ -64,12 +61,9 @@ pub fn connection_builder(
     http2: &Http2Config,
 ) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Slowloris guard; on a kept-alive connection it also bounds the wait for the next
-        // request head.
-        .header_read_timeout(timeouts.header_read);
+    // No timer for HTTP/1: hyper's header-read timeout arms one per request; the connection's
+    // watchdog enforces `header_read` instead (see `watchdog`).
+    builder.http1().header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -177,7 +171,8 @@ async fn connection(
                 scheme: "http",
             };
             let builder = Arc::clone(&protocols.auto);
-            serve_connection(stream, peer, role, gateway, builder, shutdown).await;
+            let activity = Activity::new(false);
+            serve_connection(stream, peer, role, gateway, builder, activity, shutdown).await;
         }
         Transport::Tls(acceptor) => {
             let limit = gateway.timeouts.tls_handshake;
@@ -200,26 +195,27 @@ async fn connection(
                 scheme: "https",
             };
             let builder = Arc::clone(protocols.for_alpn(alpn));
-            serve_connection(stream, peer, role, gateway, builder, shutdown).await;
+            let activity = Activity::new(alpn == Alpn::H2);
+            serve_connection(stream, peer, role, gateway, builder, activity, shutdown).await;
         }
     }
 }
 
-/// Serves one connection until the client closes it, it idles past the idle timeout, or
-/// `shutdown` flips (then in-flight requests finish and the connection closes).
+/// Serves one connection until the client closes it, its watchdog fires (a request head too
+/// slow, or idle too long), or `shutdown` flips (then in-flight requests finish and the
+/// connection closes).
 pub async fn serve_connection<I>(
     io: I,
     peer: Peer,
     role: Role,
     gateway: Arc<Gateway>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    activity: Arc<Activity>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
-    let gateway_timeouts = gateway.timeouts;
-    let idle = gateway_timeouts.idle;
+    let timeouts = gateway.timeouts;
     let service = {
         let activity = Arc::clone(&activity);
         service_fn(move |req: Request<Incoming>| {
@@ -232,13 +228,11 @@ pub async fn serve_connection<I>(
                     Role::Redirect(redirect) => redirect.answer(&req),
                 };
                 // The request counts as in flight until its response body is done.
-                Ok::<_, Infallible>(response.map(|body| Tracked {
-                    inner: body,
-                    _busy: busy,
-                }))
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
             }
         })
     };
+    let io = Watched::new(io, Arc::clone(&activity));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut draining = false;
@@ -247,6 +241,8 @@ pub async fn serve_connection<I>(
     let mut give_up: Option<Instant> = None;
     loop {
         tokio::select! {
+            // The connection first: it is what wakes this task on nearly every poll.
+            biased;
             result = conn.as_mut() => {
                 if let Err(err) = result {
                     tracing::debug!(peer = %peer.addr, "connection ended: {err}");
@@ -257,91 +253,23 @@ pub async fn serve_connection<I>(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = activity.idle_for(idle), if !draining => {
-                draining = true;
-                give_up = Some(Instant::now() + idle.min(gateway_timeouts.header_read));
-                conn.as_mut().graceful_shutdown();
+            expired = activity.expired(timeouts.header_read, timeouts.idle), if !draining => {
+                match expired {
+                    // A slowloris gets no graceful close (there is no request to finish).
+                    Expired::HeadTooSlow => {
+                        tracing::debug!(peer = %peer.addr, "request head not received within {:?}", timeouts.header_read);
+                        return;
+                    }
+                    Expired::Idle => {
+                        draining = true;
+                        give_up = Some(Instant::now() + timeouts.idle.min(timeouts.header_read));
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
             }
             () = tokio::time::sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
                 return;
             }
         }
-    }
-}
-
-/// Requests in flight on one connection, and when the last one finished.
-struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    /// Milliseconds since `started` when the connection last became idle.
-    idle_since: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            started: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
-        }
-    }
-
-    fn begin(self: &Arc<Self>) -> Busy {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        Busy(Arc::clone(self))
-    }
-
-    /// Resolves once no request has been in flight for `limit`.
-    async fn idle_for(&self, limit: Duration) {
-        loop {
-            let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
-            let deadline = self.started + since + limit;
-            tokio::time::sleep_until(deadline).await;
-            let still = Duration::from_millis(self.idle_since.load(Ordering::Acquire)) == since;
-            if still && self.in_flight.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            if self.in_flight.load(Ordering::Acquire) > 0 {
-                // Busy: look again one period later.
-                tokio::time::sleep(limit).await;
-            }
-        }
-    }
-}
-
-/// Marks one request in flight until dropped.
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let now = self.0.started.elapsed().as_millis() as u64;
-        self.0.idle_since.store(now, Ordering::Release);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body that keeps its request counted as in flight.
-struct Tracked {
-    inner: Body,
-    _busy: Busy,
-}
-
-impl HttpBody for Tracked {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
