@@ -8,11 +8,12 @@
 
 use std::error::Error as StdError;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use arrayvec::ArrayVec;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
@@ -74,15 +75,13 @@ pub async fn forward(
     // ALPN chose it (the client switches on its own; HTTP_11 here does not pin it).
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, from, authority);
+    let authority = authority.and_then(|a| header_value_of(a, &parts.headers));
+    add_forwarded(&mut parts.headers, from, authority.clone());
     let host = match authority {
-        Some(a) if route.preserve_host => HeaderValue::from_str(a.as_str()).ok(),
-        _ => None,
-    }
-    .or_else(|| HeaderValue::from_str(route.origin.authority.as_str()).ok());
-    if let Some(host) = host {
-        parts.headers.insert(header::HOST, host);
-    }
+        Some(a) if route.preserve_host => a,
+        _ => route.origin_host.clone(),
+    };
+    parts.headers.insert(header::HOST, host);
 
     let (upload, sent) = Upload::new(body);
     let origin = || route.origin.to_string();
@@ -90,10 +89,13 @@ pub async fn forward(
     tokio::pin!(response);
     let deadline = async {
         // Resolves when the upload ends, fails or is dropped: the origin's turn starts.
-        let _ = sent.await;
+        if let Some(sent) = sent {
+            let _ = sent.await;
+        }
         tokio::time::sleep(origin_response).await;
     };
     let response = tokio::select! {
+        biased;
         r = &mut response => r.map_err(|e| classify(e, origin(), timeouts.connect))?,
         () = deadline => return Err(GatewayError::OriginTimeout { origin: origin(), timeout: origin_response }),
     };
@@ -103,6 +105,15 @@ pub async fn forward(
         parts,
         Download::new(body, origin_response),
     ))
+}
+
+/// `authority` as a header value: the request's own `Host` value when it says the same (a
+/// shared, copy-free clone, the usual HTTP/1.1 case), else a copy.
+fn header_value_of(authority: &Authority, headers: &HeaderMap) -> Option<HeaderValue> {
+    match headers.get(header::HOST) {
+        Some(host) if host.as_bytes() == authority.as_str().as_bytes() => Some(host.clone()),
+        _ => HeaderValue::from_str(authority.as_str()).ok(),
+    }
 }
 
 /// `origin + path prefix + the request's path and query`, bytes untouched.
@@ -129,9 +140,28 @@ fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, GatewayError> {
         .map_err(|_| GatewayError::NoPath(uri.to_string()))
 }
 
-/// The hop-by-hop headers of RFC 9110 §7.6.1, and those the `Connection` header names: they
-/// concern one connection, not the message, and are removed in both directions.
+/// The hop-by-hop headers of RFC 9110 §7.6.1 (and the obsolete `Keep-Alive` and
+/// `Proxy-Connection`).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// The hop-by-hop headers, and those the `Connection` header names: they concern one
+/// connection, not the message, and are removed in both directions.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names they have is cheaper than looking up
+    // (hashing) each of the nine names they might have.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -143,35 +173,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// `X-Forwarded-For` gets the client appended (earlier proxies' entries kept);
 /// `X-Forwarded-Proto` and `-Host` say what this gateway saw, replacing anything the client
 /// claimed.
-fn add_forwarded(headers: &mut HeaderMap, from: Peer, authority: Option<&Authority>) {
-    let ip = from.addr.ip().to_string();
-    let xff = match headers.get_all(X_FORWARDED_FOR).iter().count() {
-        0 => HeaderValue::from_str(&ip).ok(),
-        _ => {
+fn add_forwarded(headers: &mut HeaderMap, from: Peer, authority: Option<HeaderValue>) {
+    let ip = ip_value(from.addr.ip());
+    let xff = match headers.get(X_FORWARDED_FOR) {
+        None => ip,
+        Some(_) => {
             let mut joined: Vec<u8> = Vec::new();
             for v in headers.get_all(X_FORWARDED_FOR) {
                 joined.extend_from_slice(v.as_bytes());
                 joined.extend_from_slice(b", ");
             }
-            joined.extend_from_slice(ip.as_bytes());
+            joined.extend_from_slice(ip.as_ref().map_or(&b""[..], |ip| ip.as_bytes()));
             HeaderValue::from_bytes(&joined).ok()
         }
     };
@@ -179,10 +199,32 @@ fn add_forwarded(headers: &mut HeaderMap, from: Peer, authority: Option<&Authori
         headers.insert(X_FORWARDED_FOR, xff);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(from.scheme));
-    match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+    match authority {
         Some(host) => headers.insert(X_FORWARDED_HOST, host),
         None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// `ip` as a header value. IPv4 is written by hand: this runs on every forwarded request, and
+/// the formatting machinery costs more than the rest of the `X-Forwarded-*` work together.
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).ok();
+    };
+    let mut text = ArrayVec::<u8, 15>::new();
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push(b'.');
+        }
+        if octet >= 100 {
+            text.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            text.push(b'0' + octet / 10 % 10);
+        }
+        text.push(b'0' + octet % 10);
+    }
+    HeaderValue::from_bytes(&text).ok()
 }
 
 fn classify(
@@ -246,16 +288,18 @@ pub struct Upload {
 }
 
 impl Upload {
-    fn new(inner: Incoming) -> (Upload, oneshot::Receiver<()>) {
+    /// The receiver resolves once the body is sent; `None` when there is none to send (no
+    /// channel for the usual `GET`).
+    fn new(inner: Incoming) -> (Upload, Option<oneshot::Receiver<()>>) {
+        if inner.is_end_stream() {
+            return (Upload { inner, sent: None }, None);
+        }
         let (tx, rx) = oneshot::channel();
-        let mut upload = Upload {
+        let upload = Upload {
             inner,
             sent: Some(tx),
         };
-        if upload.inner.is_end_stream() {
-            upload.finish();
-        }
-        (upload, rx)
+        (upload, Some(rx))
     }
 
     fn finish(&mut self) {
@@ -293,7 +337,9 @@ impl HttpBody for Upload {
 /// than `origin_response` between two chunks, so a hung origin cannot pin a connection forever.
 pub struct Download {
     inner: Incoming,
-    stall: Pin<Box<Sleep>>,
+    /// Made on the first wait: a body that is all there when first polled (most small ones)
+    /// never needs a timer.
+    stall: Option<Pin<Box<Sleep>>>,
     limit: Duration,
     /// The last poll found nothing: the stall clock is running. It only runs while we wait for
     /// the origin, never while the client is slow to read.
@@ -309,7 +355,7 @@ impl Download {
     fn new(inner: Incoming, limit: Duration) -> Download {
         Download {
             inner,
-            stall: Box::pin(tokio::time::sleep(limit)),
+            stall: None,
             limit,
             waiting: false,
         }
@@ -330,12 +376,20 @@ impl HttpBody for Download {
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                if !self.waiting {
-                    self.waiting = true;
-                    let deadline = Instant::now() + self.limit;
-                    self.stall.as_mut().reset(deadline);
-                }
-                ready!(self.stall.as_mut().poll(cx));
+                let this = &mut *self;
+                let deadline = || Instant::now() + this.limit;
+                let stall = match &mut this.stall {
+                    Some(stall) if this.waiting => stall,
+                    Some(stall) => {
+                        stall.as_mut().reset(deadline());
+                        stall
+                    }
+                    None => this
+                        .stall
+                        .insert(Box::pin(tokio::time::sleep_until(deadline()))),
+                };
+                this.waiting = true;
+                ready!(stall.as_mut().poll(cx));
                 Poll::Ready(Some(Err(Box::new(OriginStalled(self.limit)))))
             }
         }
@@ -347,5 +401,27 @@ impl HttpBody for Download {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_addresses_are_written_in_their_standard_text_form() {
+        for text in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::ffff:192.0.2.1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = text.parse().expect("test address");
+            let value = ip_value(ip).expect("an address is a valid header value");
+            assert_eq!(value.as_bytes(), ip.to_string().as_bytes(), "{text}");
+        }
     }
 }

@@ -10,9 +10,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::Request;
 use http::header::HOST;
 use http::uri::Authority;
+use http::{HeaderValue, Request};
 
 use crate::config::{HostPattern, OriginUrl, RouteConfig};
 use crate::rules::RouteRules;
@@ -22,6 +22,8 @@ pub struct Route {
     /// 1-based position in the configuration, for logs.
     pub index: usize,
     pub origin: OriginUrl,
+    /// `Host` for the origin, unless `preserve_host`: the origin's authority.
+    pub origin_host: HeaderValue,
     pub preserve_host: bool,
     pub vary_origin_always: bool,
     /// Where the route's rules come from, and the ones in force (see [`RouteRules::resolve`]).
@@ -33,6 +35,8 @@ impl Route {
         Route {
             index,
             origin: config.origin.clone(),
+            origin_host: HeaderValue::from_str(config.origin.authority.as_str())
+                .expect("an authority is visible ASCII, so a valid header value"),
             preserve_host: config.preserve_host,
             vary_origin_always: config.vary_origin_always,
             rules,
