@@ -1,7 +1,10 @@
 //! One request, start to finish: route it by host, answer a preflight here or forward anything
 //! else and decorate what comes back, turn failures into S3-style answers, log one line.
 
+use std::future::{Future, Ready};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::uri::Authority;
@@ -15,65 +18,126 @@ use super::access_log::{self, AccessEntry, Outcome};
 use super::decorate::Decoration;
 use super::error::{Fault, GatewayError};
 use super::proxy::{self, Peer};
-use super::route::{RouteMiss, request_authority};
+use super::route::{Route, request_authority};
 use crate::cors::CorsRequest;
+use crate::rules::Resolved;
 
-/// Serves one request; never fails: every error becomes an answer.
-pub async fn handle(gateway: Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Response<Body> {
-    let authority = request_authority(&req);
-    if !access_log::enabled() {
-        return serve(&gateway, peer, &authority, req).await.0;
-    }
-    let started = Instant::now();
-    // Cheap clones (refcounted bytes), kept for the log line after `req` has moved on.
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let (response, outcome) = serve(&gateway, peer, &authority, req).await;
-    let host = match &authority {
-        Ok(Some(a)) => a.as_str(),
-        Ok(None) => "-",
-        Err(_) => "(invalid)",
-    };
-    AccessEntry {
-        method: &method,
-        host,
-        path: uri.path(),
-        status: response.status(),
-        outcome,
-        elapsed: started.elapsed(),
-    }
-    .log();
-    response
+/// How a request is answered: here and now, or once the origin has answered.
+pub enum Handled {
+    Now(Ready<Response<Body>>),
+    Later(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
 }
 
-async fn serve(
-    gateway: &Gateway,
-    peer: Peer,
-    authority: &Result<Option<Authority>, RouteMiss>,
-    req: Request<Incoming>,
-) -> (Response<Body>, Outcome) {
-    let authority = match authority {
-        Ok(a) => a,
-        Err(miss) => return refuse(gateway, GatewayError::from(miss.clone())),
+impl Future for Handled {
+    type Output = Response<Body>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        match self.get_mut() {
+            Handled::Now(ready) => Pin::new(ready).poll(cx),
+            Handled::Later(later) => later.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Serves one request; never fails: every error becomes an answer.
+///
+/// Preflights and refusals are answered in the call itself: no state machine is built, moved
+/// or (on HTTP/2, where every stream's future is spawned) copied into a task for them. Only a
+/// request that goes to the origin, or must wait for its bucket's rules, gets a future, boxed
+/// once (the round trip's state is kilobytes).
+pub fn handle(gateway: &Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Handled {
+    let started = access_log::enabled().then(Instant::now);
+    let authority = match request_authority(&req) {
+        Ok(authority) => authority,
+        Err(miss) => return now(refuse(gateway, miss.into()), &req, "(invalid)", started),
     };
+    let host = authority.as_ref().map_or("-", |a| a.as_str());
     let route = match gateway.routes.find(authority.as_ref()) {
         Ok(route) => route,
-        Err(miss) => return refuse(gateway, GatewayError::from(miss)),
+        Err(miss) => return now(refuse(gateway, miss.into()), &req, host, started),
     };
-    // The rules are loaded once and judge the whole request, however a reload races it.
-    let host = authority.as_ref().map_or("", |a| a.as_str());
-    let resolved = route.rules.resolve(host, req.uri().path()).await;
-
     // Spec §3: every OPTIONS is a preflight, answered here and never forwarded.
-    if req.method() == Method::OPTIONS {
-        let snapshot = match resolved.rules {
-            Ok(snapshot) => snapshot,
-            Err(unavailable) => return refuse(gateway, unavailable.into()),
+    if req.method() == Method::OPTIONS
+        && let Ok(resolved) = route.rules.resolve_now(req.uri().path())
+    {
+        return now(preflight(gateway, &req, resolved), &req, host, started);
+    }
+    let gateway = Arc::clone(gateway);
+    let route = Arc::clone(route);
+    Handled::Later(Box::pin(async move {
+        let Some(started) = started else {
+            return later(&gateway, &route, peer, authority.as_ref(), req)
+                .await
+                .0;
         };
-        let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
-        return gateway
-            .preflight_cache
-            .respond(&snapshot, &cors, gateway.ids.next());
+        // Cheap clones (refcounted bytes), kept for the log line after `req` has moved on.
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let (response, outcome) = later(&gateway, &route, peer, authority.as_ref(), req).await;
+        AccessEntry {
+            method: &method,
+            host: authority.as_ref().map_or("-", |a| a.as_str()),
+            path: uri.path(),
+            status: response.status(),
+            outcome,
+            elapsed: started.elapsed(),
+        }
+        .log();
+        response
+    }))
+}
+
+/// An answer given at once, logged if the access log is on.
+fn now(
+    (response, outcome): (Response<Body>, Outcome),
+    req: &Request<Incoming>,
+    host: &str,
+    started: Option<Instant>,
+) -> Handled {
+    if let Some(started) = started {
+        AccessEntry {
+            method: req.method(),
+            host,
+            path: req.uri().path(),
+            status: response.status(),
+            outcome,
+            elapsed: started.elapsed(),
+        }
+        .log();
+    }
+    Handled::Now(std::future::ready(response))
+}
+
+/// Spec §3: a preflight's answer under the rules `resolved` found.
+fn preflight(
+    gateway: &Gateway,
+    req: &Request<Incoming>,
+    resolved: Resolved,
+) -> (Response<Body>, Outcome) {
+    let snapshot = match resolved.rules {
+        Ok(snapshot) => snapshot,
+        Err(unavailable) => return refuse(gateway, unavailable.into()),
+    };
+    let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
+    gateway
+        .preflight_cache
+        .respond(&snapshot, &cors, gateway.ids.next())
+}
+
+/// What cannot be answered at once: a request for the origin, or a preflight on an S3 endpoint
+/// route whose bucket's rules may have to be fetched first.
+async fn later(
+    gateway: &Gateway,
+    route: &Route,
+    peer: Peer,
+    authority: Option<&Authority>,
+    req: Request<Incoming>,
+) -> (Response<Body>, Outcome) {
+    // The rules are loaded once and judge the whole request, however a reload races it.
+    let host = authority.map_or("", |a| a.as_str());
+    let resolved = route.rules.resolve(host, req.uri().path()).await;
+    if req.method() == Method::OPTIONS {
+        return preflight(gateway, &req, resolved);
     }
 
     // Spec §4: decide the CORS headers now, so no snapshot is held across the round trip.
@@ -96,17 +160,14 @@ async fn serve(
         Some(rule) => Outcome::ActualDecorated { rule },
         None => Outcome::ActualUndecorated,
     };
-    // Boxed: the round trip's state machine is kilobytes, and inline it would make every
-    // request's future that big, preflights included, to be moved on every spawn and call
-    // (measured: the h2 per-stream spawn cost tripled).
-    let forwarded = Box::pin(proxy::forward(
+    let forwarded = proxy::forward(
         &gateway.client,
         route,
         req,
         peer,
-        authority.as_ref(),
+        authority,
         &gateway.timeouts,
-    ))
+    )
     .await;
     let response = match forwarded {
         Ok(response) => {

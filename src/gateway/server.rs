@@ -21,10 +21,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::Gateway;
+use super::handler::{self, Handled};
 use super::proxy::Peer;
 use super::redirect::Redirect;
 use super::watchdog::{Activity, Expired, Tracked, Watched};
-use super::{Gateway, handler};
 use crate::config::{Http2Config, Timeouts};
 use crate::tls::{self, Alpn};
 
@@ -219,14 +220,13 @@ pub async fn serve_connection<I>(
     let service = {
         let activity = Arc::clone(&activity);
         service_fn(move |req: Request<Incoming>| {
-            let gateway = Arc::clone(&gateway);
-            let role = role.clone();
             let busy = activity.begin();
+            let handled = match &role {
+                Role::Gateway => handler::handle(&gateway, peer, req),
+                Role::Redirect(redirect) => Handled::Now(std::future::ready(redirect.answer(&req))),
+            };
             async move {
-                let response = match role {
-                    Role::Gateway => handler::handle(gateway, peer, req).await,
-                    Role::Redirect(redirect) => redirect.answer(&req),
-                };
+                let response = handled.await;
                 // The request counts as in flight until its response body is done.
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
             }
