@@ -354,7 +354,7 @@ impl Policy {
         Ok(grant(
             rule,
             origin,
-            headers.allow_headers_value(req.acrh.iter().next()),
+            headers.allow_headers_value(),
         ))
     }
 
