@@ -91,19 +91,21 @@ impl PreflightTemplates {
     }
 
     /// The complete headers of this grant's answer, with a request-ID slot at the end.
-    fn headers(&self, grant: &Grant<'_>) -> HeaderMap {
+    /// Takes the grant: its `Access-Control-Allow-Headers` is moved in, not cloned (a clone
+    /// would allocate, see [`Grant::into_headers`]).
+    fn headers(&self, grant: Grant<'_>) -> HeaderMap {
         let Some(pair) = self.rules.get(grant.rule.index.wrapping_sub(1)) else {
             // Templates come from the same snapshot as the grant; stay total anyway.
-            let mut headers: HeaderMap = grant.headers().collect();
+            let mut headers: HeaderMap = grant.into_headers().collect();
             headers.insert(REQUEST_ID, SLOT);
             return headers;
         };
         let mut headers = pair[usize::from(grant.allow_headers.is_some())].clone();
         if !grant.rule.allows_any_origin() {
-            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, grant.allow_origin.clone());
+            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, grant.allow_origin);
         }
-        if let Some(value) = &grant.allow_headers {
-            headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, value.clone());
+        if let Some(value) = grant.allow_headers {
+            headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, value);
         }
         headers
     }
@@ -144,7 +146,7 @@ impl PreflightAnswer {
         match result {
             Ok(grant) => PreflightAnswer {
                 status: StatusCode::OK,
-                headers: templates.headers(grant),
+                headers: templates.headers(grant.clone()),
                 body_head: Bytes::new(),
                 ttl: grant
                     .rule
@@ -349,11 +351,11 @@ impl PreflightCache {
 fn fresh(snapshot: &Snapshot, req: &CorsRequest<'_>, id: RequestId) -> (Response<Body>, Outcome) {
     match snapshot.cors.preflight(req) {
         Ok(grant) => {
-            let headers = snapshot.preflight.headers(&grant);
             let outcome = Outcome::PreflightAllowed {
                 rule: grant.rule.index,
                 cached: false,
             };
+            let headers = snapshot.preflight.headers(grant);
             (respond_with(StatusCode::OK, headers, id, empty()), outcome)
         }
         Err(denial) => {
