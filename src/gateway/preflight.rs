@@ -677,7 +677,7 @@ mod tests {
                 .collect();
             expected.push(("x-amz-request-id".into(), Vec::new()));
             let got: Vec<(String, Vec<u8>)> = templates
-                .headers(&grant)
+                .headers(grant)
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect();
