@@ -351,11 +351,7 @@ impl Policy {
         let rule = self
             .first_allowing(candidates, &headers)
             .ok_or_else(not_allowed)?;
-        Ok(grant(
-            rule,
-            origin,
-            headers.allow_headers_value(),
-        ))
+        Ok(grant(rule, origin, headers.allow_headers_value()))
     }
 
     /// The CORS headers for any other request (spec §4): the method is ACRM when the request
