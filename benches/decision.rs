@@ -30,11 +30,12 @@ fn preflight(origin: &str, method: &'static str, acrh: Option<String>) -> Header
     h
 }
 
-/// Evaluates and renders every header, as the gateway does for an uncached answer.
+/// Evaluates and renders every header, as the gateway does for an uncached answer (it moves
+/// the grant's values into the response).
 fn decide(cors: &BucketCors, method: &Method, headers: &HeaderMap) -> usize {
     let req = CorsRequest::new(method, headers, Resource::Object);
     match cors.evaluate(&req) {
-        Decision::Preflight(Ok(g)) | Decision::Actual(Some(g)) => g.headers().count(),
+        Decision::Preflight(Ok(g)) | Decision::Actual(Some(g)) => g.into_headers().count(),
         Decision::Preflight(Err(d)) => d.status.as_u16() as usize,
         Decision::Actual(None) => 0,
     }

@@ -90,41 +90,72 @@ pub struct Grant<'p> {
     pub allow_headers: Option<HeaderValue>,
 }
 
-impl Grant<'_> {
+impl<'p> Grant<'p> {
     /// Every CORS header of the answer, `Vary` included, in S3's order.
     pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
         // Produced one at a time: building all seven up front (an array of options) cost more
         // than the values themselves (callgrind).
-        let rule = self.rule;
         (0..7).filter_map(move |i| match i {
             0 => Some((
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,
                 self.allow_origin.clone(),
             )),
-            1 => (!rule.allows_any_origin()).then(|| {
-                (
-                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                    HeaderValue::from_static("true"),
-                )
-            }),
-            2 => Some((
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                rule.allow_methods_value().clone(),
-            )),
             3 => self
                 .allow_headers
                 .clone()
                 .map(|v| (header::ACCESS_CONTROL_ALLOW_HEADERS, v)),
-            4 => rule
-                .expose_headers_value()
-                .cloned()
-                .map(|v| (header::ACCESS_CONTROL_EXPOSE_HEADERS, v)),
-            5 => rule
-                .max_age_value()
-                .cloned()
-                .map(|v| (header::ACCESS_CONTROL_MAX_AGE, v)),
-            _ => Some((header::VARY, CORS_VARY)),
+            _ => rule_header(self.rule, i),
         })
+    }
+
+    /// [`Grant::headers`], moving this grant's own values into the answer: an
+    /// `Access-Control-Allow-Headers` built for the request is owned by the grant alone, and
+    /// its first clone costs an allocation (its `Bytes` turns shared) and a second free.
+    pub fn into_headers(self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'p {
+        let Grant {
+            rule,
+            allow_origin,
+            mut allow_headers,
+        } = self;
+        let mut allow_origin = Some(allow_origin);
+        (0..7).filter_map(move |i| match i {
+            0 => allow_origin
+                .take()
+                .map(|v| (header::ACCESS_CONTROL_ALLOW_ORIGIN, v)),
+            3 => allow_headers
+                .take()
+                .map(|v| (header::ACCESS_CONTROL_ALLOW_HEADERS, v)),
+            _ => rule_header(rule, i),
+        })
+    }
+}
+
+/// The `i`th header of a grant in S3's order, for those that are the rule's alone (0, the
+/// origin, and 3, the requested headers, are the grant's). Inlined into both iterators: as a
+/// call it cost a sixth more per grant (callgrind).
+#[inline(always)]
+fn rule_header(rule: &Rule, i: u8) -> Option<(HeaderName, HeaderValue)> {
+    match i {
+        1 => (!rule.allows_any_origin()).then(|| {
+            (
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            )
+        }),
+        2 => Some((
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            rule.allow_methods_value().clone(),
+        )),
+        4 => rule
+            .expose_headers_value()
+            .cloned()
+            .map(|v| (header::ACCESS_CONTROL_EXPOSE_HEADERS, v)),
+        5 => rule
+            .max_age_value()
+            .cloned()
+            .map(|v| (header::ACCESS_CONTROL_MAX_AGE, v)),
+        6 => Some((header::VARY, CORS_VARY)),
+        _ => None,
     }
 }
 

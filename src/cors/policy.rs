@@ -7,7 +7,11 @@
 //! order matching origin, method and every requested header, with rule sets as bitmasks (S3 allows
 //! at most 100 rules, so one `u128` holds them all).
 
-use std::collections::HashMap;
+// Origins are hashed on every request: foldhash costs a fraction of SipHash on a 25-byte origin
+// (callgrind: ~65 against ~250 instructions per probe). The maps are built from the
+// configuration only and requests merely look up, so an attacker choosing origins cannot fill a
+// bucket; foldhash's per-process random seed is all the protection a lookup needs.
+use foldhash::HashMap;
 
 use http::{HeaderValue, Method, StatusCode};
 
@@ -135,7 +139,7 @@ impl WildcardIndex {
         if wildcards.len() < WILDCARD_INDEX_FROM || lengths.len() * 4 > wildcards.len() {
             return None;
         }
-        let mut by_suffix: HashMap<Box<[u8]>, Prefixes> = HashMap::new();
+        let mut by_suffix: HashMap<Box<[u8]>, Prefixes> = HashMap::default();
         for w in wildcards {
             by_suffix
                 .entry(w.suffix.clone())
@@ -220,7 +224,7 @@ impl Policy {
 
     fn index(rules: Vec<Rule>) -> Policy {
         let mut policy = Policy {
-            exact: HashMap::new(),
+            exact: HashMap::default(),
             wildcards: WildcardOrigins::Few(Vec::new()),
             any_origin: 0,
             by_method: [0; 5],
@@ -347,11 +351,7 @@ impl Policy {
         let rule = self
             .first_allowing(candidates, &headers)
             .ok_or_else(not_allowed)?;
-        Ok(grant(
-            rule,
-            origin,
-            headers.allow_headers_value(req.acrh.iter().next()),
-        ))
+        Ok(grant(rule, origin, headers.allow_headers_value()))
     }
 
     /// The CORS headers for any other request (spec §4): the method is ACRM when the request

@@ -91,11 +91,12 @@ impl PreflightTemplates {
     }
 
     /// The complete headers of this grant's answer, its request ID filled in if given (else
-    /// left as an empty slot at the end).
-    fn headers(&self, grant: &Grant<'_>, id: Option<RequestId>) -> HeaderMap {
+    /// left as an empty slot at the end). Takes the grant: its values are moved in, not cloned
+    /// (a clone of Allow-Headers would allocate, see [`Grant::into_headers`]).
+    fn headers(&self, grant: Grant<'_>, id: Option<RequestId>) -> HeaderMap {
         let Some(pair) = self.rules.get(grant.rule.index.wrapping_sub(1)) else {
             // Templates come from the same snapshot as the grant; stay total anyway.
-            let mut headers: HeaderMap = grant.headers().collect();
+            let mut headers: HeaderMap = grant.into_headers().collect();
             headers.insert(REQUEST_ID, id.map_or(SLOT, RequestId::header_value));
             return headers;
         };
@@ -143,15 +144,18 @@ impl Template {
         }
     }
 
-    fn fill(&self, grant: &Grant<'_>, id: Option<RequestId>) -> HeaderMap {
+    fn fill(&self, grant: Grant<'_>, id: Option<RequestId>) -> HeaderMap {
         let mut headers = self.headers.clone();
+        let (mut allow_origin, mut allow_headers) = (Some(grant.allow_origin), grant.allow_headers);
         for (i, (_, value)) in headers.iter_mut().enumerate() {
             let slot = Some(i);
             if slot == self.allow_origin {
-                *value = grant.allow_origin.clone();
+                if let Some(origin) = allow_origin.take() {
+                    *value = origin;
+                }
             } else if slot == self.allow_headers {
-                if let Some(allow) = &grant.allow_headers {
-                    *value = allow.clone();
+                if let Some(allow) = allow_headers.take() {
+                    *value = allow;
                 }
             } else if slot == self.request_id
                 && let Some(id) = id
@@ -181,7 +185,7 @@ impl PreflightAnswer {
         match result {
             Ok(grant) => PreflightAnswer {
                 status: StatusCode::OK,
-                headers: templates.headers(grant, None),
+                headers: templates.headers(grant.clone(), None),
                 body_head: Bytes::new(),
                 ttl: grant
                     .rule
@@ -390,11 +394,11 @@ impl PreflightCache {
 fn fresh(snapshot: &Snapshot, req: &CorsRequest<'_>, id: RequestId) -> (Response<Body>, Outcome) {
     match snapshot.cors.preflight(req) {
         Ok(grant) => {
-            let headers = snapshot.preflight.headers(&grant, Some(id));
             let outcome = Outcome::PreflightAllowed {
                 rule: grant.rule.index,
                 cached: false,
             };
+            let headers = snapshot.preflight.headers(grant, Some(id));
             (response(StatusCode::OK, headers, empty()), outcome)
         }
         Err(denial) => {
@@ -716,7 +720,7 @@ mod tests {
                 .collect();
             let got = |id: Option<RequestId>| -> Vec<(String, Vec<u8>)> {
                 templates
-                    .headers(&grant, id)
+                    .headers(grant.clone(), id)
                     .iter()
                     .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                     .collect()
