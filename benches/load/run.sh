@@ -37,6 +37,10 @@
 #                  intended send time) so p99 is compared at the same rate
 #  get-1g          proxied 1 GiB GET: throughput (curl) against the origin directly, corsgate's
 #                  peak RSS (VmHWM, reset before each transfer)
+#  reload          preflights (as h1-32) against a corsgate whose rules file is rewritten, alternating
+#                  between two documents, and which gets a SIGHUP, every 100 ms; beside the same
+#                  instance measured without reloads just before (reload-steady); failed requests
+#                  and reloads done are counted
 #  idle            corsgate's RSS after start and one request, and after the whole load
 #
 # The machine is small and shared: medians of alternating runs are the figures to read, and CPU
@@ -111,8 +115,8 @@ trap cleanup EXIT
 
 BASE=${CORSGATE_BENCH_PORT:-18080}
 P_GATE=$BASE P_BARE=$((BASE + 1)) P_NGINX=$((BASE + 2)) P_NGINX_H2=$((BASE + 3))
-P_GATE100=$((BASE + 4)) P_ORIGIN=$((BASE + 10))
-for port in $P_GATE $P_BARE $P_NGINX $P_NGINX_H2 $P_GATE100 $P_ORIGIN; do
+P_GATE100=$((BASE + 4)) P_RELOAD=$((BASE + 5)) P_ORIGIN=$((BASE + 10))
+for port in $P_GATE $P_BARE $P_NGINX $P_NGINX_H2 $P_GATE100 $P_RELOAD $P_ORIGIN; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "run.sh: port $port is in use (set CORSGATE_BENCH_PORT)" >&2
     exit 2
@@ -166,10 +170,22 @@ start corsgate 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE" --origin "$ORIGI
   --rules config/cors.xml --admin off
 start corsgate100 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE100" --origin "$ORIGIN_URL" \
   --rules "$RULES100" --admin off
+# The reload scenario's own instance: two documents giving the benchmark's preflight the same
+# status (they differ in MaxAgeSeconds), swapped into place by rename as editors and deploy
+# tools do.
+RELOAD_RULES=$TMP/reload.xml
+cp config/cors.xml "$TMP/reload-a.xml"
+sed 's#<MaxAgeSeconds>[0-9]*</MaxAgeSeconds>#<MaxAgeSeconds>600</MaxAgeSeconds>#' config/cors.xml \
+  >"$TMP/reload-b.xml"
+cmp -s "$TMP/reload-a.xml" "$TMP/reload-b.xml" && { echo "run.sh: reload documents are identical" >&2; exit 2; }
+cp "$TMP/reload-a.xml" "$RELOAD_RULES"
+start reload 0 "$CORSGATE" serve --listen "127.0.0.1:$P_RELOAD" --origin "$ORIGIN_URL" \
+  --rules "$RELOAD_RULES" --admin off
 start nginx 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx.conf"
 start bare 0 "$BARE" --listen "127.0.0.1:$P_BARE" --rules config/cors.xml
 wait_port "$P_GATE" corsgate
 wait_port "$P_GATE100" corsgate100
+wait_port "$P_RELOAD" reload
 wait_port "$P_NGINX" nginx
 wait_port "$P_NGINX_H2" nginx
 wait_port "$P_BARE" bare
@@ -329,7 +345,26 @@ N=http://127.0.0.1:$P_NGINX
 N2=http://127.0.0.1:$P_NGINX_H2
 B=http://127.0.0.1:$P_BARE
 G100=http://127.0.0.1:$P_GATE100
+GR=http://127.0.0.1:$P_RELOAD
 pid() { echo "${PID_OF[$1]}"; }
+
+# reloader: until killed, every 100 ms, swaps the other document into place and sends SIGHUP.
+# One perl process (perl-base is part of every Debian system) rather than a shell loop, whose
+# cp/mv/sleep forks would take CPU from the load generator on the same core.
+reloader() {
+  exec perl -e '
+    my ($pid, $target, @docs) = @ARGV;
+    my @text = map { local $/; open(my $f, "<", $_) or die "$_: $!"; scalar <$f> } @docs;
+    for (my $i = 0; ; $i++) {
+      open(my $out, ">", "$target.tmp") or die "$target.tmp: $!";
+      print $out $text[($i + 1) % 2];
+      close($out) or die "$target.tmp: $!";
+      rename("$target.tmp", $target) or die "$target: $!";
+      kill("HUP", $pid);
+      select(undef, undef, undef, 0.1);
+    }' "$(pid reload)" "$RELOAD_RULES" "$TMP/reload-a.xml" "$TMP/reload-b.xml"
+}
+reloads_logged() { grep -c 'rules reloaded' "$TMP/reload.log" || true; }
 
 echo "== measuring: $ROUNDS round(s) of ${DURATION}s per server and scenario"
 for round in warm $(seq 1 "$ROUNDS"); do
@@ -351,6 +386,20 @@ for round in warm $(seq 1 "$ROUNDS"); do
   done
   if wanted rules-100; then
     wrk_run rules-100 corsgate "$round" "$(pid corsgate100)" "$G100" "$TMP/preflight.lua" 32 "$secs"
+  fi
+  if wanted reload && [ "$round" != warm ]; then
+    wrk_run reload-steady corsgate "$round" "$(pid reload)" "$GR" "$TMP/preflight.lua" 32 "$secs"
+    before_reloads=$(reloads_logged)
+    reloader &
+    reloader_pid=$!
+    taskset -cp 1 "$reloader_pid" >/dev/null
+    wrk_run reload corsgate "$round" "$(pid reload)" "$GR" "$TMP/preflight.lua" 32 "$secs"
+    kill "$reloader_pid"; wait "$reloader_pid" 2>/dev/null || true
+    sleep 0.3
+    failed=$(awk '/Non-2xx or 3xx responses:/ { n += $NF } /Socket errors:/ {
+      for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i } END { print n + 0 }' \
+      "$TMP/wrk-reload-corsgate-$round.txt")
+    printf '%s\t%s\t%s\n' "$round" "$(($(reloads_logged) - before_reloads))" "$failed" >>"$TMP/reload-stats"
   fi
   if wanted get-1k; then
     for server in corsgate nginx; do
@@ -453,6 +502,11 @@ if [ -n "$(median get-1g 4 corsgate)" ]; then
     printf '%-12s %-9s %8.0fMB/s %9s %9s %10s %8s %8s  %s\n' get-1g "$srv" \
       "$(awk -v b="$(median get-1g 4 "$srv")" 'BEGIN { print b / 1048576 }')" - - - - - "$note"
   done
+fi
+if [ -n "$(median reload 4 corsgate)" ]; then
+  row reload-steady corsgate "the same instance with no reload: the next row's baseline"
+  row reload corsgate "×steady $(ratio "$(median reload 4 corsgate)" "$(median reload-steady 4 corsgate)"), \
+$(awk -F'\t' '{ r += $2; f += $3 } END { printf "%d reloads, %d failed requests over all rounds", r, f }' "$TMP/reload-stats")"
 fi
 printf '%-12s %-9s %10s %9s %9s %10s %8s %8s  %s\n' idle corsgate - - - - - - \
   "RSS $(awk -v a="$IDLE_RSS_FRESH" -v b="$IDLE_RSS_AFTER" 'BEGIN { printf "%.1f MiB after start, %.1f MiB after the load", a / 1024, b / 1024 }')"
