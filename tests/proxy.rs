@@ -539,3 +539,95 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     );
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
+
+#[tokio::test]
+async fn origin_connections_are_reused_but_never_one_whose_body_was_abandoned() {
+    const BIG: u64 = 64 << 20;
+    let origin = Origin::start(Reply {
+        // Far more than socket buffers hold, so a hang-up leaves most of it unread.
+        stream: Some(BIG),
+        ..Reply::default()
+    })
+    .await;
+    let gateway = gateway_for(&origin, Some(RULES)).await;
+    for _ in 0..3 {
+        let answer = send(gateway.addr(), "GET", "/big", &[APP]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body.len() as u64, BIG);
+    }
+    assert_eq!(
+        origin.connections(),
+        1,
+        "sequential requests share one connection"
+    );
+
+    // A client that reads the head and hangs up: the rest of the body is still on the origin
+    // connection, which must not serve anyone else.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(gateway.addr())
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = [0u8; 4096];
+        let n = stream.read(&mut head).await.expect("read");
+        assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    let answer = send(gateway.addr(), "GET", "/big", &[APP]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body.len() as u64,
+        BIG,
+        "a whole body, not another's tail"
+    );
+    assert_eq!(origin.connections(), 2);
+}
+
+#[tokio::test]
+async fn an_origin_closing_kept_connections_costs_no_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers one request per connection, keep-alive in all but deed: closes right after.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&served);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let count = std::sync::Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let c = config(vec![route_to(
+        &format!("http://{addr}"),
+        corsgate::rules::RulesSource::None,
+    )]);
+    let gateway = start(c).await;
+    for i in 0..20 {
+        let answer = send(gateway.addr(), "GET", "/k", &[]).await;
+        assert_eq!(answer.status, 200, "request {i}: {:?}", answer.body);
+        assert_eq!(&answer.body[..], b"ok");
+        if i % 2 == 1 {
+            // Give the close time to arrive, so both sides of the race are seen.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 20);
+}

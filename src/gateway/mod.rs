@@ -14,6 +14,7 @@ pub mod demo;
 pub mod doorkeeper;
 pub mod error;
 pub mod handler;
+mod pool;
 pub mod preflight;
 pub mod proxy;
 pub mod redirect;
@@ -111,7 +112,7 @@ impl Gateway {
                     error,
                 })?;
             routes.push((
-                Arc::new(Route::new(i + 1, route, rules)),
+                Arc::new(Route::new(i + 1, route, rules, &config.server.timeouts)),
                 route.hosts.clone(),
             ));
         }

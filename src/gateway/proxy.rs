@@ -1,4 +1,5 @@
-//! Forwarding to the origin: hyper-util's pooled client (plain HTTP, or TLS through rustls with
+//! Forwarding to the origin: the route's own pool of HTTP/1.1 connections for plain-HTTP
+//! origins ([`super::pool`]), hyper-util's pooled client for HTTPS ones (TLS through rustls, with
 //! HTTP/2 or HTTP/1.1 as ALPN agrees), bodies streamed both ways (never buffered, so a multi-GiB
 //! object passes with flat memory), hop-by-hop headers removed,
 //! `X-Forwarded-For/-Proto/-Host` added, `Host` preserved or rewritten per route, path and query
@@ -27,6 +28,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::error::GatewayError;
+use super::pool::{Lease, PoolError};
 use super::route::Route;
 use crate::config::Timeouts;
 
@@ -34,7 +36,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The pooled client every route forwards through (the pool is keyed by scheme and authority).
+/// The pooled client HTTPS routes forward through (the pool is keyed by scheme and authority).
 pub type OriginClient = Client<HttpsConnector<HttpConnector>, Upload>;
 
 /// `tls` verifies `https://` origins; `http://` origins stay plain.
@@ -70,7 +72,9 @@ pub async fn forward(
 ) -> Result<Response<Download>, GatewayError> {
     let origin_response = timeouts.origin_response;
     let (mut parts, body) = req.into_parts();
-    parts.uri = upstream_uri(route, &parts.uri)?;
+    // A pooled HTTP/1.1 connection is to the origin itself: origin form. hyper-util's client
+    // picks the connection by the URI, and writes origin form itself.
+    parts.uri = upstream_uri(route, &parts.uri, route.pool.is_none())?;
     // Whatever the client spoke to us: HTTP/1.1 to the origin, or HTTP/2 where the origin's
     // ALPN chose it (the client switches on its own; HTTP_11 here does not pin it).
     parts.version = Version::HTTP_11;
@@ -85,7 +89,19 @@ pub async fn forward(
 
     let (upload, sent) = Upload::new(body);
     let origin = || route.origin.to_string();
-    let response = client.request(Request::from_parts(parts, upload));
+    let request = Request::from_parts(parts, upload);
+    let response = async {
+        match &route.pool {
+            Some(pool) => match pool.send(request).await {
+                Ok((response, lease)) => Ok((response, Some(lease))),
+                Err(err) => Err(pool_failure(err, origin())),
+            },
+            None => match client.request(request).await {
+                Ok(response) => Ok((response, None)),
+                Err(err) => Err(classify(err, origin(), timeouts.connect)),
+            },
+        }
+    };
     tokio::pin!(response);
     let deadline = async {
         // Resolves when the upload ends, fails or is dropped: the origin's turn starts.
@@ -94,16 +110,16 @@ pub async fn forward(
         }
         tokio::time::sleep(origin_response).await;
     };
-    let response = tokio::select! {
+    let (response, lease) = tokio::select! {
         biased;
-        r = &mut response => r.map_err(|e| classify(e, origin(), timeouts.connect))?,
+        r = &mut response => r?,
         () = deadline => return Err(GatewayError::OriginTimeout { origin: origin(), timeout: origin_response }),
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
         parts,
-        Download::new(body, origin_response),
+        Download::new(body, origin_response, lease),
     ))
 }
 
@@ -116,8 +132,9 @@ fn header_value_of(authority: &Authority, headers: &HeaderMap) -> Option<HeaderV
     }
 }
 
-/// `origin + path prefix + the request's path and query`, bytes untouched.
-fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, GatewayError> {
+/// `origin + path prefix + the request's path and query`, bytes untouched; without the origin
+/// unless `absolute`.
+fn upstream_uri(route: &Route, uri: &Uri, absolute: bool) -> Result<Uri, GatewayError> {
     let Some(pq) = uri.path_and_query() else {
         return Err(GatewayError::NoPath(uri.to_string()));
     };
@@ -132,6 +149,9 @@ fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, GatewayError> {
         PathAndQuery::try_from(format!("{prefix}{}", pq.as_str()))
             .map_err(|_| GatewayError::NoPath(uri.to_string()))?
     };
+    if !absolute {
+        return Ok(Uri::from(pq));
+    }
     Uri::builder()
         .scheme(route.origin.scheme.clone())
         .authority(route.origin.authority.clone())
@@ -254,6 +274,22 @@ fn classify(
     }
 }
 
+fn pool_failure(err: PoolError, origin: String) -> GatewayError {
+    match err {
+        PoolError::ConnectTimeout(timeout) => {
+            GatewayError::OriginConnectTimeout { origin, timeout }
+        }
+        PoolError::Connect(err) => GatewayError::OriginUnreachable {
+            origin,
+            cause: Box::new(err),
+        },
+        PoolError::Http(err) => GatewayError::OriginFailed {
+            origin,
+            cause: Box::new(err),
+        },
+    }
+}
+
 /// Why no connection to the origin could be made, in full: hyper-util's own message is only
 /// "client error (Connect)", and what an operator needs (refused, DNS, the TLS certificate
 /// error) is further down the chain.
@@ -337,6 +373,8 @@ impl HttpBody for Upload {
 /// than `origin_response` between two chunks, so a hung origin cannot pin a connection forever.
 pub struct Download {
     inner: Incoming,
+    /// The pooled connection the body arrives on, returned once the body is complete.
+    lease: Option<Lease>,
     /// Made on the first wait: a body that is all there when first polled (most small ones)
     /// never needs a timer.
     stall: Option<Pin<Box<Sleep>>>,
@@ -352,9 +390,16 @@ pub struct Download {
 pub struct OriginStalled(Duration);
 
 impl Download {
-    fn new(inner: Incoming, limit: Duration) -> Download {
+    fn new(inner: Incoming, limit: Duration, mut lease: Option<Lease>) -> Download {
+        // An empty body (HEAD, 204, 304) may never be polled: its connection is free now.
+        if inner.is_end_stream()
+            && let Some(lease) = lease.take()
+        {
+            lease.release();
+        }
         Download {
             inner,
+            lease,
             stall: None,
             limit,
             waiting: false,
@@ -373,6 +418,15 @@ impl HttpBody for Download {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.waiting = false;
+                let complete = match &frame {
+                    None => true,
+                    Some(Ok(_)) => self.inner.is_end_stream(),
+                    // The connection is broken: the lease drops with the body, closing it.
+                    Some(Err(_)) => false,
+                };
+                if complete && let Some(lease) = self.lease.take() {
+                    lease.release();
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::header::HOST;
-use http::uri::Authority;
+use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request};
 
-use crate::config::{HostPattern, OriginUrl, RouteConfig};
+use super::pool::OriginPool;
+use crate::config::{HostPattern, OriginUrl, RouteConfig, Timeouts};
 use crate::rules::RouteRules;
 
 /// One `[[route]]` at run time.
@@ -24,6 +25,8 @@ pub struct Route {
     pub origin: OriginUrl,
     /// `Host` for the origin, unless `preserve_host`: the origin's authority.
     pub origin_host: HeaderValue,
+    /// Kept connections to a plain-HTTP origin; `None` for HTTPS ones (hyper-util's client).
+    pub pool: Option<Arc<OriginPool>>,
     pub preserve_host: bool,
     pub vary_origin_always: bool,
     /// Where the route's rules come from, and the ones in force (see [`RouteRules::resolve`]).
@@ -31,8 +34,23 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(index: usize, config: &RouteConfig, rules: RouteRules) -> Route {
+    pub fn new(
+        index: usize,
+        config: &RouteConfig,
+        rules: RouteRules,
+        timeouts: &Timeouts,
+    ) -> Route {
+        let origin = &config.origin.authority;
+        let pool = (config.origin.scheme == Scheme::HTTP).then(|| {
+            Arc::new(OriginPool::new(
+                origin.host(),
+                origin.port_u16().unwrap_or(80),
+                timeouts.connect,
+                timeouts.idle,
+            ))
+        });
         Route {
+            pool,
             index,
             origin: config.origin.clone(),
             origin_host: HeaderValue::from_str(config.origin.authority.as_str())
@@ -193,7 +211,10 @@ mod tests {
                         ),
                     )
                     .expect("no rules to read");
-                    (Arc::new(Route::new(i + 1, &config, rules)), patterns)
+                    (
+                        Arc::new(Route::new(i + 1, &config, rules, &Timeouts::default())),
+                        patterns,
+                    )
                 })
                 .collect(),
         )
