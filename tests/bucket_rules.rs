@@ -365,19 +365,9 @@ fn fetches_are_signed_with_sigv4_from_the_environment() {
     let s3 = runtime.block_on(FakeS3::start());
     s3.put_bucket("photos", Some(ALLOW_A));
     let url = s3.url();
-    let (_binary, addr) = Binary::start_with_env(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--origin",
-            &url,
-            "--rules-bucket",
-            "photos",
-            "--region",
-            "eu-west-3",
-        ],
-        env!("CARGO_MANIFEST_DIR"),
+    let (_binary, addr) = Binary::serve(
+        &url,
+        &["--rules-bucket", "photos", "--region", "eu-west-3"],
         &[
             ("AWS_ACCESS_KEY_ID", "AKIDCORSGATETEST"),
             ("AWS_SECRET_ACCESS_KEY", "secret"),

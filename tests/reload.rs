@@ -197,18 +197,7 @@ fn sighup_reloads_a_change_the_file_watch_cannot_see() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let origin = runtime.block_on(Origin::start(Reply::default()));
-    let (binary, addr) = Binary::start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--origin",
-            &origin.url(),
-            "--rules",
-            &link.to_string_lossy(),
-        ],
-        env!("CARGO_MANIFEST_DIR"),
-    );
+    let (binary, addr) = Binary::serve(&origin.url(), &["--rules", &link.to_string_lossy()], &[]);
     runtime.block_on(async {
         assert!(allowed(addr, "https://a.example").await);
         std::fs::write(&target, ALLOW_B).expect("write target in place");

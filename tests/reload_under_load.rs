@@ -313,17 +313,10 @@ async fn wait_for_new_generation(admin_addr: SocketAddr, old: Option<u64>) -> Op
 }
 
 fn start_gateway(rules: &Path, origin: SocketAddr) -> (Binary, SocketAddr) {
-    Binary::start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--origin",
-            &format!("http://{origin}"),
-            "--rules",
-            &rules.to_string_lossy(),
-        ],
-        env!("CARGO_MANIFEST_DIR"),
+    Binary::serve(
+        &format!("http://{origin}"),
+        &["--rules", &rules.to_string_lossy()],
+        &[],
     )
 }
 

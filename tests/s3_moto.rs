@@ -255,17 +255,9 @@ fn a_bucket_route_fetches_signed_and_reloads_on_demand() {
     assert!(ok, "{said}");
 
     let url = moto.url();
-    let (binary, addr) = Binary::start_with_env(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--origin",
-            &url,
-            "--rules-bucket",
-            "assets",
-        ],
-        env!("CARGO_MANIFEST_DIR"),
+    let (binary, addr) = Binary::serve(
+        &url,
+        &["--rules-bucket", "assets"],
         &[
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),

@@ -22,18 +22,7 @@ fn start_binary(origin: &Origin) -> (Binary, SocketAddr) {
          <AllowedMethod>GET</AllowedMethod><AllowedMethod>PUT</AllowedMethod></CORSRule></CORSConfiguration>",
     );
     let rules = rules.to_string_lossy().into_owned();
-    Binary::start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--origin",
-            &origin.url(),
-            "--rules",
-            &rules,
-        ],
-        env!("CARGO_MANIFEST_DIR"),
-    )
+    Binary::serve(&origin.url(), &["--rules", &rules], &[])
 }
 
 fn peak_rss_kib(child: &Child) -> u64 {

@@ -54,21 +54,17 @@ async fn curl_speaks_http2_and_http11_over_tls_and_sees_the_same_cors() {
     let ca = TestCa::new("curl-alpn");
     let leaf = ca.leaf(&["a.test"]);
     let rules = rules_file(RULES);
-    let (_gateway, addr) = Binary::start(
+    let (_gateway, addr) = Binary::serve(
+        &origin.url(),
         &[
-            "serve",
-            "--origin",
-            &origin.url(),
             "--rules",
             &rules.to_string_lossy(),
-            "--listen",
-            "127.0.0.1:0",
             "--tls-cert",
             &leaf.files.cert.to_string_lossy(),
             "--tls-key",
             &leaf.files.key.to_string_lossy(),
         ],
-        env!("CARGO_MANIFEST_DIR"),
+        &[],
     );
     let port = addr.port();
     for (flag, version, status_line) in [
@@ -171,19 +167,15 @@ async fn sighup_reloads_certificates_while_an_open_connection_keeps_working() {
     let old_ca = TestCa::new("curl-old");
     let new_ca = TestCa::new("curl-new");
     let leaf = old_ca.leaf(&["a.test"]);
-    let (gateway, addr) = Binary::start(
+    let (gateway, addr) = Binary::serve(
+        &origin.url(),
         &[
-            "serve",
-            "--origin",
-            &origin.url(),
-            "--listen",
-            "127.0.0.1:0",
             "--tls-cert",
             &leaf.files.cert.to_string_lossy(),
             "--tls-key",
             &leaf.files.key.to_string_lossy(),
         ],
-        env!("CARGO_MANIFEST_DIR"),
+        &[],
     );
     let port = addr.port();
     let pid = gateway.0.id().to_string();

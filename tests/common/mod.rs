@@ -503,6 +503,14 @@ impl Binary {
         Binary::start_with_env(args, dir, &[])
     }
 
+    /// `corsgate serve --listen 127.0.0.1:0 --origin ORIGIN ARGS` in the crate's directory, with
+    /// extra environment variables: the gateway most tests run.
+    pub fn serve(origin: &str, args: &[&str], env: &[(&str, &str)]) -> (Binary, SocketAddr) {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--origin", origin];
+        all.extend_from_slice(args);
+        Binary::start_with_env(&all, env!("CARGO_MANIFEST_DIR"), env)
+    }
+
     /// Like [`Binary::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], dir: &str, env: &[(&str, &str)]) -> (Binary, SocketAddr) {
         use std::io::{BufRead, BufReader};
