@@ -12,6 +12,7 @@ use common::https::{HttpsConn, handshake};
 use common::pki::{Leaf, TestCa};
 use common::*;
 use corsgate::config::{Config, Http2Config, RouteConfig, TlsListenerConfig};
+use corsgate::gateway::Running;
 use corsgate::tls::{OriginRoots, UnknownName};
 use http::{StatusCode, Version};
 
@@ -26,6 +27,18 @@ const PREFLIGHT: [(&str, &str); 3] = [
     ("access-control-request-method", "PUT"),
     ("access-control-request-headers", "content-type"),
 ];
+
+/// A gateway serving `routes` on one TLS listener (and no plain one) with these certificates,
+/// and that listener's address.
+async fn start_tls(
+    routes: Vec<RouteConfig>,
+    certs: &[&Leaf],
+    unknown_name: UnknownName,
+) -> (Running, SocketAddr) {
+    let gateway = start(tls_config(routes, certs, unknown_name)).await;
+    let addr = gateway.tls_addrs[0];
+    (gateway, addr)
+}
 
 /// `routes` behind one TLS listener (and no plain one) with these certificates.
 fn tls_config(routes: Vec<RouteConfig>, certs: &[&Leaf], unknown_name: UnknownName) -> Config {
@@ -48,13 +61,12 @@ async fn alpn_h2_and_http11_answer_preflights_and_proxied_requests_alike() {
     .await;
     let ca = TestCa::new("alpn");
     let leaf = ca.leaf(&["a.test"]);
-    let gateway = start(tls_config(
+    let (_gateway, addr) = start_tls(
         vec![route(&["a.test"], &origin, Some(RULES))],
         &[&leaf],
         UnknownName::Reject,
-    ))
+    )
     .await;
-    let addr = gateway.tls_addrs[0];
 
     let mut seen = Vec::new();
     for alpn in ["h2", "http/1.1"] {
@@ -97,13 +109,12 @@ async fn sni_picks_the_certificate_that_names_the_host_wildcards_included() {
     let ca = TestCa::new("sni");
     let a = ca.leaf(&["a.test"]);
     let b = ca.leaf(&["*.b.test"]);
-    let gateway = start(tls_config(
+    let (_gateway, addr) = start_tls(
         vec![route(&["*"], &origin, None)],
         &[&a, &b],
         UnknownName::DefaultCert,
-    ))
+    )
     .await;
-    let addr = gateway.tls_addrs[0];
     let client = ca.client_config(&["h2"]);
 
     for (name, expected) in [("a.test", &a), ("img.b.test", &b), ("css.b.test", &b)] {
@@ -133,13 +144,12 @@ async fn an_unknown_name_fails_the_handshake_when_told_to_reject_and_others_stil
     let origin = Origin::start(Reply::default()).await;
     let ca = TestCa::new("reject");
     let a = ca.leaf(&["a.test"]);
-    let gateway = start(tls_config(
+    let (_gateway, addr) = start_tls(
         vec![route(&["*"], &origin, None)],
         &[&a],
         UnknownName::Reject,
-    ))
+    )
     .await;
-    let addr = gateway.tls_addrs[0];
     let refused = handshake(addr, "other.test", ca.client_config(&["h2"])).await;
     let Err(err) = refused else {
         panic!("the handshake must fail")
@@ -159,13 +169,12 @@ async fn certificates_reload_while_a_keep_alive_connection_keeps_working() {
     let origin = Origin::start(Reply::default()).await;
     let ca = TestCa::new("reload");
     let old = ca.leaf(&["a.test"]);
-    let gateway = start(tls_config(
+    let (gateway, addr) = start_tls(
         vec![route(&["*"], &origin, None)],
         &[&old],
         UnknownName::Reject,
-    ))
+    )
     .await;
-    let addr = gateway.tls_addrs[0];
     for alpn in ["http/1.1", "h2"] {
         let mut open = HttpsConn::open(addr, "a.test", ca.client_config(&[alpn]))
             .await
@@ -199,13 +208,12 @@ async fn a_renewed_certificate_renamed_into_place_is_served_without_a_signal() {
     let origin = Origin::start(Reply::default()).await;
     let ca = TestCa::new("watched");
     let old = ca.leaf(&["a.test"]);
-    let gateway = start(tls_config(
+    let (_gateway, addr) = start_tls(
         vec![route(&["*"], &origin, None)],
         &[&old],
         UnknownName::Reject,
-    ))
+    )
     .await;
-    let addr = gateway.tls_addrs[0];
 
     // What renewal tools do: write the new files beside the old ones, rename them over.
     let renewed = ca.leaf(&["a.test"]);
@@ -239,13 +247,12 @@ async fn a_bad_certificate_file_keeps_the_old_certificate_serving_and_is_reporte
     let ca = TestCa::new("bad");
     let good = ca.leaf(&["a.test"]);
     let other = ca.leaf(&["z.test"]);
-    let gateway = start(tls_config(
+    let (gateway, addr) = start_tls(
         vec![route(&["*"], &origin, None)],
         &[&good],
         UnknownName::Reject,
-    ))
+    )
     .await;
-    let addr = gateway.tls_addrs[0];
     let mut open = HttpsConn::open(addr, "a.test", ca.client_config(&["h2"]))
         .await
         .expect("handshake");
