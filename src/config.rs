@@ -865,7 +865,8 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "s", "30", "-1s", "3 parsecs"] {
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        for bad in ["", "s", "30", "-1s", "3 parsecs", "ten"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
