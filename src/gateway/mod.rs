@@ -222,16 +222,13 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let server = &config.server;
     let protocols = Arc::new(Protocols::new(&server.timeouts, &server.http2));
     let mut listeners = Vec::new();
-    let mut addrs = Vec::new();
-    for &addr in &server.listen {
-        let socket = bind(addr).await?;
-        addrs.push(local_addr(&socket, addr)?);
-        listeners.push(Listener {
-            socket,
-            transport: Transport::Plain,
-            role: Role::Gateway,
-        });
-    }
+    let mut addrs = bind_all(
+        &server.listen,
+        &Transport::Plain,
+        &Role::Gateway,
+        &mut listeners,
+    )
+    .await?;
     let mut tls_addrs = Vec::new();
     let mut groups = Vec::with_capacity(server.tls.len());
     for (i, t) in server.tls.iter().enumerate() {
@@ -243,37 +240,23 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
             tls::server_config(Arc::clone(&resolver))
                 .map_err(|error| StartError::TlsConfig { listener, error })?,
         );
-        let mut bound = Vec::with_capacity(t.listen.len());
-        for &addr in &t.listen {
-            let socket = bind(addr).await?;
-            bound.push(local_addr(&socket, addr)?);
-            listeners.push(Listener {
-                socket,
-                transport: Transport::Tls(acceptor.clone()),
-                role: Role::Gateway,
-            });
-        }
+        let transport = Transport::Tls(acceptor);
+        let bound = bind_all(&t.listen, &transport, &Role::Gateway, &mut listeners).await?;
         tls_addrs.extend_from_slice(&bound);
         groups.push((listener, bound, resolver));
     }
     addrs.extend_from_slice(&tls_addrs);
-    let mut redirect_addrs = Vec::new();
-    if let Some(r) = &server.redirect {
-        let port = r
-            .https_port
-            .or_else(|| tls_addrs.first().map(SocketAddr::port))
-            .unwrap_or(443);
-        let redirect = Arc::new(Redirect::new(port));
-        for &addr in &r.listen {
-            let socket = bind(addr).await?;
-            redirect_addrs.push(local_addr(&socket, addr)?);
-            listeners.push(Listener {
-                socket,
-                transport: Transport::Plain,
-                role: Role::Redirect(Arc::clone(&redirect)),
-            });
+    let redirect_addrs = match &server.redirect {
+        Some(r) => {
+            let port = r
+                .https_port
+                .or_else(|| tls_addrs.first().map(SocketAddr::port))
+                .unwrap_or(443);
+            let role = Role::Redirect(Arc::new(Redirect::new(port)));
+            bind_all(&r.listen, &Transport::Plain, &role, &mut listeners).await?
         }
-    }
+        None => Vec::new(),
+    };
     let certificates = Certificates::new(groups);
     if let Some(reloads) = watch_certificates(&certificates, watcher.clone()) {
         tasks.spawn(reloads);
@@ -390,6 +373,27 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Binds every address in `addrs` as a listener of this kind, and returns the addresses bound
+/// (port 0 resolved).
+async fn bind_all(
+    addrs: &[SocketAddr],
+    transport: &Transport,
+    role: &Role,
+    listeners: &mut Vec<Listener>,
+) -> Result<Vec<SocketAddr>, StartError> {
+    let mut bound = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let socket = bind(addr).await?;
+        bound.push(local_addr(&socket, addr)?);
+        listeners.push(Listener {
+            socket,
+            transport: transport.clone(),
+            role: role.clone(),
+        });
+    }
+    Ok(bound)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
