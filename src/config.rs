@@ -42,6 +42,9 @@ pub struct Config {
 pub struct AdminConfig {
     /// `None`: no admin listener (`listen = "off"`).
     pub listen: Option<SocketAddr>,
+    /// The environment variable holding the bearer token every admin request must carry
+    /// (`Authorization: Bearer <token>`); `None`: no token, which only a loopback address allows.
+    pub token_env: Option<String>,
 }
 
 /// Where the admin listener is when the configuration does not say.
@@ -51,6 +54,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+            token_env: None,
         }
     }
 }
@@ -67,6 +71,22 @@ impl AdminConfig {
             )
         })
     }
+
+    /// A listener any other machine can reach must not answer without a token: the admin API
+    /// reloads rules and shows them. Checked for the configuration file and `--admin` alike.
+    pub fn check_exposure(&self) -> Result<(), KeyProblem> {
+        match self.listen {
+            Some(addr) if !addr.ip().is_loopback() && self.token_env.is_none() => Err(KeyProblem {
+                key: "admin.listen".into(),
+                message: format!(
+                    "{addr} is reachable from other machines: set admin.token_env to the name of \
+                     an environment variable holding a bearer token, or listen on a loopback \
+                     address (e.g. \"{DEFAULT_ADMIN_LISTEN}\")"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -80,7 +100,11 @@ pub struct ServerConfig {
     pub http2: Http2Config,
     pub origin_tls: OriginTlsConfig,
     pub timeouts: Timeouts,
+    pub limits: Limits,
     pub preflight_cache: PreflightCacheConfig,
+    /// Peers whose `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are kept (and appended to);
+    /// from anyone else those headers are replaced by what corsgate itself sees.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -93,7 +117,9 @@ impl Default for ServerConfig {
             http2: Http2Config::default(),
             origin_tls: OriginTlsConfig::default(),
             timeouts: Timeouts::default(),
+            limits: Limits::default(),
             preflight_cache: PreflightCacheConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -107,9 +133,16 @@ pub struct Timeouts {
     /// connection its first head); past it the connection is dropped (slowloris guard). Checked
     /// a few times per period, so it fires within 1.25 times this.
     pub header_read: Duration,
-    /// Time the origin has to start its answer once the request (body included) is sent; past it
-    /// the client gets 504. Counted from the end of the upload, so a long upload is not cut.
+    /// Longest silence while reading a request body from the client; past it the origin request
+    /// is aborted and the client gets 408 (or the connection is closed if the answer had begun).
+    pub body_read: Duration,
+    /// Longest origin silence from the moment the request is sent: while it does not read the
+    /// upload, before its answer, and between body chunks; past it the client gets 504 (or the
+    /// connection is closed if the answer had begun).
     pub origin_response: Duration,
+    /// Longest time a client may read nothing of an answer that is waiting to be sent; past it
+    /// the connection is closed and the origin connection released.
+    pub send: Duration,
     /// A client connection with no request in flight and no head arriving for this long is
     /// closed (within 1.25 times this); also how long an unused pooled origin connection is kept.
     pub idle: Duration,
@@ -124,10 +157,36 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(5),
             header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(30),
             origin_response: Duration::from_secs(60),
+            send: Duration::from_secs(60),
             idle: Duration::from_secs(75),
             shutdown_grace: Duration::from_secs(30),
             tls_handshake: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[server.limits]`: caps that keep a few clients from taking every descriptor or origin socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Client connections open at once, over every listener. Past it accepting pauses (new
+    /// connections wait in the kernel's backlog) until one closes. At start it is lowered to
+    /// half the descriptor limit if that is smaller.
+    pub max_connections: usize,
+    /// Connections to one route's origin at once; a request that finds none free waits up to
+    /// `timeouts.connect`, then gets 503 `SlowDown`.
+    pub origin_connections: usize,
+    /// Streams one HTTP/2 client connection may have open at once.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            origin_connections: 256,
+            max_concurrent_streams: 100,
         }
     }
 }
@@ -300,6 +359,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<String>,
+    token_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,7 +375,18 @@ struct RawServer {
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     preflight_cache: RawCache,
+    trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<usize>,
+    origin_connections: Option<usize>,
+    max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,7 +394,9 @@ struct RawServer {
 struct RawTimeouts {
     connect: Option<String>,
     header_read: Option<String>,
+    body_read: Option<String>,
     origin_response: Option<String>,
+    send: Option<String>,
     idle: Option<String>,
     shutdown_grace: Option<String>,
     tls_handshake: Option<String>,
@@ -365,6 +438,9 @@ struct RawS3 {
     addressing: Option<String>,
     poll: Option<String>,
     max_buckets: Option<u64>,
+    negative_ttl: Option<String>,
+    max_fetches_per_second: Option<u32>,
+    bucket_idle: Option<String>,
     region: Option<String>,
     access_key_env: Option<String>,
     secret_key_env: Option<String>,
@@ -451,7 +527,7 @@ impl Config {
         if listen_empty && listeners.tls.is_empty() && listeners.redirect.is_none() {
             report("server.listen".into(), "names no address".into());
         }
-        let http2 = listeners::http2(raw.server.http2, &mut report);
+        let (http2, http2_streams) = listeners::http2(raw.server.http2, &mut report);
         let origin_tls = listeners::origin_tls(raw.server.origin_tls, &mut report);
 
         let defaults = Timeouts::default();
@@ -466,11 +542,13 @@ impl Config {
         let timeouts = Timeouts {
             connect: timeout("connect", t.connect, defaults.connect),
             header_read: timeout("header_read", t.header_read, defaults.header_read),
+            body_read: timeout("body_read", t.body_read, defaults.body_read),
             origin_response: timeout(
                 "origin_response",
                 t.origin_response,
                 defaults.origin_response,
             ),
+            send: timeout("send", t.send, defaults.send),
             idle: timeout("idle", t.idle, defaults.idle),
             shutdown_grace: timeout("shutdown_grace", t.shutdown_grace, defaults.shutdown_grace),
             tls_handshake: timeout("tls_handshake", t.tls_handshake, defaults.tls_handshake),
@@ -478,7 +556,9 @@ impl Config {
         for (name, value) in [
             ("connect", timeouts.connect),
             ("header_read", timeouts.header_read),
+            ("body_read", timeouts.body_read),
             ("origin_response", timeouts.origin_response),
+            ("send", timeouts.send),
             ("idle", timeouts.idle),
             ("tls_handshake", timeouts.tls_handshake),
         ] {
@@ -486,6 +566,20 @@ impl Config {
                 report(format!("server.timeouts.{name}"), "must be above 0".into());
             }
         }
+
+        let limits = limits(raw.server.limits, http2_streams, &mut report);
+        let trusted_proxies = raw
+            .server
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| {
+                parse_cidr(text)
+                    .map_err(|m| report(format!("server.trusted_proxies[{i}]"), m))
+                    .ok()
+            })
+            .collect();
 
         let cache_defaults = PreflightCacheConfig::default();
         let preflight_cache = PreflightCacheConfig {
@@ -593,15 +687,28 @@ impl Config {
             })
         });
 
-        let admin = match raw.admin.and_then(|a| a.listen) {
-            None => AdminConfig::default(),
-            Some(text) => AdminConfig {
-                listen: AdminConfig::parse_listen(&text).unwrap_or_else(|m| {
+        let mut admin = AdminConfig::default();
+        if let Some(raw_admin) = raw.admin {
+            if let Some(text) = raw_admin.listen {
+                admin.listen = AdminConfig::parse_listen(&text).unwrap_or_else(|m| {
                     report("admin.listen".into(), m);
                     None
-                }),
-            },
-        };
+                });
+            }
+            if let Some(var) = raw_admin.token_env {
+                if is_env_name(&var) {
+                    admin.token_env = Some(var);
+                } else {
+                    report(
+                        "admin.token_env".into(),
+                        format!("{var:?} is not an environment variable name"),
+                    );
+                }
+            }
+        }
+        if let Err(problem) = admin.check_exposure() {
+            report(problem.key, problem.message);
+        }
 
         if !problems.is_empty() {
             return Err(problems);
@@ -614,7 +721,9 @@ impl Config {
                 http2,
                 origin_tls,
                 timeouts,
+                limits,
                 preflight_cache,
+                trusted_proxies,
             },
             routes,
             demo_origin,
@@ -705,10 +814,44 @@ fn endpoint_source(
     if max_buckets == 0 {
         report(key("s3.max_buckets"), "must be above 0".into());
     }
+    let endpoint_defaults = EndpointSource::defaults(addressing);
+    let mut duration = |name: &str, text: Option<String>, default: Duration| match text {
+        None => default,
+        Some(text) => match parse_duration(&text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                report(key(&format!("s3.{name}")), "must be above 0".into());
+                default
+            }
+            Err(m) => {
+                report(key(&format!("s3.{name}")), m);
+                default
+            }
+        },
+    };
+    let negative_ttl = duration(
+        "negative_ttl",
+        raw.negative_ttl,
+        endpoint_defaults.negative_ttl,
+    );
+    let bucket_idle = duration(
+        "bucket_idle",
+        raw.bucket_idle,
+        endpoint_defaults.bucket_idle,
+    );
+    let max_fetches_per_second = raw
+        .max_fetches_per_second
+        .unwrap_or(endpoint_defaults.max_fetches_per_second);
+    if max_fetches_per_second == 0 {
+        report(key("s3.max_fetches_per_second"), "must be above 0".into());
+    }
     RulesSource::Endpoint(EndpointSource {
         addressing,
         poll: poll_interval(raw.poll, &key("s3.poll"), report),
         max_buckets,
+        negative_ttl,
+        max_fetches_per_second,
+        bucket_idle,
         signing: signing_config(
             RawSigning {
                 region: raw.region,
@@ -753,7 +896,7 @@ fn signing_config(
         || raw.secret_key_env.is_some()
         || raw.session_token_env.is_some();
     let mut var = |name: &str, value: Option<String>, default: String| match value {
-        Some(v) if v.is_empty() || v.contains('=') || v.contains('\0') => {
+        Some(v) if !is_env_name(&v) => {
             report(
                 format!("{key}.{name}"),
                 format!("{v:?} is not an environment variable name"),
@@ -837,6 +980,58 @@ pub enum ParseError {
     Invalid(Vec<KeyProblem>),
 }
 
+/// `server.limits`; `server.http2.max_concurrent_streams` is the older spelling of
+/// `limits.max_concurrent_streams`, still read when the new key is absent.
+fn limits(
+    raw: RawLimits,
+    http2_streams: Option<u32>,
+    report: &mut impl FnMut(String, String),
+) -> Limits {
+    let d = Limits::default();
+    if raw.max_concurrent_streams.is_some() && http2_streams.is_some() {
+        report(
+            "server.http2.max_concurrent_streams".into(),
+            "is the older name of server.limits.max_concurrent_streams: set only that one".into(),
+        );
+    }
+    let limits = Limits {
+        max_connections: raw.max_connections.unwrap_or(d.max_connections),
+        origin_connections: raw.origin_connections.unwrap_or(d.origin_connections),
+        max_concurrent_streams: raw
+            .max_concurrent_streams
+            .or(http2_streams)
+            .unwrap_or(d.max_concurrent_streams),
+    };
+    for (name, value) in [
+        ("max_connections", Some(limits.max_connections)),
+        ("origin_connections", Some(limits.origin_connections)),
+        (
+            "max_concurrent_streams",
+            raw.max_concurrent_streams.map(|n| n as usize),
+        ),
+    ] {
+        if value == Some(0) {
+            report(format!("server.limits.{name}"), "must be above 0".into());
+        }
+    }
+    limits
+}
+
+/// `"10.0.0.0/8"`, `"2001:db8::/32"`, or a single address (`"10.0.0.7"`).
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| {
+            format!("{text:?} is not an address or a CIDR range (e.g. \"10.0.0.0/8\", \"::1/128\")")
+        })
+}
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('=') && !name.contains('\0')
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -882,6 +1077,84 @@ mod tests {
         assert!(!r.preserve_host);
         assert!(r.vary_origin_always);
         assert_eq!(r.rules, RulesSource::None);
+    }
+
+    #[test]
+    fn hostile_load_keys_have_their_defaults_and_are_read() {
+        let route = "[[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:9000\"\n";
+        let c = Config::parse(route).expect("valid");
+        assert_eq!(c.server.timeouts.body_read, Duration::from_secs(30));
+        assert_eq!(c.server.timeouts.send, Duration::from_secs(60));
+        assert_eq!(c.server.limits, Limits::default());
+        assert_eq!(c.server.limits.max_concurrent_streams, 100);
+        assert!(c.server.trusted_proxies.is_empty());
+        assert_eq!(c.admin.token_env, None);
+
+        let c = Config::parse(&format!(
+            "[server]\ntrusted_proxies = [\"10.1.2.3/8\", \"::1\"]\n\
+             [server.timeouts]\nbody_read = \"2s\"\nsend = \"3s\"\n\
+             [server.limits]\nmax_connections = 5\norigin_connections = 2\nmax_concurrent_streams = 9\n\
+             [admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"ADMIN_TOKEN\"\n{route}"
+        ))
+        .expect("valid");
+        assert_eq!(c.server.timeouts.body_read, Duration::from_secs(2));
+        assert_eq!(c.server.timeouts.send, Duration::from_secs(3));
+        assert_eq!(
+            c.server.limits,
+            Limits {
+                max_connections: 5,
+                origin_connections: 2,
+                max_concurrent_streams: 9
+            }
+        );
+        let nets: Vec<String> = c
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128"]);
+        assert_eq!(c.admin.token_env.as_deref(), Some("ADMIN_TOKEN"));
+    }
+
+    #[test]
+    fn hostile_load_keys_are_checked() {
+        let err = Config::parse(
+            r#"
+            [server]
+            trusted_proxies = ["10.0.0.0/33", "nowhere"]
+            [server.limits]
+            max_connections = 0
+            max_concurrent_streams = 0
+            [server.http2]
+            max_concurrent_streams = 8
+            [admin]
+            listen = "0.0.0.0:9901"
+            [[route]]
+            hosts = ["*"]
+            origin = "http://127.0.0.1:9000"
+            s3 = { addressing = "path", negative_ttl = "0s", max_fetches_per_second = 0, bucket_idle = "soon" }
+            "#,
+        )
+        .expect_err("invalid");
+        let ParseError::Invalid(problems) = err else {
+            panic!("not a validation error: {err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.http2.max_concurrent_streams",
+                "server.limits.max_connections",
+                "server.limits.max_concurrent_streams",
+                "server.trusted_proxies[0]",
+                "server.trusted_proxies[1]",
+                "route[1].s3.negative_ttl",
+                "route[1].s3.bucket_idle",
+                "route[1].s3.max_fetches_per_second",
+                "admin.listen",
+            ]
+        );
     }
 
     #[test]

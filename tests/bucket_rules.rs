@@ -35,7 +35,7 @@ fn endpoint_route(s3: &FakeS3, addressing: Addressing) -> corsgate::config::Rout
             // Long: only first requests, write-through and reloads fetch in these tests.
             poll: Duration::from_secs(3600),
             max_buckets: 100,
-            signing: SigningConfig::default(),
+            ..EndpointSource::defaults(addressing)
         }),
     )
 }

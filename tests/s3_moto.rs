@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use corsgate::rules::{EndpointSource, RulesSource, SigningConfig};
+use corsgate::rules::{EndpointSource, RulesSource};
 use corsgate::s3::Addressing;
 use http::StatusCode;
 
@@ -163,7 +163,7 @@ async fn s3cmd_through_corsgate_changes_the_rules_for_the_very_next_preflight() 
             // Long: nothing but write-through may explain a change here.
             poll: Duration::from_secs(3600),
             max_buckets: 100,
-            signing: SigningConfig::default(),
+            ..EndpointSource::defaults(Addressing::Path)
         }),
     );
     let gateway = start(config(vec![route])).await;

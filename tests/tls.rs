@@ -472,8 +472,8 @@ async fn http2_settings_are_announced_as_configured() {
         &[&leaf],
         UnknownName::Reject,
     );
+    config.server.limits.max_concurrent_streams = 7;
     config.server.http2 = Http2Config {
-        max_concurrent_streams: 7,
         initial_stream_window_size: 100_000,
         initial_connection_window_size: 1_000_000,
     };

@@ -12,9 +12,7 @@ use crate::config::{
     AdminConfig, Config, DEFAULT_CONFIG_PATH, OriginUrl, RedirectConfig, TlsListenerConfig,
 };
 use crate::gateway;
-use crate::rules::{
-    BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig,
-};
+use crate::rules::{BucketSource, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig};
 use crate::s3::Addressing;
 use crate::tls::{CertFiles, UnknownName};
 
@@ -141,7 +139,8 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
                     })
                 }
                 (_, _, Some(addressing)) => RulesSource::Endpoint(EndpointSource {
-                    addressing: match addressing.as_str() {
+                    signing,
+                    ..EndpointSource::defaults(match addressing.as_str() {
                         "path" => Addressing::Path,
                         "virtual" => Addressing::Virtual,
                         other => {
@@ -149,10 +148,7 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
                                 "--s3-endpoint: {other:?} is neither \"path\" nor \"virtual\""
                             ));
                         }
-                    },
-                    poll: DEFAULT_POLL,
-                    max_buckets: DEFAULT_MAX_BUCKETS,
-                    signing,
+                    })
                 }),
                 (None, None, None) => RulesSource::None,
             };
@@ -175,6 +171,10 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
     if let Some(admin) = &args.admin {
         config.admin.listen =
             AdminConfig::parse_listen(admin).map_err(|m| format!("--admin: {m}"))?;
+        config
+            .admin
+            .check_exposure()
+            .map_err(|p| format!("--admin: {}", p.message))?;
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let listen = std::mem::take(&mut config.server.listen);

@@ -39,7 +39,6 @@ pub struct RedirectConfig {
 /// `[server.http2]`: what the gateway announces in its HTTP/2 SETTINGS, per connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Http2Config {
-    pub max_concurrent_streams: u32,
     /// Bytes a client may send on one stream before the gateway reads them.
     pub initial_stream_window_size: u32,
     /// Bytes a client may send on all streams of a connection together before the gateway reads
@@ -50,9 +49,6 @@ pub struct Http2Config {
 impl Default for Http2Config {
     fn default() -> Self {
         Http2Config {
-            // hyper's own default, and what nginx and Envoy sit near (128, 100): plenty for a
-            // browser page, a bound for an abusive client.
-            max_concurrent_streams: 200,
             initial_stream_window_size: 1024 * 1024,
             // Twice the stream window, so one slow upload cannot stall the connection's others.
             initial_connection_window_size: 2 * 1024 * 1024,
@@ -324,12 +320,14 @@ fn check_distinct(listeners: &Listeners, report: &mut impl FnMut(String, String)
     }
 }
 
-pub(super) fn http2(raw: RawHttp2, report: &mut impl FnMut(String, String)) -> Http2Config {
+/// `[server.http2]`, and the value of its `max_concurrent_streams` (the older name of
+/// `server.limits.max_concurrent_streams`) when it is set.
+pub(super) fn http2(
+    raw: RawHttp2,
+    report: &mut impl FnMut(String, String),
+) -> (Http2Config, Option<u32>) {
     let d = Http2Config::default();
     let c = Http2Config {
-        max_concurrent_streams: raw
-            .max_concurrent_streams
-            .unwrap_or(d.max_concurrent_streams),
         initial_stream_window_size: raw
             .initial_stream_window_size
             .unwrap_or(d.initial_stream_window_size),
@@ -337,7 +335,7 @@ pub(super) fn http2(raw: RawHttp2, report: &mut impl FnMut(String, String)) -> H
             .initial_connection_window_size
             .unwrap_or(d.initial_connection_window_size),
     };
-    if c.max_concurrent_streams == 0 {
+    if raw.max_concurrent_streams == Some(0) {
         report(
             "server.http2.max_concurrent_streams".into(),
             "must be above 0".into(),
@@ -359,7 +357,7 @@ pub(super) fn http2(raw: RawHttp2, report: &mut impl FnMut(String, String)) -> H
             );
         }
     }
-    c
+    (c, raw.max_concurrent_streams)
 }
 
 pub(super) fn origin_tls(
@@ -450,7 +448,7 @@ mod tests {
         let redirect = c.server.redirect.expect("redirect");
         assert_eq!(redirect.listen, vec![addr("127.0.0.1:8081")]);
         assert_eq!(redirect.https_port, None);
-        assert_eq!(c.server.http2.max_concurrent_streams, 64);
+        assert_eq!(c.server.limits.max_concurrent_streams, 64);
         assert_eq!(
             c.server.http2.initial_stream_window_size,
             Http2Config::default().initial_stream_window_size

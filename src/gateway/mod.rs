@@ -220,7 +220,11 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     }
 
     let server = &config.server;
-    let protocols = Arc::new(Protocols::new(&server.timeouts, &server.http2));
+    let protocols = Arc::new(Protocols::new(
+        &server.timeouts,
+        &server.http2,
+        &server.limits,
+    ));
     let mut listeners = Vec::new();
     let mut addrs = bind_all(
         &server.listen,

@@ -26,7 +26,7 @@ use super::handler::{self, Handled};
 use super::proxy::Peer;
 use super::redirect::Redirect;
 use super::watchdog::{Activity, Expired, Tracked, Watched};
-use crate::config::{Http2Config, Timeouts};
+use crate::config::{Http2Config, Limits, Timeouts};
 use crate::tls::{self, Alpn};
 
 /// The connection builders of every listener, one per way a connection may start.
@@ -38,8 +38,8 @@ pub struct Protocols {
 }
 
 impl Protocols {
-    pub fn new(timeouts: &Timeouts, http2: &Http2Config) -> Protocols {
-        let builder = connection_builder(timeouts, http2);
+    pub fn new(timeouts: &Timeouts, http2: &Http2Config, limits: &Limits) -> Protocols {
+        let builder = connection_builder(timeouts, http2, limits);
         Protocols {
             auto: Arc::new(builder.clone()),
             http1: Arc::new(builder.clone().http1_only()),
@@ -60,6 +60,7 @@ impl Protocols {
 pub fn connection_builder(
     timeouts: &Timeouts,
     http2: &Http2Config,
+    limits: &Limits,
 ) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No timer for HTTP/1: hyper's header-read timeout arms one per request; the connection's
@@ -70,7 +71,7 @@ pub fn connection_builder(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(timeouts.idle / 2))
         .keep_alive_timeout(timeouts.header_read)
-        .max_concurrent_streams(http2.max_concurrent_streams)
+        .max_concurrent_streams(limits.max_concurrent_streams)
         .initial_stream_window_size(http2.initial_stream_window_size)
         .initial_connection_window_size(http2.initial_connection_window_size);
     builder

@@ -78,7 +78,31 @@ pub struct EndpointSource {
     /// Buckets whose rules are kept at once; the least used are dropped (and fetched again on
     /// their next request).
     pub max_buckets: u64,
+    /// How long a bucket the origin says does not exist (`NoSuchBucket`) is remembered as
+    /// missing: its requests are answered without asking the origin again.
+    pub negative_ttl: Duration,
+    /// Origin fetches of not-yet-known buckets' rules per second, over the whole route; a
+    /// request for a new bucket over the rate gets 503 `SlowDown` instead of waiting.
+    pub max_fetches_per_second: u32,
+    /// A bucket not requested for this long is no longer polled (and is fetched again on its
+    /// next request).
+    pub bucket_idle: Duration,
     pub signing: SigningConfig,
+}
+
+impl EndpointSource {
+    /// An endpoint route with every setting but `addressing` at its default.
+    pub fn defaults(addressing: Addressing) -> EndpointSource {
+        EndpointSource {
+            addressing,
+            poll: DEFAULT_POLL,
+            max_buckets: DEFAULT_MAX_BUCKETS,
+            negative_ttl: Duration::from_secs(60),
+            max_fetches_per_second: 50,
+            bucket_idle: Duration::from_secs(300),
+            signing: SigningConfig::default(),
+        }
+    }
 }
 
 /// How corsgate signs its own `GET ?cors` requests: the region, and the names of the

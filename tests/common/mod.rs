@@ -321,7 +321,10 @@ pub fn config(routes: Vec<RouteConfig>) -> Config {
         routes,
         demo_origin: None,
         // Tests that need the admin listener ask for one on an ephemeral port.
-        admin: AdminConfig { listen: None },
+        admin: AdminConfig {
+            listen: None,
+            token_env: None,
+        },
     }
 }
 
