@@ -41,6 +41,11 @@
 #                  between two documents, and which gets a SIGHUP, every 100 ms; beside the same
 #                  instance measured without reloads just before (reload-steady); failed requests
 #                  and reloads done are counted
+#  attack          preflights (as h1-32) and proxied 1 KiB GETs (as get-1k) against a corsgate
+#                  instance while the `attack` example holds 1,000 slowloris connections, 200 slow
+#                  uploads and one HTTP/2 connection fanning out stalled uploads against it; beside
+#                  the same instance measured unattacked just before (attack-calm-*); its peak RSS
+#                  and open descriptors under attack
 #  idle            corsgate's RSS after start and one request, and after the whole load
 #
 # The machine is small and shared: medians of alternating runs are the figures to read, and CPU
@@ -94,12 +99,14 @@ fi
 # --- 2. binaries ----------------------------------------------------------------------------
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$BUILD" = 1 ]; then
-  cargo build --release --quiet --bin corsgate --example bare_hyper --example static_origin
+  cargo build --release --quiet --bin corsgate --example bare_hyper --example static_origin \
+    --example attack
 fi
 CORSGATE=${CORSGATE_BIN:-$TARGET/release/corsgate}
 BARE=$TARGET/release/examples/bare_hyper
 ORIGIN_BIN=$TARGET/release/examples/static_origin
-for b in "$CORSGATE" "$BARE" "$ORIGIN_BIN"; do
+ATTACK_BIN=$TARGET/release/examples/attack
+for b in "$CORSGATE" "$BARE" "$ORIGIN_BIN" "$ATTACK_BIN"; do
   [ -x "$b" ] || { echo "run.sh: $b missing (drop --no-build)" >&2; exit 2; }
 done
 
@@ -115,8 +122,8 @@ trap cleanup EXIT
 
 BASE=${CORSGATE_BENCH_PORT:-18080}
 P_GATE=$BASE P_BARE=$((BASE + 1)) P_NGINX=$((BASE + 2)) P_NGINX_H2=$((BASE + 3))
-P_GATE100=$((BASE + 4)) P_RELOAD=$((BASE + 5)) P_ORIGIN=$((BASE + 10))
-for port in $P_GATE $P_BARE $P_NGINX $P_NGINX_H2 $P_GATE100 $P_RELOAD $P_ORIGIN; do
+P_GATE100=$((BASE + 4)) P_RELOAD=$((BASE + 5)) P_ATTACK=$((BASE + 6)) P_ORIGIN=$((BASE + 10))
+for port in $P_GATE $P_BARE $P_NGINX $P_NGINX_H2 $P_GATE100 $P_RELOAD $P_ATTACK $P_ORIGIN; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "run.sh: port $port is in use (set CORSGATE_BENCH_PORT)" >&2
     exit 2
@@ -181,11 +188,29 @@ cmp -s "$TMP/reload-a.xml" "$TMP/reload-b.xml" && { echo "run.sh: reload documen
 cp "$TMP/reload-a.xml" "$RELOAD_RULES"
 start reload 0 "$CORSGATE" serve --listen "127.0.0.1:$P_RELOAD" --origin "$ORIGIN_URL" \
   --rules "$RELOAD_RULES" --admin off
+# The attack scenario's own instance, with the default deadlines and limits except the origin
+# connection cap, sized above what the attack's uploads hold at once (1,000 slowloris heads hold
+# none; 200 slow uploads and the h2 fan-out's 100 streams hold one each) so that the well-behaved
+# clients' GETs measure the deadlines and caps at work, not a full origin pool.
+cat >"$TMP/attack.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$P_ATTACK"]
+[server.limits]
+origin_connections = 1024
+[admin]
+listen = "off"
+[[route]]
+hosts = ["*"]
+origin = "$ORIGIN_URL"
+rules = { file = "$ROOT/config/cors.xml" }
+EOF
+start attacked 0 "$CORSGATE" serve --config "$TMP/attack.toml"
 start nginx 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx.conf"
 start bare 0 "$BARE" --listen "127.0.0.1:$P_BARE" --rules config/cors.xml
 wait_port "$P_GATE" corsgate
 wait_port "$P_GATE100" corsgate100
 wait_port "$P_RELOAD" reload
+wait_port "$P_ATTACK" attacked
 wait_port "$P_NGINX" nginx
 wait_port "$P_NGINX_H2" nginx
 wait_port "$P_BARE" bare
@@ -346,6 +371,7 @@ N2=http://127.0.0.1:$P_NGINX_H2
 B=http://127.0.0.1:$P_BARE
 G100=http://127.0.0.1:$P_GATE100
 GR=http://127.0.0.1:$P_RELOAD
+GA=http://127.0.0.1:$P_ATTACK
 pid() { echo "${PID_OF[$1]}"; }
 
 # reloader: until killed, every 100 ms, swaps the other document into place and sends SIGHUP.
@@ -400,6 +426,22 @@ for round in warm $(seq 1 "$ROUNDS"); do
       for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i } END { print n + 0 }' \
       "$TMP/wrk-reload-corsgate-$round.txt")
     printf '%s\t%s\t%s\n' "$round" "$(($(reloads_logged) - before_reloads))" "$failed" >>"$TMP/reload-stats"
+  fi
+  if wanted attack && [ "$round" != warm ]; then
+    ap=$(pid attacked)
+    wrk_run attack-calm-preflight corsgate "$round" "$ap" "$GA" "$TMP/preflight.lua" 32 "$secs"
+    wrk_run attack-calm-get corsgate "$round" "$ap" "$GA" "$TMP/get.lua" 32 "$secs"
+    echo 5 >"/proc/$ap/clear_refs"
+    taskset -c 1 "$ATTACK_BIN" --target "127.0.0.1:$P_ATTACK" --slowloris 1000 --slow-uploads 200 \
+      --h2-streams 200 >"$TMP/attack-$round.txt" 2>&1 &
+    attacker=$!
+    # The attackers connect at once; give them the time to be established and stalled.
+    sleep 3
+    printf '%s\t%s\n' "$round" "$(ls "/proc/$ap/fd" | wc -l)" >>"$TMP/attack-fds"
+    wrk_run attack-preflight corsgate "$round" "$ap" "$GA" "$TMP/preflight.lua" 32 "$secs"
+    wrk_run attack-get corsgate "$round" "$ap" "$GA" "$TMP/get.lua" 32 "$secs"
+    printf '%s\t%s\n' "$round" "$(rss_kib "$ap" VmHWM)" >>"$TMP/attack-rss"
+    kill "$attacker"; wait "$attacker" 2>/dev/null || true
   fi
   if wanted get-1k; then
     for server in corsgate nginx; do
@@ -507,6 +549,14 @@ if [ -n "$(median reload 4 corsgate)" ]; then
   row reload-steady corsgate "the same instance with no reload: the next row's baseline"
   row reload corsgate "×steady $(ratio "$(median reload 4 corsgate)" "$(median reload-steady 4 corsgate)"), \
 $(awk -F'\t' '{ r += $2; f += $3 } END { printf "%d reloads, %d failed requests over all rounds", r, f }' "$TMP/reload-stats")"
+fi
+if [ -n "$(median attack-preflight 4 corsgate)" ]; then
+  row attack-calm-preflight corsgate "the attacked instance before the attack: the next row's baseline"
+  row attack-preflight corsgate "×calm $(ratio "$(median attack-preflight 4 corsgate)" "$(median attack-calm-preflight 4 corsgate)")"
+  row attack-calm-get corsgate "the attacked instance before the attack: the next row's baseline"
+  row attack-get corsgate "×calm $(ratio "$(median attack-get 4 corsgate)" "$(median attack-calm-get 4 corsgate)"), \
+peak RSS $(awk -F'\t' '{ if ($2 > m) m = $2 } END { printf "%.1f MiB", m / 1024 }' "$TMP/attack-rss"), \
+descriptors under attack $(awk -F'\t' '{ if ($2 > m) m = $2 } END { print m }' "$TMP/attack-fds")"
 fi
 printf '%-12s %-9s %10s %9s %9s %10s %8s %8s  %s\n' idle corsgate - - - - - - \
   "RSS $(awk -v a="$IDLE_RSS_FRESH" -v b="$IDLE_RSS_AFTER" 'BEGIN { printf "%.1f MiB after start, %.1f MiB after the load", a / 1024, b / 1024 }')"
