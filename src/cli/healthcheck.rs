@@ -419,9 +419,10 @@ mod tests {
         let err = HealthcheckError::Unhealthy {
             check: Check::Live,
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            reason: one_line(b"\x1b[31m\n"),
+            reason: one_line(b"\x07\n \t\r\n"),
         };
         assert_eq!(err.to_string(), "not live: 500 Internal Server Error");
+        assert_eq!(one_line(b"a\x1b[0mb\x00").as_deref(), Some("a[0mb"));
     }
 
     #[test]
