@@ -7,10 +7,13 @@
 #
 # The image runs `corsgate serve --config config/corsgate.toml --listen 0.0.0.0:8080` in /app;
 # rules files named in the config are read relative to /app, so mount them under /app/config.
+# Its health is `corsgate healthcheck` asking the admin listener that config names for /readyz
+# (`docker inspect --format '{{json .State.Health}}'` shows the reason of the last check).
+# Built without .git in the context, so `corsgate --version` has no commit.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -25,5 +28,9 @@ COPY --from=build /corsgate /usr/local/bin/corsgate
 COPY --chown=65532:65532 config ./config
 USER 65532:65532
 EXPOSE 8080
+# Exec form: the image has no shell. A failed check exits 1 (unhealthy), never 2, which Docker
+# reserves.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/corsgate", "healthcheck", "--config", "config/corsgate.toml"]
 ENTRYPOINT ["/usr/local/bin/corsgate"]
 CMD ["serve", "--config", "config/corsgate.toml", "--listen", "0.0.0.0:8080"]

@@ -39,4 +39,31 @@ if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/s3cmd ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
+# --- Deployment files (tests/deploy.rs) ---
+# systemd-analyze verifies deploy/systemd/corsgate.service; kubectl renders deploy/kubernetes and
+# kubernetes-validate checks the result against the API schemas. The base needs a kubectl with
+# kustomize v5 (the machine image's): Debian's own kubernetes-client is too old for it.
+declare -A DEPLOY_APT_PACKAGES=(
+  [systemd-analyze]=systemd
+  [kubectl]=kubectl
+)
+deploy_missing=()
+for program in "${!DEPLOY_APT_PACKAGES[@]}"; do
+  command -v "$program" >/dev/null 2>&1 || deploy_missing+=("${DEPLOY_APT_PACKAGES[$program]}")
+done
+if [ ${#deploy_missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${deploy_missing[*]}"
+  sudo=
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${deploy_missing[@]}" >/dev/null
+fi
+if [ ! -x .venv/bin/kubernetes-validate ]; then
+  echo "test.sh: installing kubernetes-validate into .venv/"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check kubernetes-validate
+fi
+# --- end of the deployment files' programs ---
+
 cargo test --features external "$@"

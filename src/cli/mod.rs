@@ -1,8 +1,9 @@
-//! The command line: `check`, `explain`, `loadtest` and `serve`. Each subcommand is a thin shell over the
-//! layer that does the work.
+//! The command line: `check`, `explain`, `healthcheck`, `loadtest` and `serve`. Each subcommand is
+//! a thin shell over the layer that does the work.
 
 mod check;
 mod explain;
+mod healthcheck;
 mod loadtest;
 mod serve;
 
@@ -17,7 +18,8 @@ pub const EXIT_USAGE: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(
     name = "corsgate",
-    version,
+    // The crate version, and the commit when built from a git checkout (see build.rs).
+    version = env!("CORSGATE_VERSION"),
     about = "A CORS enforcement gateway with Amazon S3's exact bucket CORS behaviour"
 )]
 pub struct Cli {
@@ -33,6 +35,11 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show how a set of rules answers one request, described with curl-like flags.
     Explain(explain::ExplainArgs),
+    /// Ask a running corsgate's admin listener whether it is ready (`GET /readyz`), for health
+    /// checks in images with no shell or curl (Docker HEALTHCHECK, Kubernetes exec probes).
+    ///
+    /// Prints one line saying why. Exit status: 0 ready, 1 not ready or not reachable.
+    Healthcheck(healthcheck::HealthcheckArgs),
     /// Load-test a CORS server (corsgate, nginx, a CDN, S3) and check every answer against
     /// corsgate's own evaluation of the same rules.
     ///
@@ -51,6 +58,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Healthcheck(args) => healthcheck::run(&args),
         Command::Loadtest(args) => loadtest::run_command(&args),
         Command::Serve(args) => serve::run(&args),
     }
