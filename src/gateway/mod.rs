@@ -263,7 +263,8 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
                 .https_port
                 .or_else(|| tls_addrs.first().map(SocketAddr::port))
                 .unwrap_or(443);
-            let role = Role::Redirect(Arc::new(Redirect::new(port)));
+            let hosts = config.routes.iter().flat_map(|r| r.hosts.iter().cloned());
+            let role = Role::Redirect(Arc::new(Redirect::new(port, hosts.collect())));
             bind_all(&r.listen, &Transport::Plain, &role, &mut listeners).await?
         }
         None => Vec::new(),
