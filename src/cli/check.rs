@@ -1,12 +1,13 @@
 //! `corsgate check FILE...`: S3's validation, plus warnings for rules S3 accepts but should not.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 
 use crate::cors::Policy;
 use crate::cors::lint::lint;
+use crate::rules::file::{ReadError, read_bytes};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -39,12 +40,18 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     }
 }
 
-fn check_file(path: &PathBuf, deny_warnings: bool) -> Outcome {
+fn check_file(path: &Path, deny_warnings: bool) -> Outcome {
     let name = path.display();
-    let bytes = match super::read_file(path) {
+    let bytes = match read_bytes(path) {
         Ok(b) => b,
+        // S3 refuses such a document (InvalidRequest): the file is invalid, not unreadable.
+        Err(e @ ReadError::TooLarge) => {
+            println!("{name}: {e}");
+            println!("{name}: invalid (1 problem)");
+            return Outcome::Invalid;
+        }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{name}: {e}");
             return Outcome::Unreadable;
         }
     };

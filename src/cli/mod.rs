@@ -7,7 +7,7 @@ mod healthcheck;
 mod loadtest;
 mod serve;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -64,7 +64,8 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// Reads a rules file, with an error message that names it.
-fn read_file(path: &PathBuf) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+/// Reads a rules file as the gateway does (regular files of at most 64 KiB), with an error
+/// message that names it.
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    crate::rules::file::read_bytes(path).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -171,10 +171,16 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
     if let Some(admin) = &args.admin {
         config.admin.listen =
             AdminConfig::parse_listen(admin).map_err(|m| format!("--admin: {m}"))?;
-        config
-            .admin
-            .check_exposure()
-            .map_err(|p| format!("--admin: {}", p.message))?;
+        config.admin.check_exposure().map_err(|p| {
+            let mut message = format!("--admin: {}", p.message);
+            if args.origin.is_some() {
+                // `--origin` reads no configuration file, the only place admin.token_env is set.
+                message.push_str(
+                    "; admin.token_env is read from a configuration file only (serve --config)",
+                );
+            }
+            message
+        })?;
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let listen = std::mem::take(&mut config.server.listen);
@@ -197,4 +203,58 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
         });
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn config_of(args: &[&str]) -> Result<Config, String> {
+        let command =
+            Command::try_parse_from([&["serve"], args].concat()).expect("valid arguments");
+        config(&command.serve)
+    }
+
+    #[test]
+    fn an_exposed_admin_address_without_a_token_is_refused_with_the_way_out() {
+        let message = config_of(&["--origin", "http://127.0.0.1:1", "--admin", "0.0.0.0:9901"])
+            .expect_err("no token");
+        assert!(
+            message.starts_with("--admin: 0.0.0.0:9901 is reachable"),
+            "{message}"
+        );
+        assert!(message.contains("admin.token_env"), "{message}");
+        assert!(message.contains("--config"), "{message}");
+    }
+
+    #[test]
+    fn an_exposed_admin_address_with_a_token_variable_is_accepted() {
+        let dir = std::env::temp_dir().join(format!("corsgate-serve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("admin-token.toml");
+        std::fs::write(
+            &file,
+            "[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_env = \"CORSGATE_ADMIN_TOKEN\"\n\n\
+             [[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:1\"\n",
+        )
+        .expect("write config");
+        let path = file.to_str().expect("utf-8 temp path");
+        let config = config_of(&["--config", path, "--admin", "0.0.0.0:9901"]).expect("accepted");
+        assert_eq!(
+            config.admin.listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 9901)))
+        );
+        assert_eq!(
+            config.admin.token_env.as_deref(),
+            Some("CORSGATE_ADMIN_TOKEN")
+        );
+    }
 }

@@ -9,7 +9,14 @@
 //! - `GET /-/rules`: each route's (and each bucket's) rules in force as JSON: the document,
 //!   generation, source, last load time and last load error (`line`/`col`/S3 `code`).
 //!
+//! Every request first passes [`Guard`]: `Host` and `Origin` checks (403), then the bearer token
+//! when `admin.token_env` names one (401).
+//!
 //! It must never answer CORS requests or forward anything: it only reads and reloads rules.
+
+mod guard;
+
+pub use guard::{Guard, Refusal, TokenError};
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -60,7 +67,12 @@ pub async fn serve(
     }
 }
 
-async fn answer(gateway: &Gateway, req: &Request<Incoming>, stopping: bool) -> Response<Body> {
+/// Answers one admin request, once the guard let it through.
+pub async fn answer<B>(gateway: &Gateway, req: &Request<B>, stopping: bool) -> Response<Body> {
+    if let Err(refusal) = gateway.admin.check(req) {
+        tracing::debug!(path = req.uri().path(), "admin request refused: {refusal}");
+        return refusal.response();
+    }
     let method = req.method();
     match req.uri().path() {
         "/healthz" if is_read(method) => text(StatusCode::OK, "ok\n"),

@@ -70,6 +70,8 @@ pub struct Gateway {
     pub ids: RequestIds,
     pub client: OriginClient,
     pub timeouts: Timeouts,
+    /// Who the admin listener answers.
+    pub admin: admin::Guard,
 }
 
 /// Why the gateway could not start.
@@ -93,12 +95,15 @@ pub enum StartError {
     },
     #[error("server.origin_tls: {0}")]
     OriginTls(#[from] OriginTlsError),
+    #[error(transparent)]
+    AdminToken(#[from] admin::TokenError),
 }
 
 impl Gateway {
     /// Loads every route's rules; any bad rules file stops the start (a gateway must not come up
     /// with less CORS than configured).
     pub fn new(config: &Config) -> Result<Gateway, StartError> {
+        let admin = admin::Guard::new(&config.admin)?;
         let origin_tls = &config.server.origin_tls;
         let origin_tls = tls::client_config(origin_tls.roots, origin_tls.ca_file.as_deref())?;
         let fetch_client =
@@ -122,6 +127,7 @@ impl Gateway {
             ids: RequestIds::default(),
             client: proxy::origin_client(&config.server.timeouts, origin_tls),
             timeouts: config.server.timeouts,
+            admin,
         })
     }
 }
@@ -194,6 +200,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         Some(addr) => {
             let listener = bind(addr).await?;
             let bound = local_addr(&listener, addr)?;
+            gateway.admin.bound(bound);
             tasks.spawn(admin::serve(
                 listener,
                 Arc::clone(&gateway),
@@ -256,7 +263,8 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
                 .https_port
                 .or_else(|| tls_addrs.first().map(SocketAddr::port))
                 .unwrap_or(443);
-            let role = Role::Redirect(Arc::new(Redirect::new(port)));
+            let hosts = config.routes.iter().flat_map(|r| r.hosts.iter().cloned());
+            let role = Role::Redirect(Arc::new(Redirect::new(port, hosts.collect())));
             bind_all(&r.listen, &Transport::Plain, &role, &mut listeners).await?
         }
         None => Vec::new(),

@@ -2,7 +2,14 @@
 //! file changes (see [`crate::watch`]), on `SIGHUP`, and on `POST /-/reload`. A file that cannot
 //! be read or does not validate leaves the rules in force untouched; its error (with line, column
 //! and S3 code) goes to the log and to `/-/rules`.
+//!
+//! A rules file must be a regular file of at most 64 KiB (S3 refuses larger CORS documents). It
+//! is opened without blocking and judged by the descriptor it opened, so a FIFO, a device or a
+//! directory put in its place is an error, never a start or reload that hangs; the next reload
+//! after it is fixed picks the file up as usual.
 
+use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,12 +17,85 @@ use tokio::sync::{Mutex, watch};
 
 use super::RulesError;
 use super::live::{LiveRules, Loaded};
+use crate::cors::document::MAX_DOCUMENT_BYTES;
 use crate::cors::{BucketCors, Policy};
 use crate::watch::{DEFAULT_DEBOUNCE, FileWatch, Hangup};
 
+/// Why a rules file's bytes could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot read: it is a {0}, not a regular file")]
+    NotAFile(&'static str),
+    #[error(
+        "larger than {MAX_DOCUMENT_BYTES} bytes (64 KiB), the most S3 accepts for a CORS \
+         configuration"
+    )]
+    TooLarge,
+}
+
+/// The bytes of a rules file (also what `corsgate check` and `explain` read).
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
+    let file = open_nonblocking(path)?;
+    // The descriptor's own metadata (fstat): the path may have been swapped since the open.
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(ReadError::NotAFile(describe(kind)));
+    }
+    // One byte past the limit is enough to know the file is too large.
+    let mut bytes = Vec::new();
+    file.take(MAX_DOCUMENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// Opening a FIFO for reading waits for a writer, unless non-blocking. On a regular file the
+/// flag changes nothing, so it is left on for the read.
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().read(true).open(path)
+}
+
+fn describe(kind: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "FIFO";
+        }
+        if kind.is_char_device() {
+            return "character device";
+        }
+        if kind.is_block_device() {
+            return "block device";
+        }
+        if kind.is_socket() {
+            return "socket";
+        }
+    }
+    if kind.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
+
 /// Reads and compiles a rules file.
 pub fn read(path: &Path) -> Result<Loaded, RulesError> {
-    let bytes = std::fs::read(path).map_err(|source| RulesError::Read {
+    let bytes = read_bytes(path).map_err(|source| RulesError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -69,7 +149,7 @@ impl FileRules {
             .unwrap_or_else(|join| {
                 Err(RulesError::Read {
                     path: self.path.clone(),
-                    source: std::io::Error::other(join.to_string()),
+                    source: ReadError::Io(std::io::Error::other(join.to_string())),
                 })
             });
         match read {

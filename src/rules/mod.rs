@@ -133,10 +133,10 @@ impl Default for SigningConfig {
 /// Why rules could not be loaded. The rules in force (if any) stay.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: {source}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        source: file::ReadError,
     },
     #[error("{}", render(path, error))]
     Invalid { path: PathBuf, error: ConfigError },

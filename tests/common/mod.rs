@@ -593,3 +593,73 @@ impl Drop for Binary {
         let _ = self.0.wait();
     }
 }
+
+/// How a `corsgate` run that was expected to stop on its own ended.
+#[derive(Debug)]
+pub struct Exited {
+    /// `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `corsgate ARGS` in the crate's directory with these extra environment variables (and
+/// without those in `unset`) and waits up to `within` for it to exit; `None` if it was still
+/// running then (it is killed).
+pub fn run_to_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    unset: &[&str],
+    within: Duration,
+) -> Option<Exited> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corsgate"));
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for name in unset {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().expect("start the corsgate binary");
+    // Both pipes drained as they fill, so the process never blocks on a full one.
+    fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    }
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = std::time::Instant::now() + within;
+    let status = loop {
+        match child.try_wait().expect("wait for corsgate") {
+            Some(status) => break Some(status),
+            None if std::time::Instant::now() >= deadline => break None,
+            None => std::thread::sleep(Duration::from_millis(25)),
+        }
+    };
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    };
+    Some(Exited {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    })
+}
+
+/// Makes a FIFO (named pipe) at `path`.
+pub fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
+    // SAFETY: mkfifo(3) reads a NUL-terminated path that lives across the call.
+    let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
