@@ -64,6 +64,9 @@ impl GatewayError {
 
     /// The `<Code>` of the error body, in S3's style.
     pub fn code(&self) -> &'static str {
+        if let GatewayError::RulesUnavailable(Unavailable::SlowDown { .. }) = self {
+            return "SlowDown";
+        }
         match self.status() {
             StatusCode::MISDIRECTED_REQUEST => "MisdirectedRequest",
             StatusCode::BAD_REQUEST => "BadRequest",
@@ -89,6 +92,10 @@ impl GatewayError {
                 "The origin did not accept a connection in time."
             }
             GatewayError::OriginTimeout { .. } => "The origin did not answer in time.",
+            // S3's own words for its `SlowDown`.
+            GatewayError::RulesUnavailable(Unavailable::SlowDown { .. }) => {
+                "Please reduce your request rate."
+            }
             GatewayError::RulesUnavailable(_) => {
                 "The bucket's CORS configuration could not be read. Please try again."
             }
@@ -97,7 +104,10 @@ impl GatewayError {
 
     pub fn fault(&self) -> Fault {
         match self {
-            GatewayError::Misrouted(_) | GatewayError::NoPath(_) => Fault::Client,
+            // A flood of new bucket names is the clients' doing, and must not flood the log.
+            GatewayError::Misrouted(_)
+            | GatewayError::NoPath(_)
+            | GatewayError::RulesUnavailable(Unavailable::SlowDown { .. }) => Fault::Client,
             _ => Fault::Origin,
         }
     }

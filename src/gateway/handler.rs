@@ -146,6 +146,10 @@ async fn later(
             let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
             Decoration::for_actual(&snapshot, &cors, route.vary_origin_always)
         }
+        // Refused to spare the origin: the request must not reach it either.
+        Err(unavailable) if unavailable.is_slow_down() => {
+            return refuse(gateway, unavailable.into());
+        }
         // Rules not loaded: nothing can be granted; the request itself still goes through.
         Err(_) => Decoration::default(),
     };

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Request;
@@ -32,9 +32,6 @@ use crate::s3::{Addressing, Credentials, FetchError, interpret_document, sign};
 /// A whole fetch (connect, answer, body) must end within this; past it the fetch failed
 /// (transiently) and the rules in force stay.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a failed first load, requests for that bucket are answered "unavailable" for this long
-/// before one of them tries again, so a down origin is not hammered once per request.
-const RETRY_FIRST_LOAD_AFTER: Duration = Duration::from_secs(1);
 /// First retry delay after a transient failure; doubled each time, capped at the poll interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Room for an error body or XML preamble beyond the largest document S3 accepts.
@@ -224,12 +221,6 @@ pub fn is_bucket_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
-/// What the last fetch attempt left behind.
-#[derive(Default)]
-struct Attempt {
-    failed_at: Option<Instant>,
-}
-
 /// One bucket's rules.
 pub struct BucketRules {
     /// `route[N]`, for logs.
@@ -239,7 +230,7 @@ pub struct BucketRules {
     poll: Duration,
     live: LiveRules,
     /// Held for the whole of a fetch: fetches of one bucket never overlap.
-    fetching: Mutex<Attempt>,
+    fetching: Mutex<()>,
     /// Why the last fetch failed, for "unavailable" answers (read off the request path only when
     /// no rules were ever loaded).
     last_failure: StdMutex<Option<String>>,
@@ -254,10 +245,23 @@ impl BucketRules {
             fetcher,
             poll,
             live: LiveRules::empty(),
-            fetching: Mutex::new(Attempt::default()),
+            fetching: Mutex::new(()),
             last_failure: StdMutex::new(None),
             polling: AtomicBool::new(false),
         }
+    }
+
+    /// A bucket whose first fetch already answered: nothing is ever served without rules.
+    pub fn with_rules(
+        label: String,
+        bucket: String,
+        fetcher: Arc<BucketFetcher>,
+        poll: Duration,
+        loaded: Loaded,
+    ) -> Self {
+        let rules = BucketRules::new(label, bucket, fetcher, poll);
+        rules.live.offer(loaded);
+        rules
     }
 
     pub fn name(&self) -> &str {
@@ -284,43 +288,17 @@ impl BucketRules {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .unwrap_or_else(|| "not fetched yet".into());
-        Unavailable {
+        Unavailable::NotLoaded {
             bucket: self.bucket.clone(),
             reason,
         }
     }
 
-    /// The rules in force; on the first request, fetches them (concurrent first requests wait
-    /// for one shared fetch).
-    pub async fn current_or_load(&self) -> Result<Current, Unavailable> {
-        if let Some(current) = self.live.current() {
-            return Ok(current);
-        }
-        let mut attempt = self.fetching.lock().await;
-        // Whoever held the lock may have loaded them.
-        if let Some(current) = self.live.current() {
-            return Ok(current);
-        }
-        if attempt
-            .failed_at
-            .is_some_and(|at| at.elapsed() < RETRY_FIRST_LOAD_AFTER)
-        {
-            return Err(self.unavailable());
-        }
-        let _ = self.fetch_locked(&mut attempt, "first request").await;
-        self.current()
-    }
-
     /// Fetches now (after any fetch in progress); returns whether the rules changed.
     pub async fn refresh(&self, why: &str) -> Result<bool, RulesError> {
-        let mut attempt = self.fetching.lock().await;
-        self.fetch_locked(&mut attempt, why).await
-    }
-
-    async fn fetch_locked(&self, attempt: &mut Attempt, why: &str) -> Result<bool, RulesError> {
+        let _fetching = self.fetching.lock().await;
         match self.fetcher.fetch(&self.bucket).await {
             Ok(loaded) => {
-                attempt.failed_at = None;
                 let changed = self.live.offer(loaded);
                 if changed {
                     tracing::info!(
@@ -333,7 +311,6 @@ impl BucketRules {
                 Ok(changed)
             }
             Err(error) => {
-                attempt.failed_at = Some(Instant::now());
                 let serving = match self.live.generation() {
                     0 => "no rules yet: preflights are answered 503".to_string(),
                     generation => format!("generation {generation} keeps serving"),
@@ -367,20 +344,33 @@ impl BucketRules {
                     _ = shutdown.changed() => return,
                 }
                 let Some(rules) = weak.upgrade() else { return };
-                delay = match rules.refresh("poll").await {
-                    Ok(_) => poll,
-                    Err(error) if error.is_transient() || rules.live.current().is_none() => {
-                        (delay * 2).clamp(FIRST_BACKOFF.min(poll), poll)
-                    }
-                    Err(_) => poll,
-                };
+                let polled = rules.refresh("poll").await;
+                delay = next_poll(&polled, rules.live.current().is_some(), delay, poll);
             }
         });
     }
 }
 
+/// The wait before the next poll: `poll` after an answer, and after an error that waiting will
+/// not cure while there are rules to serve; otherwise backing off from [`FIRST_BACKOFF`] up to
+/// `poll`, so a flapping origin is asked again soon but never hammered.
+pub(super) fn next_poll(
+    polled: &Result<bool, RulesError>,
+    has_rules: bool,
+    delay: Duration,
+    poll: Duration,
+) -> Duration {
+    match polled {
+        Ok(_) => poll,
+        Err(error) if error.is_transient() || !has_rules => {
+            (delay * 2).clamp(FIRST_BACKOFF.min(poll), poll)
+        }
+        Err(_) => poll,
+    }
+}
+
 /// ±10 %, so instances started together do not poll in step.
-fn jitter(delay: Duration) -> Duration {
+pub(super) fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 

@@ -4,7 +4,8 @@
 //! admin listener's `POST /-/reload`), one bucket ([`bucket`]: `GET /<bucket>?cors` on the
 //! origin, signed, polled, refreshed at once when a `PUT`/`DELETE ?cors` passes through), or
 //! every bucket of an S3 endpoint ([`endpoint`]: each bucket loaded on its first request into a
-//! bounded map). Each source keeps its rules in a [`LiveRules`]: an atomically swapped
+//! bounded map, with what made-up bucket names may cost the origin bounded too). Each source
+//! keeps its rules in a [`LiveRules`]: an atomically swapped
 //! [`Snapshot`] that requests read without a lock, plus what the admin listener shows.
 //!
 //! Two promises hold for every source: a swap never blocks or fails a request in flight (it keeps
@@ -194,22 +195,47 @@ pub struct Resolved {
     pub resource: Resource,
 }
 
-/// No rules are known for the request's bucket yet and the last attempt to load them failed:
-/// answering as if CORS were off would be a guess.
+/// No rules are known for the request's bucket: answering as if CORS were off would be a guess.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("the CORS rules of bucket {bucket} are not loaded: {reason}")]
-pub struct Unavailable {
-    pub bucket: String,
-    pub reason: String,
+pub enum Unavailable {
+    /// The last attempt to load them failed.
+    #[error("the CORS rules of bucket {bucket} are not loaded: {reason}")]
+    NotLoaded { bucket: String, reason: String },
+    /// The bucket is new to its S3 endpoint route, and the route already fetches new buckets'
+    /// rules as fast as `max_fetches_per_second` allows: S3's own `SlowDown`, so clients back
+    /// off and retry.
+    #[error(
+        "the CORS rules of bucket {bucket} are not loaded: new buckets are requested faster than \
+         the route fetches them ({per_second} per second, s3.max_fetches_per_second)"
+    )]
+    SlowDown { bucket: String, per_second: u32 },
 }
 
-/// A bucket whose rules must be fetched again once a `PUT`/`DELETE ?cors` succeeds.
-pub struct WriteThrough(Arc<BucketRules>);
+impl Unavailable {
+    /// Refused to spare the origin, not because it failed: the request must not reach it either.
+    pub fn is_slow_down(&self) -> bool {
+        matches!(self, Unavailable::SlowDown { .. })
+    }
+}
+
+/// A bucket whose rules must be fetched again once a write through the gateway succeeds.
+pub struct WriteThrough(Written);
+
+enum Written {
+    Bucket(Arc<BucketRules>),
+    /// A bucket of an S3 endpoint route, by name: it may not be held yet (a `CreateBucket`).
+    Endpoint(Arc<EndpointBuckets>, String),
+}
 
 impl WriteThrough {
     /// Refetches now; the next request sees what the origin now holds.
     pub async fn refresh(self) {
-        let _ = self.0.refresh("write-through").await;
+        match self.0 {
+            Written::Bucket(bucket) => {
+                let _ = bucket.refresh("write-through").await;
+            }
+            Written::Endpoint(endpoint, bucket) => endpoint.written(&bucket).await,
+        }
     }
 }
 
@@ -249,11 +275,8 @@ impl RouteRules {
                 )?;
                 RouteRules::Endpoint(Arc::new(EndpointBuckets::new(
                     label.into(),
-                    source.addressing,
-                    source.signing.region.clone(),
+                    source,
                     Arc::new(fetcher),
-                    source.poll,
-                    source.max_buckets,
                 )))
             }
         })
@@ -338,8 +361,10 @@ impl RouteRules {
         match self {
             // A bucket route serves one bucket: any `?cors` write through it is that bucket's.
             RouteRules::Bucket(bucket) => crate::s3::addressing::is_cors_subresource(query)
-                .then(|| WriteThrough(Arc::clone(bucket))),
-            RouteRules::Endpoint(endpoint) => endpoint.bucket_written(host, path).map(WriteThrough),
+                .then(|| WriteThrough(Written::Bucket(Arc::clone(bucket)))),
+            RouteRules::Endpoint(endpoint) => endpoint
+                .bucket_written(host, path)
+                .map(|bucket| WriteThrough(Written::Endpoint(Arc::clone(endpoint), bucket))),
             RouteRules::Fixed(_) | RouteRules::File(_) => None,
         }
     }
@@ -438,7 +463,7 @@ where
 
 fn resolved(live: &LiveRules, path: &str) -> Resolved {
     Resolved {
-        rules: live.current().ok_or_else(|| Unavailable {
+        rules: live.current().ok_or_else(|| Unavailable::NotLoaded {
             bucket: String::new(),
             reason: "no rules loaded".into(),
         }),

@@ -25,6 +25,8 @@ struct State {
     /// Bucket -> stored CORS document (`None`: no configuration).
     buckets: Mutex<HashMap<String, Option<String>>>,
     cors_gets: AtomicUsize,
+    /// Bucket -> `GET ?cors` received for it.
+    cors_gets_by_bucket: Mutex<HashMap<String, usize>>,
     /// The `Authorization` header of every `GET ?cors`.
     authorizations: Mutex<Vec<Option<String>>>,
     /// Answer every `GET ?cors` with 503 SlowDown.
@@ -146,6 +148,12 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         match parts.method {
             Method::GET => {
                 state.cors_gets.fetch_add(1, Ordering::SeqCst);
+                *state
+                    .cors_gets_by_bucket
+                    .lock()
+                    .expect("counts")
+                    .entry(bucket.clone())
+                    .or_default() += 1;
                 state.authorizations.lock().expect("auth").push(
                     parts
                         .headers
@@ -199,5 +207,21 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             .headers_mut()
             .insert("access-control-allow-origin", HeaderValue::from_static("*"));
         response
+    }
+}
+
+impl FakeS3 {
+    /// `GET ?cors` received for `bucket`.
+    pub fn cors_gets_of(&self, bucket: &str) -> usize {
+        self.cors_gets_by_bucket().get(bucket).copied().unwrap_or(0)
+    }
+
+    /// `GET ?cors` received, per bucket.
+    pub fn cors_gets_by_bucket(&self) -> HashMap<String, usize> {
+        self.state
+            .cors_gets_by_bucket
+            .lock()
+            .expect("counts")
+            .clone()
     }
 }
