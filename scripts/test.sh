@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the outside programs some tests drive (curl, Chromium from apt;
-# moto's S3 server and s3cmd from PyPI into .venv/), then runs every test, those behind the
-# `external` feature included.
+# The whole test suite: installs the outside programs some tests drive (curl, Chromium and nginx
+# from apt; moto's S3 server and s3cmd from PyPI into .venv/), then runs every test, those behind
+# the `external` feature included.
 #
 # Plain `cargo test` runs everything that needs only Rust. A test whose outside program is
 # missing fails loudly; it never skips.
@@ -13,11 +13,14 @@ declare -A APT_PACKAGES=(
   [curl]=curl
   [chromium]=chromium
   [kill]=procps
+  [nginx]=nginx-light
 )
 
 missing=()
 for program in "${!APT_PACKAGES[@]}"; do
-  command -v "$program" >/dev/null 2>&1 || missing+=("${APT_PACKAGES[$program]}")
+  # nginx lives in /usr/sbin, outside an ordinary user's PATH.
+  command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] ||
+    missing+=("${APT_PACKAGES[$program]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
