@@ -2,48 +2,17 @@
 //! listener, so the default configuration has an origin to front on a machine with no network.
 //! A demo, not an S3 implementation: GET and HEAD of files, nothing else.
 
-use std::convert::Infallible;
-use std::path::PathBuf;
-
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_staticfile::Static;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use super::Body;
 
-/// Serves `root` on `listener` until `shutdown` flips.
-pub async fn serve(listener: TcpListener, root: PathBuf, mut shutdown: watch::Receiver<bool>) {
-    let files = Static::new(root);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!("demo origin: accept failed: {err}");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let files = files.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let files = files.clone();
-                async move { Ok::<_, Infallible>(answer(files, req).await) }
-            });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+/// The demo origin's answer to `req`; its connections are accepted and served by
+/// `server::accept_loop` like every listener's.
+pub(crate) async fn respond(files: Static, req: Request<Incoming>) -> Response<Body> {
+    answer(files, req).await
 }
 
 async fn answer(files: Static, req: Request<Incoming>) -> Response<Body> {
