@@ -157,10 +157,12 @@ impl ConnectionLimit {
         self.max
     }
 
-    /// A place for one more connection, waiting (and saying so, now and then) at the cap.
-    async fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
-            return Some(permit);
+    /// Returns once there is room for one more connection, saying so now and then when there
+    /// is none. It takes no place: a listener waiting for its next connection must not hold
+    /// one that another listener's client could use.
+    async fn room(&self) {
+        if self.permits.available_permits() > 0 {
+            return;
         }
         if let Some(held_back) = self.full.admit(Instant::now()) {
             tracing::warn!(
@@ -170,7 +172,16 @@ impl ConnectionLimit {
                 repeats(held_back)
             );
         }
-        Arc::clone(&self.permits).acquire_owned().await.ok()
+        let _ = self.permits.acquire().await;
+    }
+
+    /// A place for one accepted connection, held until it closes. Waits only when another
+    /// listener took the last place between [`ConnectionLimit::room`] and `accept`.
+    async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => Arc::clone(&self.permits).acquire_owned().await.ok(),
+        }
     }
 
     fn report_accept_failure(&self, err: &io::Error, pause: Duration) {
@@ -368,13 +379,11 @@ pub async fn accept_loop(
     let mut backoff = AcceptBackoff::default();
     loop {
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            permit = limit.admit() => match permit {
-                Some(permit) => permit,
-                None => break,
-            },
+        // At the cap, no `accept`: new connections wait in the kernel's backlog.
+        tokio::select! {
+            () = limit.room() => {}
             _ = shutdown.changed() => break,
-        };
+        }
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
             _ = shutdown.changed() => break,
@@ -382,6 +391,13 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, addr)) => {
                 backoff.accepted();
+                let permit = tokio::select! {
+                    permit = limit.admit() => match permit {
+                        Some(permit) => permit,
+                        None => break,
+                    },
+                    _ = shutdown.changed() => break,
+                };
                 let _ = stream.set_nodelay(true);
                 // The handshake runs in the connection's own task: a slow or hostile client
                 // never holds up the next accept.
@@ -399,7 +415,6 @@ pub async fn accept_loop(
             // Out of descriptors and the like: the backlog still holds the connection, and
             // retrying at once would fail again at once.
             Err(err) => {
-                drop(permit);
                 let pause = backoff.failed();
                 limit.report_accept_failure(&err, pause);
                 tokio::select! {
