@@ -507,3 +507,22 @@ async fn out_of_descriptors_the_gateway_caps_itself_at_half_and_backs_off_withou
         "{failures:?}"
     );
 }
+
+#[tokio::test]
+async fn http2_clients_are_told_the_configured_stream_limit() {
+    let origin = Origin::start(Reply::default()).await;
+    let mut config = hostile_config(&origin.url());
+    config.server.limits.max_concurrent_streams = 7;
+    let gw = start(config).await;
+    let tcp = TcpStream::connect(gw.addr()).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("h2 ready");
+    // The server's SETTINGS are in once a first answer is.
+    let request = http::Request::get("http://gateway/")
+        .body(())
+        .expect("request");
+    let (answer, _) = client.send_request(request, true).expect("send");
+    assert_eq!(answer.await.expect("answer").status(), StatusCode::OK);
+    assert_eq!(client.current_max_send_streams(), 7);
+}

@@ -163,12 +163,6 @@ impl Running {
         self.connections.open()
     }
 
-    /// `server.limits.max_connections` as served: lowered to half the descriptor limit when
-    /// that is smaller.
-    pub fn max_connections(&self) -> usize {
-        self.connections.max()
-    }
-
     /// The TLS listeners' certificates, to reload from another task (a signal, a file watcher).
     pub fn certificates(&self) -> Certificates {
         self.certificates.clone()

@@ -153,10 +153,6 @@ impl ConnectionLimit {
         self.max - self.permits.available_permits()
     }
 
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Returns once there is room for one more connection, saying so now and then when there
     /// is none. It takes no place: a listener waiting for its next connection must not hold
     /// one that another listener's client could use.
