@@ -517,22 +517,26 @@ async fn a_kept_alive_connection_waits_idle_for_the_next_head_and_header_read_to
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = Origin::start(Reply::default()).await;
     let mut c = config(vec![route(&["*"], &origin, None)]);
     c.server.timeouts.idle = Duration::from_millis(300);
     let gateway = start(c).await;
-    // HTTP/2 has no header-read timer between requests: the idle timeout alone must close it.
-    let mut stream = tokio::net::TcpStream::connect(gateway.addr())
+    // HTTP/2 has no header-read timer between requests: once its first request is answered,
+    // the idle timeout alone must close it.
+    let tcp = tokio::net::TcpStream::connect(gateway.addr())
         .await
         .expect("connect");
-    stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .expect("h2 preface and empty SETTINGS");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("h2 ready");
+    let request = http::Request::get("http://a/k").body(()).expect("request");
+    let (answer, _) = client.send_request(request, true).expect("send");
+    let mut body = answer.await.expect("an answer").into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.expect("body chunk");
+    }
     let started = std::time::Instant::now();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), connection).await;
     assert!(
         closed.is_ok(),
         "idle HTTP/2 connection still open after 5 s"

@@ -18,53 +18,23 @@ mod guard;
 
 pub use guard::{Guard, Refusal, TokenError};
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::{Body, Gateway, full};
 
-/// Serves the admin endpoints until `shutdown` flips.
-pub async fn serve(
-    listener: TcpListener,
+/// The admin listener's answer to `req`; its connections are accepted and served by
+/// `server::accept_loop` like every listener's. `stopping`: the gateway is shutting down.
+pub(crate) async fn respond(
     gateway: Arc<Gateway>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                };
-                let gateway = Arc::clone(&gateway);
-                let stopping = shutdown.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let gateway = Arc::clone(&gateway);
-                        let stopping = *stopping.borrow();
-                        async move { Ok::<_, Infallible>(answer(&gateway, &req, stopping).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            _ = shutdown.changed() => break,
-        }
-        while connections.try_join_next().is_some() {}
-    }
+    req: Request<Incoming>,
+    stopping: bool,
+) -> Response<Body> {
+    answer(&gateway, &req, stopping).await
 }
 
 /// Answers one admin request, once the guard let it through.

@@ -9,52 +9,22 @@
 //! `dir/` is served its `index.html` when it has one. Only a real I/O fault is a `500` and a
 //! warning.
 
-use std::convert::Infallible;
 use std::fmt::Write;
-use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_staticfile::{ResolveResult, ResponseBuilder, Static};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use super::request_id::RequestIds;
 use super::{Body, full};
 
-/// Serves `root` on `listener` until `shutdown` flips.
-pub async fn serve(listener: TcpListener, root: PathBuf, mut shutdown: watch::Receiver<bool>) {
-    let files = Static::new(root);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!("demo origin: accept failed: {err}");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let files = files.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let files = files.clone();
-                async move { Ok::<_, Infallible>(answer(files, req).await) }
-            });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+/// The demo origin's answer to `req`; its connections are accepted and served by
+/// `server::accept_loop` like every listener's.
+pub(crate) async fn respond(files: Static, req: Request<Incoming>) -> Response<Body> {
+    answer(files, req).await
 }
 
 /// Answers one request from the files under the root.

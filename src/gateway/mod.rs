@@ -46,7 +46,7 @@ use proxy::OriginClient;
 use redirect::Redirect;
 use request_id::RequestIds;
 use route::{Route, Routes};
-use server::{Listener, Protocols, Role, Transport};
+use server::{ConnectionLimit, Listener, Protocols, Role, Transport};
 
 /// Error type of every body the gateway sends.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -147,6 +147,7 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     certificates: Certificates,
+    connections: Arc<ConnectionLimit>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -161,6 +162,11 @@ impl Running {
     /// previous certificates (see each result). Open connections are not touched.
     pub fn reload_tls(&self) -> Vec<CertReload> {
         self.certificates.reload()
+    }
+
+    /// Client connections open now, over every listener but the demo origin's.
+    pub fn open_connections(&self) -> usize {
+        self.connections.open()
     }
 
     /// The TLS listeners' certificates, to reload from another task (a signal, a file watcher).
@@ -181,6 +187,24 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let gateway = Arc::new(Gateway::new(&config)?);
     let (shutdown, watcher) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let server = &config.server;
+    let protocols = Arc::new(Protocols::new(
+        &server.timeouts,
+        &server.http2,
+        &server.limits,
+    ));
+    let max_connections = server::connection_cap(server.limits.max_connections);
+    // One cap over every client-facing listener (gateway, redirect, admin).
+    let connections = Arc::new(ConnectionLimit::new(max_connections));
+    let accept = |listener: Listener, limit: &Arc<ConnectionLimit>| {
+        server::accept_loop(
+            listener,
+            Arc::clone(&gateway),
+            Arc::clone(&protocols),
+            Arc::clone(limit),
+            watcher.clone(),
+        )
+    };
 
     let demo_origin = match &config.demo_origin {
         None => None,
@@ -188,9 +212,13 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
             if !demo.root.is_dir() {
                 return Err(StartError::DemoRoot(demo.root.clone()));
             }
-            let listener = bind(demo.listen).await?;
-            let addr = local_addr(&listener, demo.listen)?;
-            tasks.spawn(demo::serve(listener, demo.root.clone(), watcher.clone()));
+            let socket = bind(demo.listen).await?;
+            let addr = local_addr(&socket, demo.listen)?;
+            // The demo origin is the gateway's own origin: under the clients' cap, clients at
+            // the cap would leave the gateway no connection to reach it with.
+            let own = Arc::new(ConnectionLimit::new(max_connections));
+            let role = Role::Demo(hyper_staticfile::Static::new(demo.root.clone()));
+            tasks.spawn(accept(listener(socket, role), &own));
             Some(addr)
         }
     };
@@ -198,14 +226,10 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let admin = match config.admin.listen {
         None => None,
         Some(addr) => {
-            let listener = bind(addr).await?;
-            let bound = local_addr(&listener, addr)?;
+            let socket = bind(addr).await?;
+            let bound = local_addr(&socket, addr)?;
             gateway.admin.bound(bound);
-            tasks.spawn(admin::serve(
-                listener,
-                Arc::clone(&gateway),
-                watcher.clone(),
-            ));
+            tasks.spawn(accept(listener(socket, Role::Admin), &connections));
             Some(bound)
         }
     };
@@ -226,12 +250,6 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         route.rules.start(watcher.clone()).await;
     }
 
-    let server = &config.server;
-    let protocols = Arc::new(Protocols::new(
-        &server.timeouts,
-        &server.http2,
-        &server.limits,
-    ));
     let mut listeners = Vec::new();
     let mut addrs = bind_all(
         &server.listen,
@@ -274,12 +292,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         tasks.spawn(reloads);
     }
     for listener in listeners {
-        tasks.spawn(server::accept_loop(
-            listener,
-            Arc::clone(&gateway),
-            Arc::clone(&protocols),
-            watcher.clone(),
-        ));
+        tasks.spawn(accept(listener, &connections));
     }
     Ok(Running {
         addrs,
@@ -289,6 +302,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         admin,
         gateway,
         certificates,
+        connections,
         shutdown,
         tasks,
     })
@@ -385,6 +399,15 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A plain-HTTP listener answering as `role`.
+fn listener(socket: TcpListener, role: Role) -> Listener {
+    Listener {
+        socket,
+        transport: Transport::Plain,
+        role,
+    }
 }
 
 /// Binds every address in `addrs` as a listener of this kind, and returns the addresses bound

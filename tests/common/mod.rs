@@ -982,3 +982,226 @@ mod external {
         Some(Duration::from_secs(secs.parse().ok()?) + Duration::from_millis(millis.parse().ok()?))
     }
 }
+
+/// An origin that streams `large` zero bytes for `GET /large` and a short body for anything
+/// else, counting its open connections and the large bodies dropped before their end: what a
+/// test of a slow client needs to see the origin side released.
+pub struct StreamingOrigin {
+    pub addr: SocketAddr,
+    open: Arc<AtomicUsize>,
+    cut_short: Arc<AtomicUsize>,
+}
+
+/// The short body `StreamingOrigin` answers anything but `/large` with.
+pub const SMALL_BODY: &[u8] = b"small answer";
+
+impl StreamingOrigin {
+    pub async fn start(large: u64) -> StreamingOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let open = Arc::new(AtomicUsize::new(0));
+        let cut_short = Arc::new(AtomicUsize::new(0));
+        let (count, cut) = (Arc::clone(&open), Arc::clone(&cut_short));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let open = OpenConnection::new(Arc::clone(&count));
+                let cut = Arc::clone(&cut);
+                tokio::spawn(async move {
+                    let _open = open;
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let body: OriginBody = if req.uri().path() == "/large" {
+                            Counted {
+                                zeros: Zeros::new(large),
+                                cut_short: Arc::clone(&cut),
+                            }
+                            .boxed()
+                        } else {
+                            Full::new(Bytes::from_static(SMALL_BODY)).boxed()
+                        };
+                        async move { Ok::<_, Infallible>(Response::new(body)) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        StreamingOrigin {
+            addr,
+            open,
+            cut_short,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Large bodies dropped before their last byte was taken.
+    pub fn cut_short(&self) -> usize {
+        self.cut_short.load(Ordering::SeqCst)
+    }
+}
+
+/// One open origin connection, counted until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(count: Arc<AtomicUsize>) -> OpenConnection {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(count)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `Zeros` that count themselves when dropped before their end.
+struct Counted {
+    zeros: Zeros,
+    cut_short: Arc<AtomicUsize>,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.zeros).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.zeros.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.zeros.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if !self.zeros.is_end_stream() {
+            self.cut_short.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Binary {
+    /// `corsgate ARGS` in the crate's directory with its descriptor limit (soft and hard) set to
+    /// `nofile` before it starts, as `ulimit -n` would; waits until it says where it listens.
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> (Binary, SocketAddr) {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let mut command = Command::new(env!("CARGO_BIN_EXE_corsgate"));
+        command.args(args);
+        if args.first() == Some(&"serve") && !args.contains(&"--admin") {
+            command.args(["--admin", "127.0.0.1:0"]);
+        }
+        let limit = libc::rlimit {
+            rlim_cur: nofile,
+            rlim_max: nofile,
+        };
+        // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe and
+        // reads a struct copied into the closure.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let child = command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the corsgate binary");
+        Binary::follow(child)
+    }
+
+    /// Reads a started binary's log until it says where it listens, and keeps reading it.
+    fn follow(mut child: std::process::Child) -> (Binary, SocketAddr) {
+        use std::io::{BufRead, BufReader};
+        let stderr = child.stderr.take().expect("piped stderr");
+        let info = BinaryInfo::default();
+        let mut binary = Binary(child, info.clone());
+        let mut lines = BufReader::new(stderr).lines();
+        let mut admin = None;
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("corsgate says where it listens before exiting")
+                .expect("readable stderr");
+            info.log.lock().expect("log").push(line.clone());
+            if let Some(rest) = line.split("admin listening on http://").nth(1) {
+                admin = Some(rest.trim().parse().expect("admin address"));
+            }
+            let rest = line.split("corsgate listening on ").nth(1);
+            if let Some(addr) = rest.and_then(|r| r.split("://").nth(1)) {
+                break addr.trim().parse().expect("listen address");
+            }
+        };
+        binary.1.admin = admin;
+        let log = Arc::clone(&info.log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                log.lock().expect("log").push(line);
+            }
+        });
+        (binary, addr)
+    }
+
+    /// Descriptors the binary has open now.
+    pub fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.0.id()))
+            .expect("the binary's /proc entry")
+            .count()
+    }
+
+    /// CPU time the binary has used so far (user and system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id()))
+            .expect("the binary's /proc stat");
+        // Fields after the command name (which may hold spaces) start at the state, field 3;
+        // utime and stime are fields 14 and 15, in clock ticks.
+        let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+        let fields: Vec<u64> = after_name
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().expect("tick count"))
+            .collect();
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let ticks = u64::try_from(ticks).expect("clock ticks per second");
+        Duration::from_millis((fields[0] + fields[1]) * 1000 / ticks)
+    }
+}
+
+/// A TOML configuration written to a fresh file, for the binary's `--config`.
+pub fn config_file(toml: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!("corsgate-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("config-{}.toml", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&path, toml).expect("write configuration");
+    path
+}
