@@ -252,7 +252,7 @@ fn check_reports_every_problem_of_a_rule_with_two_ids() {
         lines,
         [
             ":2:3: MalformedXML: CORSRule #1 (ID \"a\"): the rule has no <AllowedOrigin>",
-            ":4:5: MalformedXML: <ID> appears more than once in one rule",
+            ":4:5: MalformedXML: CORSRule #1 (ID \"a\"): <ID> appears more than once in one rule",
             ":5:5: InvalidRequest: CORSRule #1 (ID \"a\"): Found unsupported HTTP method in CORS config. Unsupported method is get",
         ]
     );

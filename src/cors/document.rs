@@ -14,7 +14,7 @@ use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::reader::Reader;
 use serde::Serialize;
 
-use super::error::{ConfigError, JsonProblem, Pos, Problem, ProblemKind};
+use super::error::{ConfigError, JsonProblem, Pos, Problem, ProblemKind, RuleRef};
 
 /// Which form a document was written in, so that problems can be worded in its terms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -491,10 +491,15 @@ impl<'a> XmlReader<'a> {
             value: text,
             pos: Some(pos),
         };
+        // Rules are added to the document when they close: this one is the next.
+        let rule_ref = RuleRef {
+            index: self.doc.rules.len() + 1,
+            id: rule.id.as_ref().map(|id| id.value.clone()),
+        };
         let single = |slot: &mut Option<Located<String>>, problems: &mut Vec<Problem>| {
             if slot.is_some() {
                 let kind = ProblemKind::DuplicateElement(field_name(field));
-                problems.push(Problem::new(kind).at(Some(pos)));
+                problems.push(Problem::new(kind).in_rule(rule_ref).at(Some(pos)));
             } else {
                 *slot = Some(value.clone());
             }
@@ -580,7 +585,7 @@ impl<'a> JsonReader<'a> {
     fn problem(&mut self, problem: JsonProblem, pos: Option<Pos>) {
         let mut p = Problem::new(ProblemKind::InvalidJson(problem)).at(pos);
         if let Some(index) = self.rule {
-            p = p.in_rule(super::error::RuleRef { index, id: None });
+            p = p.in_rule(RuleRef { index, id: None });
         }
         self.problems.push(p);
     }
