@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the outside programs some tests drive (curl, Chromium from apt;
-# moto's S3 server and s3cmd from PyPI into .venv/), then runs every test, those behind the
-# `external` feature included.
+# The whole test suite: installs the outside programs some tests drive (curl, Chromium and, when
+# missing, python3-venv from apt; moto's S3 server and s3cmd from PyPI into .venv/), then runs
+# every test, those behind the `external` feature included.
 #
 # Plain `cargo test` runs everything that needs only Rust. A test whose outside program is
 # missing fails loudly; it never skips.
@@ -19,6 +19,12 @@ missing=()
 for program in "${!APT_PACKAGES[@]}"; do
   command -v "$program" >/dev/null 2>&1 || missing+=("${APT_PACKAGES[$program]}")
 done
+# `python3 -m venv` needs ensurepip, which Debian and Ubuntu ship apart, in python3-venv.
+if ! command -v python3 >/dev/null 2>&1; then
+  missing+=(python3 python3-venv)
+elif ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -35,7 +41,10 @@ fi
 PY_PACKAGES=("moto[server]" s3cmd)
 if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/s3cmd ]; then
   echo "test.sh: installing ${PY_PACKAGES[*]} into .venv/"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
+  # A virtualenv made before python3-venv was installed has no pip: make it again.
+  if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    python3 -m venv --clear .venv
+  fi
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
