@@ -6,7 +6,7 @@
 #   docker run --rm -p 8080:8080 -v "$PWD/config:/app/config:ro" corsgate   # your own config/
 #
 # The image runs `corsgate serve --config config/corsgate.toml --listen 0.0.0.0:8080` in /app;
-# rules files named in the config are read relative to /app, so mount them under /app/config.
+# paths in the config are relative to its directory, so mount it and its rules on /app/config.
 # Its health is `corsgate healthcheck` asking the admin listener that config names for /readyz
 # (`docker inspect --format '{{json .State.Health}}'` shows the reason of the last check).
 # Built without .git in the context, so `corsgate --version` has no commit.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the outside programs some tests drive (curl, Chromium and nginx
-# from apt; moto's S3 server and s3cmd from PyPI into .venv/), then runs every test, those behind
-# the `external` feature included.
+# The whole test suite: installs the outside programs some tests drive (curl, Chromium, nginx and,
+# when missing, python3-venv, systemd and kubectl from apt; moto's S3 server, s3cmd and
+# kubernetes-validate from PyPI into .venv/), then
+# runs every test, those behind the `external` feature included.
 #
 # Plain `cargo test` runs everything that needs only Rust. A test whose outside program is
 # missing fails loudly; it never skips.
@@ -14,6 +15,10 @@ declare -A APT_PACKAGES=(
   [chromium]=chromium
   [kill]=procps
   [nginx]=nginx-light
+  # deploy/: systemd-analyze verifies the unit; kubectl (with kustomize v5: the machine image's
+  # package, as Debian's own kubernetes-client is too old) renders the Kubernetes base.
+  [systemd-analyze]=systemd
+  [kubectl]=kubectl
 )
 
 missing=()
@@ -22,6 +27,12 @@ for program in "${!APT_PACKAGES[@]}"; do
   command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] ||
     missing+=("${APT_PACKAGES[$program]}")
 done
+# `python3 -m venv` needs ensurepip, which Debian and Ubuntu ship apart, in python3-venv.
+if ! command -v python3 >/dev/null 2>&1; then
+  missing+=(python3 python3-venv)
+elif ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -35,38 +46,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python programs go into a repo-local virtualenv (git-ignored), never into the system.
-PY_PACKAGES=("moto[server]" s3cmd)
-if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/s3cmd ]; then
+PY_PACKAGES=("moto[server]" s3cmd kubernetes-validate)
+if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/s3cmd ] ||
+  [ ! -x .venv/bin/kubernetes-validate ]; then
   echo "test.sh: installing ${PY_PACKAGES[*]} into .venv/"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
+  # A virtualenv made before python3-venv was installed has no pip: make it again.
+  if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    python3 -m venv --clear .venv
+  fi
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
-# --- Deployment files (tests/deploy.rs) ---
-# systemd-analyze verifies deploy/systemd/corsgate.service; kubectl renders deploy/kubernetes and
-# kubernetes-validate checks the result against the API schemas. The base needs a kubectl with
-# kustomize v5 (the machine image's): Debian's own kubernetes-client is too old for it.
-declare -A DEPLOY_APT_PACKAGES=(
-  [systemd-analyze]=systemd
-  [kubectl]=kubectl
-)
-deploy_missing=()
-for program in "${!DEPLOY_APT_PACKAGES[@]}"; do
-  command -v "$program" >/dev/null 2>&1 || deploy_missing+=("${DEPLOY_APT_PACKAGES[$program]}")
-done
-if [ ${#deploy_missing[@]} -gt 0 ]; then
-  echo "test.sh: installing ${deploy_missing[*]}"
-  sudo=
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${deploy_missing[@]}" >/dev/null
-fi
-if [ ! -x .venv/bin/kubernetes-validate ]; then
-  echo "test.sh: installing kubernetes-validate into .venv/"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check kubernetes-validate
-fi
-# --- end of the deployment files' programs ---
 
 cargo test --features external "$@"

@@ -467,13 +467,15 @@ struct RawDemoOrigin {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 impl Config {
-    /// Reads and validates a TOML file.
+    /// Reads and validates a TOML file. Relative paths in it (rules files, certificates and
+    /// keys, CA files, the demo root) are resolved from the file's own directory, as nginx and
+    /// Caddy do, so that the gateway can be started from any working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text).map_err(|e| match e {
+        let mut config = Config::parse(&text).map_err(|e| match e {
             ParseError::Syntax(message) => ConfigFileError::Syntax {
                 path: path.to_path_buf(),
                 message,
@@ -482,7 +484,38 @@ impl Config {
                 path: path.to_path_buf(),
                 problems,
             },
-        })
+        })?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(config)
+    }
+
+    /// Makes every relative path of the configuration relative to `dir` instead. `dir` may be
+    /// relative itself (`config`, from `--config config/corsgate.toml`): the result then stays
+    /// relative to the working directory, which is where `dir` was found, and reads as the user
+    /// would write it in logs and `GET /-/rules`.
+    fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        for route in &mut self.routes {
+            if let RulesSource::File(file) = &mut route.rules {
+                resolve(file);
+            }
+        }
+        for tls in &mut self.server.tls {
+            for files in &mut tls.certs {
+                resolve(&mut files.cert);
+                resolve(&mut files.key);
+            }
+        }
+        if let Some(ca_file) = &mut self.server.origin_tls.ca_file {
+            resolve(ca_file);
+        }
+        if let Some(demo) = &mut self.demo_origin {
+            resolve(&mut demo.root);
+        }
     }
 
     /// Parses and validates TOML text.
@@ -608,9 +641,11 @@ impl Config {
             report("route".into(), "at least one [[route]] is needed".into());
         }
         let mut routes = Vec::new();
+        // The valid routes' hosts as written, for messages: `"*"`, not `Any`.
+        let mut written_hosts = Vec::new();
         for (i, r) in raw.route.into_iter().enumerate() {
             let key = |field: &str| format!("route[{}].{field}", i + 1);
-            let hosts = match r.hosts {
+            let hosts: Vec<(HostPattern, String)> = match r.hosts {
                 None => {
                     report(key("hosts"), "missing (use [\"*\"] for any host)".into());
                     Vec::new()
@@ -623,14 +658,17 @@ impl Config {
                     Vec::new()
                 }
                 Some(list) => list
-                    .iter()
-                    .filter_map(|h| {
-                        HostPattern::parse(h)
-                            .map_err(|m| report(key("hosts"), m))
-                            .ok()
+                    .into_iter()
+                    .filter_map(|h| match HostPattern::parse(&h) {
+                        Ok(pattern) => Some((pattern, h)),
+                        Err(m) => {
+                            report(key("hosts"), m);
+                            None
+                        }
                     })
                     .collect(),
             };
+            let patterns = hosts.iter().map(|(p, _)| p.clone()).collect();
             let origin = match r.origin {
                 None => {
                     report(key("origin"), "missing".into());
@@ -654,7 +692,7 @@ impl Config {
             };
             let endpoint = matches!(rules, RulesSource::Endpoint(_));
             let mut route = match origin {
-                Some(origin) => RouteConfig::new(hosts, origin, rules),
+                Some(origin) => RouteConfig::new(patterns, origin, rules),
                 None => continue,
             };
             route.preserve_host = endpoint;
@@ -665,8 +703,9 @@ impl Config {
                 route.vary_origin_always = v;
             }
             routes.push(route);
+            written_hosts.push((i, hosts));
         }
-        check_host_overlap(&routes, &mut report);
+        check_host_overlap(&written_hosts, &mut report);
 
         let demo_origin = raw.demo_origin.and_then(|d| {
             let listen = match d.listen {
@@ -954,15 +993,21 @@ impl RouteConfig {
     }
 }
 
-/// Two routes claiming the same host would make routing depend on file order: refuse.
-fn check_host_overlap(routes: &[RouteConfig], report: &mut impl FnMut(String, String)) {
+/// Two routes claiming the same host would make routing depend on file order: refuse. `routes`
+/// holds the valid routes' hosts, parsed and as written, each with its route's index in the
+/// file (routes with other problems are left out, so the indices can skip).
+fn check_host_overlap(
+    routes: &[(usize, Vec<(HostPattern, String)>)],
+    report: &mut impl FnMut(String, String),
+) {
     let mut seen: Vec<(&HostPattern, usize)> = Vec::new();
-    for (i, route) in routes.iter().enumerate() {
-        for host in &route.hosts {
+    for (i, hosts) in routes {
+        let i = *i;
+        for (host, written) in hosts {
             if let Some((_, first)) = seen.iter().find(|(h, _)| *h == host) {
                 report(
                     format!("route[{}].hosts", i + 1),
-                    format!("{host:?} is already served by route[{}]", first + 1),
+                    format!("{written:?} is already served by route[{}]", first + 1),
                 );
             } else {
                 seen.push((host, i));
@@ -1326,5 +1371,69 @@ mod tests {
         );
         assert_eq!(HostPattern::parse("*"), Ok(HostPattern::Any));
         assert!(HostPattern::parse("a b").is_err());
+    }
+
+    #[test]
+    fn a_host_served_twice_is_named_as_written() {
+        let text = "[[route]]\nhosts = [\"*\", \"a.example\"]\norigin = \"http://127.0.0.1:9000\"\n\
+                    [[route]]\nhosts = [\"b.example\"]\norigin = \"ftp://nowhere\"\n\
+                    [[route]]\nhosts = [\"*\", \"A.Example\"]\norigin = \"http://127.0.0.1:9001\"\n";
+        let Err(ParseError::Invalid(problems)) = Config::parse(text) else {
+            panic!("two routes claim the same hosts")
+        };
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        // Route numbers are the file's, even past a route with another problem.
+        assert!(
+            lines.contains(&"route[3].hosts: \"*\" is already served by route[1]".to_string()),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(
+                &"route[3].hosts: \"A.Example\" is already served by route[1]".to_string()
+            ),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_configuration_finds_its_files_from_any_working_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let c = Config::load(&dir.join("corsgate.toml")).expect("the shipped configuration");
+        let RulesSource::File(rules) = &c.routes[0].rules else {
+            panic!("the default route reads a rules file")
+        };
+        assert_eq!(rules, &dir.join("cors-app.xml"));
+        assert!(rules.is_file(), "{}", rules.display());
+        let demo = c.demo_origin.expect("the demo origin");
+        assert_eq!(demo.root, dir.join("demo-bucket"));
+        assert!(demo.root.join("hello.txt").is_file());
+    }
+
+    #[test]
+    fn every_relative_path_of_a_file_is_resolved_from_its_directory() {
+        let dir = std::env::temp_dir().join(format!("corsgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("gateway.toml");
+        let text = "[server]\nlisten = [\"127.0.0.1:8443\"]\n\
+                    tls = { certs = [{ cert = \"tls/a.pem\", key = \"/etc/keys/a.key\" }] }\n\
+                    [server.origin_tls]\nca_file = \"ca.pem\"\n\
+                    [demo_origin]\nlisten = \"127.0.0.1:9000\"\nroot = \"bucket\"\n\
+                    [[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:9000\"\n\
+                    rules = { file = \"rules/app.xml\" }\n";
+        std::fs::write(&file, text).expect("write the configuration");
+        let c = Config::load(&file).expect("valid");
+        let certs = &c.server.tls[0].certs[0];
+        assert_eq!(certs.cert, dir.join("tls/a.pem"));
+        // Absolute paths are kept as they are.
+        assert_eq!(certs.key, Path::new("/etc/keys/a.key"));
+        assert_eq!(c.server.origin_tls.ca_file, Some(dir.join("ca.pem")));
+        assert_eq!(c.demo_origin.map(|d| d.root), Some(dir.join("bucket")));
+        assert_eq!(
+            c.routes[0].rules,
+            RulesSource::File(dir.join("rules/app.xml"))
+        );
+        // Text without a file has no directory: its paths stay relative to the working one.
+        let c = Config::parse(text).expect("valid");
+        assert_eq!(c.routes[0].rules, RulesSource::File("rules/app.xml".into()));
     }
 }

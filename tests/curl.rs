@@ -33,7 +33,13 @@ fn the_readme_curl_commands_show_an_allowed_preflight_a_denied_one_and_a_decorat
     let config = std::fs::read_to_string(format!("{root}/config/corsgate.toml"))
         .expect("default config")
         .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:9000", &format!("127.0.0.1:{demo_port}"));
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{demo_port}"))
+        // The copy lives elsewhere, and paths in a configuration are relative to its file.
+        .replace("\"demo-bucket\"", &format!("\"{root}/config/demo-bucket\""))
+        .replace(
+            "\"cors-app.xml\"",
+            &format!("\"{root}/config/cors-app.xml\""),
+        );
     let path = rules_file(&config).with_extension("toml");
     std::fs::write(&path, config).expect("write config");
     let (_gateway, addr) = Binary::start(&["serve", "--config", &path.to_string_lossy()], root);

@@ -107,8 +107,14 @@ fn empty_and_garbage_inputs_are_malformed() {
 #[test]
 fn json_with_wrong_types_is_refused_with_position() {
     let err = Policy::parse(br#"{"CORSRules": [{"AllowedOrigins": "*"}]}"#).expect_err("refused");
-    assert!(matches!(err.problems[0].kind, ProblemKind::InvalidJson(_)));
-    assert!(err.problems[0].pos.is_some());
+    // In document order: the rule's missing "AllowedMethods" (at its `{`) comes first.
+    let wrong_type = err
+        .problems
+        .iter()
+        .find(|p| matches!(p.kind, ProblemKind::InvalidJson(_)))
+        .expect("the wrong type is reported");
+    assert!(wrong_type.pos.is_some());
+    assert!(err.problems.iter().all(|p| p.pos.is_some()), "{err}");
 }
 
 proptest! {

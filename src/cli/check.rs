@@ -1,4 +1,7 @@
 //! `corsgate check FILE...`: S3's validation, plus warnings for rules S3 accepts but should not.
+//!
+//! Every problem is one line, `FILE:LINE:COL: CODE: message`, errors and warnings alike, so that
+//! editors and scripts can read them without special cases; then one summary line per file.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,7 +69,8 @@ fn check_file(path: &Path, deny_warnings: bool) -> Outcome {
             return Outcome::Invalid;
         }
     };
-    let warnings = lint(&doc);
+    let mut warnings = lint(&doc);
+    warnings.sort_by_key(|w| w.pos);
     for w in &warnings {
         println!("{name}:{w}");
     }

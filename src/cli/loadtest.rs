@@ -24,11 +24,14 @@ Exit status: 0 when every request got an answer and every answer matched corsgat
 evaluation of the rules; 1 when there were mismatches or errors (or no answer at all); \
 2 for usage errors, unreadable or invalid rules, or an unusable URL.
 
-Examples:
-  corsgate loadtest http://127.0.0.1:8080/ --rules config/cors.xml -c 32 -d 10s
-  corsgate loadtest http://127.0.0.1:8080/ --rules config/cors.xml --http2 -c 4 --streams 16
-  corsgate loadtest http://127.0.0.1:8080/ --rules config/cors.xml --rate 20000 -d 30s --json
-  corsgate loadtest http://127.0.0.1:8081/ --rules config/cors.xml --lenient-status   # nginx")]
+Examples, against `corsgate serve` with the default configuration (the rules of \
+config/cors-app.xml in front of the demo bucket):
+  corsgate loadtest http://127.0.0.1:8080/ --rules config/cors-app.xml -c 32 -d 10s
+  corsgate loadtest http://127.0.0.1:8080/ --rules config/cors-app.xml --http2 -c 4 --streams 16
+  corsgate loadtest http://127.0.0.1:8080/ --rules config/cors-app.xml --rate 20000 -d 30s --json
+
+Against nginx running benches/load/nginx.conf, which does the rules of config/cors.xml by hand:
+  corsgate loadtest http://127.0.0.1:8082/ --rules config/cors.xml --lenient-status")]
 pub struct LoadtestArgs {
     /// The server to test (http:// only). Its path, if any, prefixes every object key
     /// (e.g. http://127.0.0.1:9000/my-bucket for path-style S3).

@@ -31,9 +31,23 @@ pub struct Cli {
 pub enum Command {
     /// Validate CORS configuration files (S3 XML or AWS CLI JSON) the way S3's PutBucketCors does.
     ///
-    /// Exit status: 0 valid, 1 invalid, 2 usage or I/O error.
+    /// Every problem is printed as one line, `FILE:LINE:COL: CODE: message`. CODE is the S3 error
+    /// code (MalformedXML, InvalidRequest) for an error, and a code starting with `W-` for a
+    /// warning, whose message starts with `warning:`. A problem about the whole document points
+    /// at its root element (XML), its "CORSRules" key (JSON) or 1:1. Each file ends with one line
+    /// `FILE: valid (...)` or `FILE: invalid (...)`.
+    ///
+    /// Exit status: 0 valid (warnings allowed), 1 invalid (or warnings with --deny-warnings),
+    /// 2 usage or I/O error.
     Check(check::CheckArgs),
     /// Show how a set of rules answers one request, described with curl-like flags.
+    ///
+    /// The request is for the object `/object` unless `--path` names another key (`/` is the
+    /// bucket root).
+    ///
+    /// Exit status: 0 the request was explained, whether the rules allow it or not; 1 the rules
+    /// file is invalid (its problems are printed as `corsgate check` prints them); 2 usage or
+    /// I/O error (a bad -X or -H, an unreadable file).
     Explain(explain::ExplainArgs),
     /// Ask a running corsgate's admin listener whether it is ready (`GET /readyz`), for health
     /// checks in images with no shell or curl (Docker HEALTHCHECK, Kubernetes exec probes).

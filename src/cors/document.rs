@@ -1,21 +1,32 @@
 //! The CORS configuration document as written: S3's `CORSConfiguration` XML or the AWS CLI's
-//! JSON form, read into plain strings with the position of every element.
+//! JSON form, read into plain strings with the position of every element or value.
 //!
 //! Nothing here judges the values (that is `validate`); this module only knows the document's
 //! shape. XML is read with quick-xml's event reader rather than its serde deserializer because
 //! every problem must name the line and column of the element it is about, and serde drops
-//! positions. The JSON form is read with serde; both forms are written back out by
-//! `to_xml`/`to_json`, which round-trip through `parse`.
+//! positions. JSON is checked for syntax by serde_json (its messages and positions are good),
+//! then walked by a small reader of our own for the same reason. Both forms are written back
+//! out by `to_xml`/`to_json`, which round-trip through `parse`.
 
 use std::borrow::Cow;
 
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::reader::Reader;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 
-use super::error::{ConfigError, Pos, Problem, ProblemKind};
+use super::error::{ConfigError, JsonProblem, Pos, Problem, ProblemKind, RuleRef};
 
-/// A value read from the document, with where it was found (JSON values have no position).
+/// Which form a document was written in, so that problems can be worded in its terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// S3's `CORSConfiguration` XML.
+    #[default]
+    Xml,
+    /// The AWS CLI's `{"CORSRules": [...]}`.
+    Json,
+}
+
+/// A value read from the document, with where it was found.
 #[derive(Clone, Debug, Default, Eq)]
 pub struct Located<T> {
     pub value: T,
@@ -35,29 +46,16 @@ impl<T: PartialEq> PartialEq for Located<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        T::deserialize(d).map(Located::new)
-    }
-}
-
-/// One `CORSRule`, every field as the text the document holds (serde names: the JSON form's).
+/// One `CORSRule`, every field as the text the document holds.
 /// Equality ignores positions, as for [`Located`].
-#[derive(Clone, Debug, Default, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, Eq)]
 pub struct RuleDoc {
-    #[serde(skip)]
     pub pos: Option<Pos>,
-    #[serde(rename = "ID", default)]
     pub id: Option<Located<String>>,
-    #[serde(rename = "AllowedOrigins", default)]
     pub allowed_origins: Vec<Located<String>>,
-    #[serde(rename = "AllowedMethods", default)]
     pub allowed_methods: Vec<Located<String>>,
-    #[serde(rename = "AllowedHeaders", default)]
     pub allowed_headers: Vec<Located<String>>,
-    #[serde(rename = "ExposeHeaders", default)]
     pub expose_headers: Vec<Located<String>>,
-    #[serde(rename = "MaxAgeSeconds", default, deserialize_with = "max_age_text")]
     pub max_age_seconds: Option<Located<String>>,
 }
 
@@ -72,11 +70,22 @@ impl PartialEq for RuleDoc {
     }
 }
 
-/// A whole configuration document.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+/// A whole configuration document. Equality compares the rules only: the same rules written as
+/// XML or JSON are the same configuration.
+#[derive(Clone, Debug, Default, Eq)]
 pub struct Document {
-    #[serde(rename = "CORSRules", default)]
     pub rules: Vec<RuleDoc>,
+    pub form: Form,
+    /// Where the list of rules is: the `<CORSConfiguration>` element, or the JSON `"CORSRules"`
+    /// key (the top-level object when there is none). Problems about the whole document point
+    /// here.
+    pub pos: Option<Pos>,
+}
+
+impl PartialEq for Document {
+    fn eq(&self, other: &Self) -> bool {
+        self.rules == other.rules
+    }
 }
 
 /// S3's namespace, written on output so the document can be uploaded as it is.
@@ -84,25 +93,6 @@ pub const S3_NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
 /// Where a document is larger than S3 accepts, we do not even read it.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
-
-/// The JSON form's MaxAgeSeconds is a number; keep it as text so validation treats both forms
-/// alike (and can say what was wrong with it).
-fn max_age_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Located<String>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Number {
-        Int(i64),
-        Float(f64),
-        Text(String),
-    }
-    Ok(Option::<Number>::deserialize(d)?.map(|n| {
-        Located::new(match n {
-            Number::Int(i) => i.to_string(),
-            Number::Float(f) => f.to_string(),
-            Number::Text(t) => t,
-        })
-    }))
-}
 
 impl Document {
     /// Reads a document, XML or JSON (whichever its first non-blank character says).
@@ -117,8 +107,9 @@ impl Document {
     }
 
     /// Like [`Document::parse`], but keeps reading past problems that leave the document's
-    /// meaning clear (an unknown element, stray text), so that its values can be judged too and
-    /// every problem reported at once. The document is `None` when it could not be read at all.
+    /// meaning clear (an unknown element or key, stray text, a repeated `ID`, a value of the
+    /// wrong JSON type), so that its values can be judged too and every problem reported at
+    /// once. The document is `None` when it could not be read at all.
     pub fn read(bytes: &[u8]) -> (Option<Document>, Vec<Problem>) {
         match Document::read_strict(bytes) {
             Ok(doc) => (Some(doc), Vec::new()),
@@ -134,6 +125,7 @@ impl Document {
                     size: bytes.len(),
                     limit: MAX_DOCUMENT_BYTES,
                 })
+                .at(Some(Pos::START))
                 .into(),
             ));
         }
@@ -149,24 +141,13 @@ impl Document {
             }
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        if text.trim_start().starts_with('{') {
-            Document::parse_json(text).map_err(|e| (None, e))
+        // `[` too: a bare rules array (`aws s3api get-bucket-cors --query CORSRules`) is a JSON
+        // mistake, and deserves a JSON answer rather than an XML one.
+        if text.trim_start().starts_with(['{', '[']) {
+            JsonReader::read(text)
         } else {
             XmlReader::new(text).read()
         }
-    }
-
-    fn parse_json(text: &str) -> Result<Document, ConfigError> {
-        serde_json::from_str(text).map_err(|e| {
-            let pos = Pos {
-                line: u32::try_from(e.line()).unwrap_or(u32::MAX),
-                col: u32::try_from(e.column()).unwrap_or(u32::MAX),
-            };
-            let pos = (pos.line > 0).then_some(pos);
-            Problem::new(ProblemKind::InvalidJson(e.to_string()))
-                .at(pos)
-                .into()
-        })
     }
 
     /// The document as S3 XML, with S3's namespace.
@@ -343,6 +324,7 @@ impl<'a> XmlReader<'a> {
                 }
                 (Level::Prolog, Event::Start(e)) => {
                     if e.local_name().as_ref() == "CORSConfiguration" {
+                        self.doc.pos = Some(self.pos(start));
                         Level::Config
                     } else {
                         self.problem(ProblemKind::WrongRoot(name_of(&e)), start);
@@ -351,6 +333,7 @@ impl<'a> XmlReader<'a> {
                 }
                 (Level::Prolog, Event::Empty(e)) => {
                     if e.local_name().as_ref() == "CORSConfiguration" {
+                        self.doc.pos = Some(self.pos(start));
                         Level::Done
                     } else {
                         self.problem(ProblemKind::WrongRoot(name_of(&e)), start);
@@ -471,13 +454,15 @@ impl<'a> XmlReader<'a> {
         ))
     }
 
-    /// Structural surprises are reported and skipped so that later problems are found too; a
-    /// reader error ends the read.
+    /// Structural surprises are reported and skipped (a repeated `ID` or `MaxAgeSeconds` keeps
+    /// its first value) so that later problems are found too; a reader error ends the read.
     fn recoverable(&self) -> bool {
         self.problems.iter().all(|p| {
             matches!(
                 p.kind,
-                ProblemKind::UnexpectedElement { .. } | ProblemKind::UnexpectedText(_)
+                ProblemKind::UnexpectedElement { .. }
+                    | ProblemKind::UnexpectedText(_)
+                    | ProblemKind::DuplicateElement(_)
             )
         })
     }
@@ -506,10 +491,15 @@ impl<'a> XmlReader<'a> {
             value: text,
             pos: Some(pos),
         };
+        // Rules are added to the document when they close: this one is the next.
+        let rule_ref = RuleRef {
+            index: self.doc.rules.len() + 1,
+            id: rule.id.as_ref().map(|id| id.value.clone()),
+        };
         let single = |slot: &mut Option<Located<String>>, problems: &mut Vec<Problem>| {
             if slot.is_some() {
                 let kind = ProblemKind::DuplicateElement(field_name(field));
-                problems.push(Problem::new(kind).at(Some(pos)));
+                problems.push(Problem::new(kind).in_rule(rule_ref).at(Some(pos)));
             } else {
                 *slot = Some(value.clone());
             }
@@ -523,6 +513,410 @@ impl<'a> XmlReader<'a> {
             Field::Expose => rule.expose_headers.push(value),
         }
     }
+}
+
+/// The keys a JSON rule may have, as `JsonProblem::UnknownKey` lists them.
+const JSON_RULE_KEYS: &str = "\"ID\", \"AllowedOrigins\", \"AllowedMethods\", \"AllowedHeaders\", \
+                              \"ExposeHeaders\" and \"MaxAgeSeconds\"";
+
+/// The AWS CLI's JSON form, walked over text serde_json has already found well-formed (so the
+/// walk never meets a syntax error and never nests deeper than serde_json allows): every rule
+/// and value keeps its position, and every shape problem is reported, not only the first.
+struct JsonReader<'a> {
+    text: &'a str,
+    /// Byte offset of the next unread character.
+    at: usize,
+    /// Positions are asked for in document order: counting on from the last one keeps the walk
+    /// linear in the document's size.
+    counted: (usize, Pos),
+    /// The rule being read (1-based), named by the problems found inside it.
+    rule: Option<usize>,
+    problems: Vec<Problem>,
+}
+
+impl<'a> JsonReader<'a> {
+    fn read(text: &'a str) -> Result<Document, (Option<Document>, ConfigError)> {
+        // Read into a `Value` and dropped: its errors say more than `IgnoredAny`'s ("trailing
+        // comma" where the other says "expected value").
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
+            let problem = Problem::new(ProblemKind::InvalidJson(JsonProblem::Syntax(
+                syntax_message(&e),
+            )));
+            return Err((None, problem.at(Some(syntax_pos(text, &e))).into()));
+        }
+        let mut reader = JsonReader {
+            text,
+            at: 0,
+            counted: (0, Pos::START),
+            rule: None,
+            problems: Vec::new(),
+        };
+        reader.skip_ws();
+        let mut doc = Document {
+            rules: Vec::new(),
+            form: Form::Json,
+            pos: Some(reader.pos_here()),
+        };
+        if reader.peek() != Some(b'{') {
+            let found = kind_of(reader.peek());
+            reader.problem(JsonProblem::NotAnObject(found), doc.pos);
+            return Err((None, reader.into_error()));
+        }
+        reader.object(|r, key, key_pos| match key.as_str() {
+            "CORSRules" => {
+                doc.pos = Some(key_pos);
+                doc.rules = r.rules();
+            }
+            _ => r.unknown(key, key_pos, "the document's object", "\"CORSRules\""),
+        });
+        if reader.problems.is_empty() {
+            Ok(doc)
+        } else {
+            Err((Some(doc), reader.into_error()))
+        }
+    }
+
+    fn into_error(self) -> ConfigError {
+        ConfigError {
+            problems: self.problems,
+        }
+    }
+
+    fn problem(&mut self, problem: JsonProblem, pos: Option<Pos>) {
+        let mut p = Problem::new(ProblemKind::InvalidJson(problem)).at(pos);
+        if let Some(index) = self.rule {
+            p = p.in_rule(RuleRef { index, id: None });
+        }
+        self.problems.push(p);
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.at += 1;
+        }
+    }
+
+    fn pos_here(&mut self) -> Pos {
+        let (from, mut pos) = self.counted;
+        let Some(between) = self.text.get(from..self.at) else {
+            return Pos::at(self.text, self.at);
+        };
+        for c in between.chars() {
+            if c == '\n' {
+                pos.line = pos.line.saturating_add(1);
+                pos.col = 1;
+            } else {
+                pos.col = pos.col.saturating_add(1);
+            }
+        }
+        self.counted = (self.at, pos);
+        pos
+    }
+
+    /// Past a string, its quotes included (escapes are one backslash and the byte after it, or
+    /// the start of a `\uXXXX` whose hex digits never contain a quote).
+    fn skip_string(&mut self) {
+        self.at += 1;
+        while let Some(b) = self.peek() {
+            self.at += if b == b'\\' { 2 } else { 1 };
+            if b == b'"' {
+                return;
+            }
+        }
+    }
+
+    /// A string's value; the reader stands on its opening quote.
+    fn string(&mut self) -> String {
+        let start = self.at;
+        self.skip_string();
+        let raw = self.text.get(start..self.at).unwrap_or_default();
+        serde_json::from_str(raw).unwrap_or_else(|_| raw.trim_matches('"').to_string())
+    }
+
+    /// Past a number, `true`, `false` or `null`, returning its text.
+    fn scalar(&mut self) -> &'a str {
+        let start = self.at;
+        while let Some(b) = self.peek() {
+            if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') {
+                break;
+            }
+            self.at += 1;
+        }
+        self.text.get(start..self.at).unwrap_or_default()
+    }
+
+    /// Past one whole value, however deep, without recursion.
+    fn skip_value(&mut self) {
+        let mut depth = 0usize;
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                None => return,
+                Some(b'{' | b'[') => {
+                    depth += 1;
+                    self.at += 1;
+                }
+                Some(b'}' | b']') => {
+                    self.at += 1;
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return;
+                    }
+                }
+                Some(b',' | b':') => self.at += 1,
+                Some(b'"') => {
+                    self.skip_string();
+                    if depth == 0 {
+                        return;
+                    }
+                }
+                Some(_) => {
+                    self.scalar();
+                    if depth == 0 {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `on_key` with the reader on each value of the object the reader stands on; the
+    /// callback reads exactly that value. A repeated key is reported and its value skipped.
+    fn object(&mut self, mut on_key: impl FnMut(&mut Self, String, Pos)) {
+        self.at += 1;
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                // `}`, the only other thing well-formed JSON has here.
+                self.at += 1;
+                return;
+            }
+            let key_pos = self.pos_here();
+            let key = self.string();
+            self.skip_ws();
+            self.at += 1; // `:`
+            self.skip_ws();
+            if seen.insert(key.clone()) {
+                on_key(self, key, key_pos);
+            } else {
+                self.problem(JsonProblem::DuplicateKey(key), Some(key_pos));
+                self.skip_value();
+            }
+            self.skip_ws();
+            if self.peek() == Some(b',') {
+                self.at += 1;
+            }
+        }
+    }
+
+    /// Calls `on_item` with the reader on each item of the array the reader stands on.
+    fn array(&mut self, mut on_item: impl FnMut(&mut Self)) {
+        self.at += 1;
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                None => return,
+                Some(b']') => {
+                    self.at += 1;
+                    return;
+                }
+                Some(_) => on_item(self),
+            }
+            self.skip_ws();
+            if self.peek() == Some(b',') {
+                self.at += 1;
+            }
+        }
+    }
+
+    fn unknown(&mut self, key: String, pos: Pos, within: &'static str, allowed: &'static str) {
+        self.problem(
+            JsonProblem::UnknownKey {
+                key,
+                within,
+                allowed,
+            },
+            Some(pos),
+        );
+        self.skip_value();
+    }
+
+    /// Reports the value the reader stands on (`key`'s, or an item of `key`'s array when
+    /// `entry`) as not of the `expected` type, and skips it.
+    fn wrong_type(&mut self, key: &'static str, entry: bool, expected: &'static str) {
+        let pos = self.pos_here();
+        let found = kind_of(self.peek());
+        self.problem(
+            JsonProblem::WrongType {
+                key,
+                entry,
+                expected,
+                found,
+            },
+            Some(pos),
+        );
+        self.skip_value();
+    }
+
+    /// Every entry counts as a rule, an entry that is not an object too (as an empty rule), so
+    /// that `CORSRule #N` is always the array's Nth entry.
+    fn rules(&mut self) -> Vec<RuleDoc> {
+        let mut rules = Vec::new();
+        if self.peek() != Some(b'[') {
+            self.wrong_type("CORSRules", false, "an array of rule objects");
+            return rules;
+        }
+        self.array(|r| {
+            r.rule = Some(rules.len() + 1);
+            let before = r.problems.len();
+            let rule = if r.peek() == Some(b'{') {
+                r.rule_object()
+            } else {
+                let pos = Some(r.pos_here());
+                r.wrong_type("CORSRules", true, "an object");
+                RuleDoc {
+                    pos,
+                    ..RuleDoc::default()
+                }
+            };
+            // The ID may come after the problems found before it: name it in all of them.
+            if let Some(id) = &rule.id {
+                for p in &mut r.problems[before..] {
+                    if let Some(rule_ref) = &mut p.rule {
+                        rule_ref.id = Some(id.value.clone());
+                    }
+                }
+            }
+            rules.push(rule);
+            r.rule = None;
+        });
+        rules
+    }
+
+    fn rule_object(&mut self) -> RuleDoc {
+        let mut rule = RuleDoc {
+            pos: Some(self.pos_here()),
+            ..RuleDoc::default()
+        };
+        self.object(|r, key, key_pos| match key.as_str() {
+            "ID" => rule.id = r.optional_string("ID"),
+            "AllowedOrigins" => rule.allowed_origins = r.strings("AllowedOrigins"),
+            "AllowedMethods" => rule.allowed_methods = r.strings("AllowedMethods"),
+            "AllowedHeaders" => rule.allowed_headers = r.strings("AllowedHeaders"),
+            "ExposeHeaders" => rule.expose_headers = r.strings("ExposeHeaders"),
+            "MaxAgeSeconds" => rule.max_age_seconds = r.max_age(),
+            _ => r.unknown(key, key_pos, "a rule", JSON_RULE_KEYS),
+        });
+        rule
+    }
+
+    /// A string, or `null` for none.
+    fn optional_string(&mut self, key: &'static str) -> Option<Located<String>> {
+        match self.peek() {
+            Some(b'"') => {
+                let pos = self.pos_here();
+                let value = self.string();
+                Some(Located {
+                    value,
+                    pos: Some(pos),
+                })
+            }
+            Some(b'n') => {
+                self.scalar();
+                None
+            }
+            _ => {
+                self.wrong_type(key, false, "a string");
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, key: &'static str) -> Vec<Located<String>> {
+        let mut values = Vec::new();
+        if self.peek() != Some(b'[') {
+            self.wrong_type(key, false, "an array of strings");
+            return values;
+        }
+        self.array(|r| {
+            if r.peek() == Some(b'"') {
+                let pos = r.pos_here();
+                let value = r.string();
+                values.push(Located {
+                    value,
+                    pos: Some(pos),
+                });
+            } else {
+                r.wrong_type(key, true, "a string");
+            }
+        });
+        values
+    }
+
+    /// The number's text as written, so that validation judges it as it judges XML's (and can
+    /// say what was wrong with `3000.5`); a quoted number is read the same way.
+    fn max_age(&mut self) -> Option<Located<String>> {
+        let pos = self.pos_here();
+        match self.peek() {
+            Some(b'-' | b'0'..=b'9') => Some(Located {
+                value: self.scalar().to_string(),
+                pos: Some(pos),
+            }),
+            Some(b'"') => Some(Located {
+                value: self.string(),
+                pos: Some(pos),
+            }),
+            Some(b'n') => {
+                self.scalar();
+                None
+            }
+            _ => {
+                self.wrong_type("MaxAgeSeconds", false, "an integer");
+                None
+            }
+        }
+    }
+}
+
+/// What a JSON value is, from its first character, as a message names it.
+fn kind_of(first: Option<u8>) -> &'static str {
+    match first {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(_) => "a number",
+        None => "nothing",
+    }
+}
+
+/// serde_json's message without its ` at line L column C`: the position leads the line instead.
+fn syntax_message(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    message
+        .strip_suffix(&suffix)
+        .map_or(message.clone(), str::to_string)
+}
+
+/// serde_json counts columns in bytes; ours are characters.
+fn syntax_pos(text: &str, e: &serde_json::Error) -> Pos {
+    let line_start = text
+        .split_inclusive('\n')
+        .take(e.line().saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>();
+    let line_len = text[line_start..]
+        .find('\n')
+        .unwrap_or(text.len() - line_start);
+    let col_bytes = e.column().saturating_sub(1).min(line_len);
+    Pos::at(text, line_start + col_bytes)
 }
 
 fn field_name(field: Field) -> &'static str {
@@ -665,7 +1059,7 @@ mod tests {
     proptest! {
         #[test]
         fn xml_and_json_round_trip(rules in proptest::collection::vec(rule(), 0..4)) {
-            let doc = Document { rules };
+            let doc = Document { rules, ..Document::default() };
             prop_assert_eq!(&Document::parse(doc.to_xml().as_bytes()).expect("own XML reads back"), &doc);
             // JSON writes MaxAgeSeconds as a number; leading zeros do not survive that.
             let json_doc = Document::parse(doc.to_json().as_bytes()).expect("own JSON reads back");
@@ -676,6 +1070,93 @@ mod tests {
                 let age = |r: &RuleDoc| r.max_age_seconds.as_ref().and_then(|l| l.value.parse::<u64>().ok());
                 prop_assert_eq!(age(a), age(b));
             }
+        }
+    }
+
+    fn json_problems(json: &str) -> Vec<String> {
+        match Document::parse(json.as_bytes()) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.iter().map(Problem::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn json_rules_and_values_have_positions() {
+        let json = "{\"CORSRules\": [\n  {\"AllowedOrigins\": [\"https://é.example\", \"https://b.example\"],\n   \"MaxAgeSeconds\": 60}\n]}";
+        let doc = Document::parse(json.as_bytes()).expect("valid");
+        assert_eq!(doc.form, Form::Json);
+        assert_eq!(doc.pos, Some(Pos { line: 1, col: 2 }));
+        let rule = &doc.rules[0];
+        assert_eq!(rule.pos, Some(Pos { line: 2, col: 3 }));
+        // Columns count characters: 'é' is two bytes.
+        assert_eq!(rule.allowed_origins[1].pos, Some(Pos { line: 2, col: 44 }));
+        let max_age = rule.max_age_seconds.as_ref().expect("MaxAgeSeconds");
+        assert_eq!(
+            (max_age.value.as_str(), max_age.pos),
+            ("60", Some(Pos { line: 3, col: 21 }))
+        );
+    }
+
+    #[test]
+    fn every_json_shape_problem_is_reported_once_in_json_terms() {
+        let json = r#"{"CORSRules": [
+  {"AllowedOrigins": ["*", 7], "AllowedMethod": ["GET"], "ID": "a", "ID": "b"},
+  "not a rule",
+  {"AllowedMethods": {"GET": true}, "MaxAgeSeconds": false, "Deep": [[[[{"x": [1]}]]]]}
+], "Version": 2}"#;
+        assert_eq!(
+            json_problems(json),
+            [
+                "2:28: MalformedXML: CORSRule #1 (ID \"a\"): each entry of \"AllowedOrigins\" must be a string, found a number",
+                "2:32: MalformedXML: CORSRule #1 (ID \"a\"): unknown key \"AllowedMethod\" in a rule; the keys allowed there are \"ID\", \"AllowedOrigins\", \"AllowedMethods\", \"AllowedHeaders\", \"ExposeHeaders\" and \"MaxAgeSeconds\"",
+                "2:69: MalformedXML: CORSRule #1 (ID \"a\"): the key \"ID\" appears more than once in one object",
+                // Every entry is a rule, so that the next one is still #3.
+                "3:3: MalformedXML: CORSRule #2: each entry of \"CORSRules\" must be an object, found a string",
+                "4:22: MalformedXML: CORSRule #3: \"AllowedMethods\" must be an array of strings, found an object",
+                "4:54: MalformedXML: CORSRule #3: \"MaxAgeSeconds\" must be an integer, found a boolean",
+                "4:61: MalformedXML: CORSRule #3: unknown key \"Deep\" in a rule; the keys allowed there are \"ID\", \"AllowedOrigins\", \"AllowedMethods\", \"AllowedHeaders\", \"ExposeHeaders\" and \"MaxAgeSeconds\"",
+                "5:4: MalformedXML: unknown key \"Version\" in the document's object; the keys allowed there are \"CORSRules\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn json_that_is_not_the_cli_form_says_what_it_should_be() {
+        assert_eq!(
+            json_problems(r#"  [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET"]}]"#),
+            [
+                "1:3: MalformedXML: the document must be a JSON object holding a \"CORSRules\" array (the form of `aws s3api get-bucket-cors`), found an array"
+            ]
+        );
+        assert_eq!(
+            json_problems("{\"CORSRules\": {}}"),
+            ["1:15: MalformedXML: \"CORSRules\" must be an array of rule objects, found an object"]
+        );
+    }
+
+    #[test]
+    fn json_syntax_errors_carry_serde_json_message_at_a_character_column() {
+        assert_eq!(
+            json_problems(
+                "{\"CORSRules\": [\n  {\"ID\": \"é\", \"AllowedMethods\": [\"GET\",]}\n]}"
+            ),
+            ["2:40: MalformedXML: the JSON is not well-formed: trailing comma"]
+        );
+        let deep = format!("{{\"CORSRules\": {}{}}}", "[".repeat(200), "]".repeat(200));
+        let problems = json_problems(&deep);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("recursion limit exceeded"),
+            "{problems:?}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_ish_text_is_read_without_panic(body in "[{}\\[\\]\",:0-9a-zA-Z \n\\\\é-]{0,80}") {
+            let text = format!("{{\"CORSRules\": [{body}");
+            let _ = Document::parse(text.as_bytes());
+            let _ = Document::parse(body.as_bytes());
         }
     }
 

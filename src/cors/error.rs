@@ -1,10 +1,13 @@
 //! Configuration errors: every problem S3's `PutBucketCors` would reject, as data.
 //!
-//! Each error carries the S3 error code a bucket would answer with, the rule it belongs to and,
-//! when the document gives one, the line and column of the offending element, so that a user can
-//! go straight to it.
+//! Each error carries the S3 error code a bucket would answer with, the rule it belongs to and
+//! the line and column of the offending element (or value, in JSON), so that a user can go
+//! straight to it. Messages speak the document's own form: `<AllowedOrigin>` for XML,
+//! `"AllowedOrigins"` for the AWS CLI's JSON.
 
 use std::fmt;
+
+use super::document::Form;
 
 /// The S3 error code a bucket answers a rejected `PutBucketCors` with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,6 +39,9 @@ pub struct Pos {
 }
 
 impl Pos {
+    /// The first character of a document.
+    pub const START: Pos = Pos { line: 1, col: 1 };
+
     /// The position of byte `offset` in `text`. Offsets past the end clamp to the end.
     pub fn at(text: &str, offset: usize) -> Pos {
         let mut end = offset.min(text.len());
@@ -82,8 +88,8 @@ pub enum ProblemKind {
     NotUtf8,
     #[error("the XML is not well-formed: {0}")]
     NotWellFormed(String),
-    #[error("the JSON is not valid: {0}")]
-    InvalidJson(String),
+    #[error("{0}")]
+    InvalidJson(JsonProblem),
     #[error("a DOCTYPE is not allowed in a CORS configuration (entities are never expanded)")]
     DocType,
     #[error("the root element must be <CORSConfiguration>, found <{0}>")]
@@ -94,12 +100,12 @@ pub enum ProblemKind {
     UnexpectedText(String),
     #[error("<{0}> appears more than once in one rule")]
     DuplicateElement(&'static str),
-    #[error("the configuration has no <CORSRule>")]
-    NoRules,
-    #[error("the rule has no <AllowedOrigin>")]
-    MissingOrigin,
-    #[error("the rule has no <AllowedMethod>")]
-    MissingMethod,
+    #[error("{}", no_rules(*.0))]
+    NoRules(Form),
+    #[error("{}", missing_field(*.0, "AllowedOrigin"))]
+    MissingOrigin(Form),
+    #[error("{}", missing_field(*.0, "AllowedMethod"))]
+    MissingMethod(Form),
     #[error("Found unsupported HTTP method in CORS config. Unsupported method is {0}")]
     UnsupportedMethod(String),
     #[error("AllowedOrigin \"{0}\" can not have more than one wildcard.")]
@@ -116,6 +122,48 @@ pub enum ProblemKind {
     BadMaxAge(String),
     #[error("ExposeHeader {0:?} can not be sent in an HTTP header")]
     BadExposeHeader(String),
+}
+
+/// What is wrong with a JSON document that is not the AWS CLI's `CORSConfiguration` shape.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JsonProblem {
+    #[error("the JSON is not well-formed: {0}")]
+    Syntax(String),
+    #[error(
+        "the document must be a JSON object holding a \"CORSRules\" array (the form of `aws s3api get-bucket-cors`), found {0}"
+    )]
+    NotAnObject(&'static str),
+    #[error("unknown key \"{key}\" in {within}; the keys allowed there are {allowed}")]
+    UnknownKey {
+        key: String,
+        within: &'static str,
+        allowed: &'static str,
+    },
+    #[error("{}\"{key}\" must be {expected}, found {found}", if *.entry { "each entry of " } else { "" })]
+    WrongType {
+        key: &'static str,
+        /// The problem is an item of the array `key`, not `key`'s value itself.
+        entry: bool,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("the key \"{0}\" appears more than once in one object")]
+    DuplicateKey(String),
+}
+
+fn no_rules(form: Form) -> &'static str {
+    match form {
+        Form::Xml => "the configuration has no <CORSRule>",
+        Form::Json => "the configuration has no rule: \"CORSRules\" is missing or empty",
+    }
+}
+
+/// `AllowedOrigin` is an element per value in XML, an array named in the plural in JSON.
+fn missing_field(form: Form, xml_element: &str) -> String {
+    match form {
+        Form::Xml => format!("the rule has no <{xml_element}>"),
+        Form::Json => format!("the rule's \"{xml_element}s\" is missing or empty"),
+    }
 }
 
 impl ProblemKind {
@@ -164,15 +212,34 @@ impl Problem {
     pub fn code(&self) -> S3Code {
         self.kind.code()
     }
+
+    /// Whether this is a rule's missing `AllowedOrigins`/`AllowedMethods` that only restates a
+    /// JSON value of the wrong type among `shape`: `"AllowedOrigins": "*"` is one mistake, and
+    /// is reported once.
+    pub fn restates(&self, shape: &[Problem]) -> bool {
+        let key = match self.kind {
+            ProblemKind::MissingOrigin(Form::Json) => "AllowedOrigins",
+            ProblemKind::MissingMethod(Form::Json) => "AllowedMethods",
+            _ => return false,
+        };
+        let index = self.rule.as_ref().map(|r| r.index);
+        shape.iter().any(|p| {
+            p.rule.as_ref().map(|r| r.index) == index
+                && matches!(
+                    &p.kind,
+                    ProblemKind::InvalidJson(JsonProblem::WrongType { key: k, .. })
+                        if *k == key || *k == "CORSRules"
+                )
+        })
+    }
 }
 
-/// `LINE:COL: CODE: message`, the form `corsgate check` prints after the file name.
+/// `LINE:COL: CODE: message`, the form `corsgate check` prints after `FILE:`. A problem about
+/// the whole document that has no better place is put at `1:1`, so every line has the same
+/// shape for editors and scripts.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(pos) = self.pos {
-            write!(f, "{pos}: ")?;
-        }
-        write!(f, "{}: ", self.code())?;
+        write!(f, "{}: {}: ", self.pos.unwrap_or(Pos::START), self.code())?;
         if let Some(rule) = &self.rule {
             write!(f, "{rule}: ")?;
         }
@@ -226,5 +293,14 @@ mod tests {
             p.to_string(),
             "7:5: InvalidRequest: CORSRule #2 (ID \"uploads\"): Found unsupported HTTP method in CORS config. Unsupported method is get"
         );
+    }
+
+    #[test]
+    fn a_problem_without_a_place_is_put_at_the_start() {
+        let p = Problem::new(ProblemKind::TooLarge {
+            size: 70_000,
+            limit: 65_536,
+        });
+        assert!(p.to_string().starts_with("1:1: InvalidRequest: "), "{p}");
     }
 }

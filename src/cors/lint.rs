@@ -59,6 +59,23 @@ pub enum LintKind {
     MaxAgeAboveBrowserCap(u32),
 }
 
+impl LintKind {
+    /// A stable name for the warning, printed where an error's S3 code goes. The `W-` prefix
+    /// keeps it apart from S3's codes, which only errors carry.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LintKind::EchoedCatchAll(_) => "W-CREDENTIALED-WILDCARD",
+            LintKind::NoDotBoundary(_) => "W-NO-DOT-BOUNDARY",
+            LintKind::PublicSuffix(_) => "W-PUBLIC-SUFFIX",
+            LintKind::NullOrigin => "W-NULL-ORIGIN",
+            LintKind::InsecureOrigin(_) => "W-PLAIN-HTTP-ORIGIN",
+            LintKind::Unreachable { .. } => "W-UNREACHABLE-RULE",
+            LintKind::WritesWithoutETag => "W-ETAG-NOT-EXPOSED",
+            LintKind::MaxAgeAboveBrowserCap(_) => "W-MAX-AGE-ABOVE-BROWSER-CAP",
+        }
+    }
+}
+
 impl fmt::Display for LintKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -106,12 +123,13 @@ pub struct Lint {
     pub pos: Option<Pos>,
 }
 
+/// `LINE:COL: W-CODE: warning: rule: message`: an error's shape (see `Problem`), with the
+/// warning's code where the S3 code goes and the severity leading the message.
 impl fmt::Display for Lint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(pos) = self.pos {
-            write!(f, "{pos}: ")?;
-        }
-        write!(f, "warning: {}: {}", self.rule, self.kind)
+        let pos = self.pos.unwrap_or(Pos::START);
+        let code = self.kind.code();
+        write!(f, "{pos}: {code}: warning: {}: {}", self.rule, self.kind)
     }
 }
 

@@ -16,7 +16,7 @@ use foldhash::HashMap;
 use http::{HeaderValue, Method, StatusCode};
 
 use super::decision::{CorsRequest, Denial, DenialReason, Grant, Resource};
-use super::document::{Document, RuleDoc};
+use super::document::{Document, Form, RuleDoc};
 use super::error::{ConfigError, Problem, ProblemKind, RuleRef};
 use super::header::{HeaderPattern, RequestedHeaders};
 use super::method::{CorsMethod, MethodSet};
@@ -192,7 +192,12 @@ impl Policy {
             match Policy::compile(&doc) {
                 Ok(policy) if problems.is_empty() => return Ok((doc, policy)),
                 Ok(_) => {}
-                Err(e) => problems.extend(e.problems),
+                Err(e) => {
+                    let values: Vec<Problem> = (e.problems.into_iter())
+                        .filter(|p| !p.restates(&problems))
+                        .collect();
+                    problems.extend(values);
+                }
             }
         }
         problems.sort_by_key(|p| p.pos);
@@ -203,7 +208,7 @@ impl Policy {
     pub fn compile(doc: &Document) -> Result<Policy, ConfigError> {
         let mut problems = Vec::new();
         if doc.rules.is_empty() {
-            problems.push(Problem::new(ProblemKind::NoRules));
+            problems.push(Problem::new(ProblemKind::NoRules(doc.form)).at(doc.pos));
         }
         if doc.rules.len() > MAX_RULES {
             let pos = doc.rules[MAX_RULES].pos;
@@ -213,7 +218,7 @@ impl Policy {
             .rules
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| compile_rule(i + 1, r, &mut problems))
+            .filter_map(|(i, r)| compile_rule(i + 1, r, doc.form, &mut problems))
             .collect();
         if !problems.is_empty() {
             problems.sort_by_key(|p| p.pos);
@@ -451,7 +456,12 @@ impl BucketCors {
     }
 }
 
-fn compile_rule(index: usize, doc: &RuleDoc, problems: &mut Vec<Problem>) -> Option<Rule> {
+fn compile_rule(
+    index: usize,
+    doc: &RuleDoc,
+    form: Form,
+    problems: &mut Vec<Problem>,
+) -> Option<Rule> {
     let id = doc.id.as_ref().map(|l| l.value.clone());
     let rule_ref = RuleRef {
         index,
@@ -469,10 +479,10 @@ fn compile_rule(index: usize, doc: &RuleDoc, problems: &mut Vec<Problem>) -> Opt
         }
     }
     if doc.allowed_origins.is_empty() {
-        report(ProblemKind::MissingOrigin, doc.pos);
+        report(ProblemKind::MissingOrigin(form), doc.pos);
     }
     if doc.allowed_methods.is_empty() {
-        report(ProblemKind::MissingMethod, doc.pos);
+        report(ProblemKind::MissingMethod(form), doc.pos);
     }
     let mut origins = Vec::new();
     for o in &doc.allowed_origins {
@@ -588,10 +598,16 @@ mod tests {
         let cases: Vec<(String, Found)> = vec![
             (
                 "<CORSConfiguration></CORSConfiguration>".into(),
-                (K::NoRules, None, None),
+                (K::NoRules(Form::Xml), None, Some((1, 1))),
             ),
-            (rule(m), (K::MissingOrigin, Some(1), Some((2, 1)))),
-            (rule(o), (K::MissingMethod, Some(1), Some((2, 1)))),
+            (
+                rule(m),
+                (K::MissingOrigin(Form::Xml), Some(1), Some((2, 1))),
+            ),
+            (
+                rule(o),
+                (K::MissingMethod(Form::Xml), Some(1), Some((2, 1))),
+            ),
             (
                 rule(&format!("{o}\n<AllowedMethod>get</AllowedMethod>")),
                 (K::UnsupportedMethod("get".into()), Some(1), Some((4, 1))),
@@ -650,6 +666,58 @@ mod tests {
             codes[0].starts_with("2:1: MalformedXML: CORSRule #1: the rule has no <AllowedOrigin>")
         );
         assert!(codes[3].contains("CORSRule #2 (ID \"b\")"), "{codes:#?}");
+    }
+
+    #[test]
+    fn a_repeated_id_does_not_hide_the_rest_of_the_document() {
+        let xml = "<CORSConfiguration>\n<CORSRule>\n<ID>a</ID>\n<ID>b</ID>\n<AllowedOrigin>http://*.*.com</AllowedOrigin>\n<AllowedMethod>get</AllowedMethod>\n</CORSRule>\n<CORSRule><AllowedMethod>GET</AllowedMethod></CORSRule>\n</CORSConfiguration>";
+        let found: Vec<(ProblemKind, Option<(u32, u32)>)> = problems(xml)
+            .into_iter()
+            .map(|(kind, _, pos)| (kind, pos))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (ProblemKind::DuplicateElement("ID"), Some((4, 1))),
+                (
+                    ProblemKind::OriginWildcards("http://*.*.com".into()),
+                    Some((5, 1))
+                ),
+                (ProblemKind::UnsupportedMethod("get".into()), Some((6, 1))),
+                (ProblemKind::MissingOrigin(Form::Xml), Some((8, 1))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_whole_document_problem_points_at_the_root_element() {
+        let xml = "<?xml version=\"1.0\"?>\n<!-- no rules yet -->\n  <CORSConfiguration/>";
+        assert_eq!(
+            problems(xml),
+            [(ProblemKind::NoRules(Form::Xml), None, Some((3, 3)))]
+        );
+    }
+
+    #[test]
+    fn json_problems_are_worded_in_json_terms_and_placed() {
+        let json = "{\n  \"CORSRules\": [\n    {\"ID\": \"up\", \"AllowedOrigins\": [\"https://*.*.com\"]},\n    {\"AllowedOrigins\": \"*\", \"AllowedMethods\": [\"GET\"]}\n  ]\n}";
+        let err = Policy::parse(json.as_bytes()).expect_err("invalid");
+        let lines: Vec<String> = err.problems.iter().map(Problem::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "3:5: MalformedXML: CORSRule #1 (ID \"up\"): the rule's \"AllowedMethods\" is missing or empty",
+                "3:37: InvalidRequest: CORSRule #1 (ID \"up\"): AllowedOrigin \"https://*.*.com\" can not have more than one wildcard.",
+                // One mistake, one line: not also "AllowedOrigins is missing".
+                "4:24: MalformedXML: CORSRule #2: \"AllowedOrigins\" must be an array of strings, found a string",
+            ]
+        );
+        let err = Policy::parse(b"{\"CORSRules\": []}").expect_err("no rules");
+        assert_eq!(
+            err.problems[0].to_string(),
+            "1:2: MalformedXML: the configuration has no rule: \"CORSRules\" is missing or empty"
+        );
+        assert!(!err.to_string().contains('<'), "{err}");
     }
 
     #[test]
