@@ -25,6 +25,21 @@ pub enum GatewayError {
     /// A request target without a path (authority form, as `CONNECT` uses): nothing to forward.
     #[error("the request target {0:?} has no path")]
     NoPath(String),
+    /// The client sent nothing of its request body for `timeouts.body_read`; the origin request
+    /// was aborted.
+    #[error("the client sent none of its request body for {timeout:?} (timeouts.body_read)")]
+    ClientBodyTimeout { timeout: Duration },
+    /// All `limits.origin_connections` connections to the origin stayed busy while the request
+    /// waited for one.
+    #[error(
+        "origin {origin}: all {limit} connections (limits.origin_connections) stayed busy for \
+         {waited:?}"
+    )]
+    OriginBusy {
+        origin: String,
+        limit: usize,
+        waited: Duration,
+    },
     #[error("origin {origin} unreachable: {cause}")]
     OriginUnreachable { origin: String, cause: Cause },
     #[error("origin {origin} did not accept a connection within {timeout:?}")]
@@ -52,6 +67,8 @@ impl GatewayError {
         match self {
             GatewayError::Misrouted(RouteMiss::UnknownHost(_)) => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::Misrouted(_) | GatewayError::NoPath(_) => StatusCode::BAD_REQUEST,
+            GatewayError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::OriginBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::OriginUnreachable { .. } | GatewayError::OriginFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -62,18 +79,24 @@ impl GatewayError {
         }
     }
 
-    /// The `<Code>` of the error body, in S3's style.
+    /// The `<Code>` of the error body: S3's own where S3 has one for the case.
     pub fn code(&self) -> &'static str {
-        if let GatewayError::RulesUnavailable(Unavailable::SlowDown { .. }) = self {
-            return "SlowDown";
-        }
-        match self.status() {
-            StatusCode::MISDIRECTED_REQUEST => "MisdirectedRequest",
-            StatusCode::BAD_REQUEST => "BadRequest",
-            StatusCode::GATEWAY_TIMEOUT => "GatewayTimeout",
+        match self {
+            GatewayError::Misrouted(RouteMiss::UnknownHost(_)) => "MisdirectedRequest",
+            GatewayError::Misrouted(RouteMiss::Userinfo) => "InvalidURI",
+            GatewayError::Misrouted(RouteMiss::HostMismatch { .. }) => "InvalidArgument",
+            GatewayError::Misrouted(_) | GatewayError::NoPath(_) => "BadRequest",
+            GatewayError::ClientBodyTimeout { .. } => "RequestTimeout",
+            GatewayError::OriginBusy { .. }
+            | GatewayError::RulesUnavailable(Unavailable::SlowDown { .. }) => "SlowDown",
+            GatewayError::OriginConnectTimeout { .. } | GatewayError::OriginTimeout { .. } => {
+                "GatewayTimeout"
+            }
+            GatewayError::OriginUnreachable { .. } | GatewayError::OriginFailed { .. } => {
+                "BadGateway"
+            }
             // S3's own code for "try again".
-            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-            _ => "BadGateway",
+            GatewayError::RulesUnavailable(_) => "ServiceUnavailable",
         }
     }
 
@@ -85,7 +108,18 @@ impl GatewayError {
             }
             GatewayError::Misrouted(RouteMiss::NoHost) => "The request names no host.",
             GatewayError::Misrouted(RouteMiss::BadHost) => "The Host header is not valid.",
+            // S3's wording for InvalidURI.
+            GatewayError::Misrouted(RouteMiss::Userinfo) => "Couldn't parse the specified URI.",
+            GatewayError::Misrouted(RouteMiss::HostMismatch { .. }) => {
+                "The Host header names another host than the request's :authority."
+            }
             GatewayError::NoPath(_) => "The request target has no path.",
+            // S3's wording for RequestTimeout and SlowDown.
+            GatewayError::ClientBodyTimeout { .. } => {
+                "Your socket connection to the server was not read from or written to within \
+                 the timeout period."
+            }
+            GatewayError::OriginBusy { .. } => "Please reduce your request rate.",
             GatewayError::OriginUnreachable { .. } => "The origin could not be reached.",
             GatewayError::OriginFailed { .. } => "The origin failed to answer.",
             GatewayError::OriginConnectTimeout { .. } => {
@@ -107,6 +141,7 @@ impl GatewayError {
             // A flood of new bucket names is the clients' doing, and must not flood the log.
             GatewayError::Misrouted(_)
             | GatewayError::NoPath(_)
+            | GatewayError::ClientBodyTimeout { .. }
             | GatewayError::RulesUnavailable(Unavailable::SlowDown { .. }) => Fault::Client,
             _ => Fault::Origin,
         }

@@ -164,15 +164,7 @@ async fn later(
         Some(rule) => Outcome::ActualDecorated { rule },
         None => Outcome::ActualUndecorated,
     };
-    let forwarded = proxy::forward(
-        &gateway.client,
-        route,
-        req,
-        peer,
-        authority,
-        &gateway.timeouts,
-    )
-    .await;
+    let forwarded = proxy::forward(route, req, peer, authority, &gateway.timeouts).await;
     let response = match forwarded {
         Ok(response) => {
             if let Some(write_through) = write_through.filter(|_| response.status().is_success()) {
@@ -184,7 +176,10 @@ async fn later(
         }
         Err(err) => {
             let id = gateway.ids.next();
-            tracing::warn!(route = route.index, request_id = %id, "{err}");
+            match err.fault() {
+                Fault::Client => tracing::debug!(route = route.index, request_id = %id, "{err}"),
+                Fault::Origin => tracing::warn!(route = route.index, request_id = %id, "{err}"),
+            }
             err.response(id, Some(&decoration))
         }
     };

@@ -42,7 +42,6 @@ use crate::rules::{RouteRules, RulesError};
 use crate::tls::{self, CertResolver, OriginTlsError, TlsError};
 use certs::{CertReload, Certificates};
 use preflight::PreflightCache;
-use proxy::OriginClient;
 use redirect::Redirect;
 use request_id::RequestIds;
 use route::{Route, Routes};
@@ -63,12 +62,11 @@ pub(crate) fn empty() -> Body {
     Empty::new().map_err(|e: Infallible| match e {}).boxed()
 }
 
-/// Everything requests share: routes, the preflight cache, the origin client.
+/// Everything requests share: routes (each with its way to its origin), the preflight cache.
 pub struct Gateway {
     pub routes: Routes,
     pub preflight_cache: PreflightCache,
     pub ids: RequestIds,
-    pub client: OriginClient,
     pub timeouts: Timeouts,
     /// Who the admin listener answers.
     pub admin: admin::Guard,
@@ -117,7 +115,7 @@ impl Gateway {
                     error,
                 })?;
             routes.push((
-                Arc::new(Route::new(i + 1, route, rules, &config.server.timeouts)),
+                Arc::new(Route::new(i + 1, route, rules, &config.server, &origin_tls)),
                 route.hosts.clone(),
             ));
         }
@@ -125,7 +123,6 @@ impl Gateway {
             routes: Routes::new(routes),
             preflight_cache: PreflightCache::new(&config.server.preflight_cache),
             ids: RequestIds::default(),
-            client: proxy::origin_client(&config.server.timeouts, origin_tls),
             timeouts: config.server.timeouts,
             admin,
         })

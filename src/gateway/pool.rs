@@ -1,12 +1,25 @@
-//! A route's connections to a plain-HTTP origin, kept for reuse between requests.
+//! A route's connections to its origin: how many may be open at once, and, for a plain-HTTP
+//! origin, the ones kept for reuse between requests.
 //!
-//! hyper-util's pooled client finds a connection by hashing the origin's scheme and authority,
-//! races a checkout against a new connect, and hands the connection back through a future once
-//! the response is done: about 6,000 of the 44,000 instructions of a proxied 1 KiB GET
-//! (callgrind). A route forwards to one origin, so its pool needs no key: a stack of idle
-//! HTTP/1.1 connections behind a mutex, most recently used on top. HTTPS origins (TLS, and
-//! HTTP/2 where the origin's ALPN offers it) stay on hyper-util's client.
+//! **The cap** ([`OriginSlots`], `limits.origin_connections`): every connection to the route's
+//! origin, busy or idle, plain or TLS, from whichever client connection, holds a [`Slot`] until
+//! it closes. Without it one HTTP/2 client with a few hundred stalled uploads makes as many
+//! origin connections (an HTTP/1.1 origin needs one per request in flight). A request that finds
+//! no idle connection and no free slot waits up to `timeouts.connect` for either, then is
+//! refused ([`NoFreeConnection`], answered `503 SlowDown`). Plain origins take slots in
+//! [`OriginPool`]; HTTPS ones through [`SlotConnector`], the TCP connector under hyper-util's
+//! client. Either way the slot lives in the connection's [`OriginIo`], which also cuts a
+//! connection whose origin stops reading what is written to it.
 //!
+//! **The plain-HTTP pool**: hyper-util's pooled client finds a connection by hashing the
+//! origin's scheme and authority, races a checkout against a new connect, and hands the
+//! connection back through a future once the response is done: about 6,000 of the 44,000
+//! instructions of a proxied 1 KiB GET (callgrind). A route forwards to one origin, so its pool
+//! needs no key: a stack of idle HTTP/1.1 connections behind a mutex, most recently used on top.
+//! HTTPS origins (TLS, and HTTP/2 where the origin's ALPN offers it) stay on hyper-util's client.
+//!
+//! - Idle connections are reused before a new one is made, and a request waiting for a slot
+//!   takes an idle connection returned in the meantime.
 //! - A connection goes back to the pool when its response body has been read to the end (the
 //!   [`Lease`] the body carries); a body dropped half-way closes its connection, which may still
 //!   be carrying the rest of it.
@@ -15,17 +28,24 @@
 //! - Idle connections are dropped once older than the idle timeout, when the pool is next used,
 //!   and as soon as the origin closes them (their task ends). At most [`MAX_IDLE`] are kept.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::proxy::Upload;
+use super::proxy::{Silence, Upload};
+use crate::config::Timeouts;
 
 /// Idle connections kept per route; past it, the oldest is closed.
 pub const MAX_IDLE: usize = 1024;
@@ -37,8 +57,84 @@ pub enum PoolError {
     Connect(#[source] io::Error),
     #[error("no connection within {0:?}")]
     ConnectTimeout(Duration),
+    #[error(transparent)]
+    Busy(#[from] NoFreeConnection),
     #[error("{0}")]
     Http(#[source] hyper::Error),
+}
+
+/// Every connection the cap allows stayed busy for as long as a request may wait.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "all {limit} connections to the origin (limits.origin_connections) stayed busy for {waited:?}"
+)]
+pub struct NoFreeConnection {
+    pub limit: usize,
+    pub waited: Duration,
+}
+
+/// The cap on connections to one route's origin, shared by every client connection.
+#[derive(Clone, Debug)]
+pub struct OriginSlots {
+    free: Arc<Semaphore>,
+    limit: usize,
+    /// How long a request waits for a slot (`timeouts.connect`).
+    wait: Duration,
+}
+
+/// One open origin connection's place under the cap: freed when dropped, so it is dropped with
+/// the connection.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OriginSlots {
+    pub fn new(limit: usize, wait: Duration) -> OriginSlots {
+        // Configuration refuses 0; the semaphore refuses more than its maximum.
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        OriginSlots {
+            free: Arc::new(Semaphore::new(limit)),
+            limit,
+            wait,
+        }
+    }
+
+    /// A free slot, if there is one now.
+    pub fn try_take(&self) -> Option<Slot> {
+        let permit = Arc::clone(&self.free).try_acquire_owned().ok()?;
+        Some(Slot { _permit: permit })
+    }
+
+    /// A slot, waiting up to `timeouts.connect` for one (first come, first served).
+    pub async fn take(&self) -> Result<Slot, NoFreeConnection> {
+        if let Some(slot) = self.try_take() {
+            return Ok(slot);
+        }
+        tokio::time::timeout(self.wait, self.next_free())
+            .await
+            .map_err(|_| self.refusal())
+    }
+
+    /// The next slot freed. The semaphore is never closed, so this only ever waits.
+    async fn next_free(&self) -> Slot {
+        match Arc::clone(&self.free).acquire_owned().await {
+            Ok(permit) => Slot { _permit: permit },
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Every slot is taken: requests may be waiting for one.
+    fn exhausted(&self) -> bool {
+        self.free.available_permits() == 0
+    }
+
+    fn refusal(&self) -> NoFreeConnection {
+        NoFreeConnection {
+            limit: self.limit,
+            waited: self.wait,
+        }
+    }
 }
 
 /// The idle connections to one origin, and how to make new ones.
@@ -49,8 +145,14 @@ pub struct OriginPool {
     port: u16,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// `timeouts.origin_response`, for [`OriginIo`].
+    write_stall: Duration,
+    slots: OriginSlots,
     /// Oldest first.
     idle: Mutex<Vec<Idle>>,
+    /// Signalled when a connection goes back to the pool while every slot is taken: a request
+    /// waiting for a slot takes it instead.
+    returned: Notify,
 }
 
 #[derive(Debug)]
@@ -60,12 +162,7 @@ struct Idle {
 }
 
 impl OriginPool {
-    pub fn new(
-        host: &str,
-        port: u16,
-        connect_timeout: Duration,
-        idle_timeout: Duration,
-    ) -> OriginPool {
+    pub fn new(host: &str, port: u16, timeouts: &Timeouts, slots: OriginSlots) -> OriginPool {
         // An IPv6 literal comes bracketed in a URL; the resolver wants it bare.
         let host = host
             .strip_prefix('[')
@@ -74,9 +171,12 @@ impl OriginPool {
         OriginPool {
             host: host.to_string(),
             port,
-            connect_timeout,
-            idle_timeout,
+            connect_timeout: timeouts.connect,
+            idle_timeout: timeouts.idle,
+            write_stall: timeouts.origin_response,
+            slots,
             idle: Mutex::new(Vec::new()),
+            returned: Notify::new(),
         }
     }
 
@@ -86,11 +186,10 @@ impl OriginPool {
         self: &Arc<Self>,
         mut req: Request<Upload>,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
+        // One wait for a slot per request, however many retries it takes.
+        let mut give_up = None;
         loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
-            };
+            let (mut sender, reused) = self.connection(&mut give_up).await?;
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let lease = Lease {
@@ -105,6 +204,38 @@ impl OriginPool {
                     Some(unsent) if reused => req = unsent,
                     _ => return Err(PoolError::Http(failed.into_error())),
                 },
+            }
+        }
+    }
+
+    /// An idle connection (`true`), else a new one under the cap (`false`). With every slot
+    /// taken, waits until `give_up` for a slot or a returned connection, whichever comes first.
+    async fn connection(
+        &self,
+        give_up: &mut Option<tokio::time::Instant>,
+    ) -> Result<(SendRequest<Upload>, bool), PoolError> {
+        if let Some(sender) = self.checkout() {
+            return Ok((sender, true));
+        }
+        if let Some(slot) = self.slots.try_take() {
+            return Ok((self.connect(slot).await?, false));
+        }
+        let give_up = *give_up.get_or_insert_with(|| tokio::time::Instant::now() + self.slots.wait);
+        loop {
+            // Listening before looking: a connection returned between the look and the wait
+            // still wakes this request.
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(sender) = self.checkout() {
+                return Ok((sender, true));
+            }
+            tokio::select! {
+                slot = self.slots.next_free() => return Ok((self.connect(slot).await?, false)),
+                () = returned => {}
+                () = tokio::time::sleep_until(give_up) => {
+                    return Err(PoolError::Busy(self.slots.refusal()));
+                }
             }
         }
     }
@@ -136,17 +267,24 @@ impl OriginPool {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.lock();
-        if idle.len() >= MAX_IDLE {
-            idle.remove(0);
+        {
+            let mut idle = self.lock();
+            if idle.len() >= MAX_IDLE {
+                idle.remove(0);
+            }
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
-        idle.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
+        // Requests wait only while every slot is taken; otherwise nobody needs telling.
+        if self.slots.exhausted() {
+            self.returned.notify_waiters();
+        }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Upload>, PoolError> {
+    /// A new connection, holding `slot` for as long as it is open.
+    async fn connect(&self, slot: Slot) -> Result<SendRequest<Upload>, PoolError> {
         let connecting = TcpStream::connect((self.host.as_str(), self.port));
         let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Err(_) => return Err(PoolError::ConnectTimeout(self.connect_timeout)),
@@ -155,8 +293,9 @@ impl OriginPool {
         };
         // Requests and responses are written whole: no point in Nagle's delay.
         let _ = stream.set_nodelay(true);
+        let io = OriginIo::new(TokioIo::new(stream), slot, self.write_stall);
         let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(io)
             .await
             .map_err(PoolError::Http)?;
         tokio::spawn(async move {
@@ -188,5 +327,145 @@ impl Lease {
         if let Some(sender) = self.sender.take() {
             self.pool.put(sender);
         }
+    }
+}
+
+/// The TCP connector under hyper-util's client (HTTPS origins, TLS on top): a connection is
+/// made only once it has a slot, waiting up to `timeouts.connect` for one, and keeps it until
+/// it is closed. hyper-util reuses an idle connection before it connects, and hands one
+/// returned while a connect waits to the waiting request.
+#[derive(Clone, Debug)]
+pub struct SlotConnector {
+    tcp: HttpConnector,
+    slots: OriginSlots,
+    /// `timeouts.origin_response`, for [`OriginIo`].
+    write_stall: Duration,
+}
+
+impl SlotConnector {
+    pub fn new(tcp: HttpConnector, slots: OriginSlots, write_stall: Duration) -> SlotConnector {
+        SlotConnector {
+            tcp,
+            slots,
+            write_stall,
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for SlotConnector {
+    type Response = OriginIo<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let mut tcp = self.tcp.clone();
+        let slots = self.slots.clone();
+        let write_stall = self.write_stall;
+        Box::pin(async move {
+            let slot = slots.take().await?;
+            let io = tcp.call(uri).await?;
+            Ok(OriginIo::new(io, slot, write_stall))
+        })
+    }
+}
+
+/// A connection to the origin: holds its slot (freed when it is dropped, after the socket
+/// closes), and fails a write the origin has made no room for within `origin_response`, as
+/// nginx's `proxy_send_timeout` does. So an origin that stops reading an upload cannot keep the
+/// connection, whatever state the request is in (even answered, with the upload still going).
+pub struct OriginIo<T> {
+    io: T,
+    /// The origin's, while a write waits for room.
+    silence: Silence,
+    _slot: Slot,
+}
+
+/// The origin took none of what was written for too long.
+#[derive(Debug, thiserror::Error)]
+#[error("the origin read nothing for {0:?} while a request was being written to it")]
+pub struct OriginNotReading(pub Duration);
+
+impl<T> OriginIo<T> {
+    pub fn new(io: T, slot: Slot, limit: Duration) -> OriginIo<T> {
+        OriginIo {
+            io,
+            silence: Silence::new(limit),
+            _slot: slot,
+        }
+    }
+
+    /// Passes a write's outcome on; while it waits for room, fails it once `limit` has passed.
+    fn timed<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if write.is_ready() {
+            self.silence.progressed();
+            return write;
+        }
+        ready!(self.silence.poll_expired(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            OriginNotReading(self.silence.limit()),
+        )))
+    }
+}
+
+impl<T: Read + Unpin> Read for OriginIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: Write + Unpin> Write for OriginIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let write = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.timed(cx, write)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flush = Pin::new(&mut this.io).poll_flush(cx);
+        this.timed(cx, flush)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let write = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.timed(cx, write)
+    }
+}
+
+impl<T: Connection> Connection for OriginIo<T> {
+    fn connected(&self) -> Connected {
+        self.io.connected()
     }
 }

@@ -1,55 +1,76 @@
 //! Forwarding to the origin: the route's own pool of HTTP/1.1 connections for plain-HTTP
 //! origins ([`super::pool`]), hyper-util's pooled client for HTTPS ones (TLS through rustls, with
-//! HTTP/2 or HTTP/1.1 as ALPN agrees), bodies streamed both ways (never buffered, so a multi-GiB
-//! object passes with flat memory), hop-by-hop headers removed,
-//! `X-Forwarded-For/-Proto/-Host` added, `Host` preserved or rewritten per route, path and query
-//! forwarded byte for byte, and every origin failure turned into a typed [`GatewayError`].
+//! HTTP/2 or HTTP/1.1 as ALPN agrees), both under the route's cap on origin connections; bodies
+//! streamed both ways (never buffered, so a multi-GiB object passes with flat memory);
+//! hop-by-hop headers removed, then the forwarding headers written ([`forwarding`]); `Host`
+//! preserved or rewritten per route; path and query forwarded byte for byte; every failure
+//! turned into a typed [`GatewayError`].
+//!
+//! Once a request is in flight, two deadlines keep either side from holding it (and an origin
+//! connection) for ever, both measured as silence, never as a total, so a long transfer of a
+//! large object is never cut:
+//!
+//! - `timeouts.body_read`: the client's silence while its body is read ([`Upload`]). A request
+//!   without a body never arms this timer; one with a body arms it only when the body is not
+//!   already there when wanted.
+//! - `timeouts.origin_response`: the origin's silence from the moment the request is sent:
+//!   while it takes none of the upload it was given, before the response head, and between two
+//!   chunks of the response body ([`Download`]).
 //!
 //! CORS is not this module's business: the caller decorates whatever comes back.
 
+mod forwarding;
+
+pub use forwarding::{TrustedProxies, strip_hop_by_hop};
+
 use std::error::Error as StdError;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use arrayvec::ArrayVec;
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::error::GatewayError;
-use super::pool::{Lease, PoolError};
-use super::route::Route;
+use super::pool::{
+    Lease, NoFreeConnection, OriginNotReading, OriginSlots, PoolError, SlotConnector,
+};
+use super::route::{OriginLink, Route};
 use crate::config::Timeouts;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The pooled client an HTTPS route forwards through, its TCP connections under the route's cap.
+pub type OriginClient = Client<HttpsConnector<SlotConnector>, Upload>;
 
-/// The pooled client HTTPS routes forward through (the pool is keyed by scheme and authority).
-pub type OriginClient = Client<HttpsConnector<HttpConnector>, Upload>;
-
-/// `tls` verifies `https://` origins; `http://` origins stay plain.
-pub fn origin_client(timeouts: &Timeouts, tls: rustls::ClientConfig) -> OriginClient {
-    let connector = crate::tls::origin_connector(timeouts.connect, tls);
+/// `tls` verifies `https://` origins; every connection made holds one of `slots`.
+pub fn origin_client(
+    timeouts: &Timeouts,
+    tls: rustls::ClientConfig,
+    slots: OriginSlots,
+) -> OriginClient {
+    let tcp = SlotConnector::new(
+        crate::tls::tcp_connector(timeouts.connect),
+        slots,
+        timeouts.origin_response,
+    );
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(timeouts.idle)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(connector)
+        .build(crate::tls::https_connector(tcp, tls))
 }
 
-/// Who sent a request, as `X-Forwarded-*` tells the origin.
+/// Who sent a request, as the forwarding headers tell the origin.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
@@ -59,11 +80,12 @@ pub struct Peer {
 
 /// Sends `req` to the route's origin and returns its response head; the body streams on.
 ///
-/// `origin_response` bounds the origin's silence: before the response head, counted from the end
-/// of the upload (so a long upload is not cut short), and between two chunks of the response
-/// body.
+/// Fails with `OriginTimeout` once the origin has been silent for `origin_response` before the
+/// head (the clock starts when forwarding starts, and restarts whenever the origin takes a
+/// piece of the upload; it stops while the upload waits for the client), with
+/// `ClientBodyTimeout` once the client has been silent for `body_read` in the middle of its
+/// body, and with `OriginBusy` when no origin connection came free within `timeouts.connect`.
 pub async fn forward(
-    client: &OriginClient,
     route: &Route,
     req: Request<Incoming>,
     from: Peer,
@@ -74,46 +96,80 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
     // A pooled HTTP/1.1 connection is to the origin itself: origin form. hyper-util's client
     // picks the connection by the URI, and writes origin form itself.
-    parts.uri = upstream_uri(route, &parts.uri, route.pool.is_none())?;
+    let absolute = matches!(route.link, OriginLink::Https(_));
+    parts.uri = upstream_uri(route, &parts.uri, absolute)?;
     // Whatever the client spoke to us: HTTP/1.1 to the origin, or HTTP/2 where the origin's
     // ALPN chose it (the client switches on its own; HTTP_11 here does not pin it).
     parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
+    // First: nothing a `Connection` header names can remove what is written next.
+    forwarding::strip_request_hop_by_hop(&mut parts.headers);
     let authority = authority.and_then(|a| header_value_of(a, &parts.headers));
-    add_forwarded(&mut parts.headers, from, authority.clone());
+    forwarding::set_forwarding(
+        &mut parts.headers,
+        from,
+        &route.trusted_proxies,
+        authority.clone(),
+    );
     let host = match authority {
         Some(a) if route.preserve_host => a,
         _ => route.origin_host.clone(),
     };
     parts.headers.insert(header::HOST, host);
 
-    let (upload, sent) = Upload::new(body);
+    let started = Instant::now();
+    let (upload, turn) = Upload::new(body, timeouts.body_read, started);
     let origin = || route.origin.to_string();
     let request = Request::from_parts(parts, upload);
     let response = async {
-        match &route.pool {
-            Some(pool) => match pool.send(request).await {
+        match &route.link {
+            OriginLink::Plain(pool) => match pool.send(request).await {
                 Ok((response, lease)) => Ok((response, Some(lease))),
                 Err(err) => Err(pool_failure(err, origin())),
             },
-            None => match client.request(request).await {
+            OriginLink::Https(client) => match client.request(request).await {
                 Ok(response) => Ok((response, None)),
                 Err(err) => Err(classify(err, origin(), timeouts.connect)),
             },
         }
     };
     tokio::pin!(response);
-    let deadline = async {
-        // Resolves when the upload ends, fails or is dropped: the origin's turn starts.
-        if let Some(sent) = sent {
-            let _ = sent.await;
+    // One timer, moved on lazily: when it fires, it is set again to the end of the origin's
+    // current silence, which began at the last piece of upload the origin took.
+    let silence = tokio::time::sleep_until(started + origin_response);
+    tokio::pin!(silence);
+    let answered = loop {
+        tokio::select! {
+            biased;
+            r = &mut response => break r,
+            () = &mut silence => {
+                let since = match &turn {
+                    None => Some(started),
+                    Some(turn) => turn.origin_since(),
+                };
+                let now = Instant::now();
+                match since {
+                    Some(since) if now >= since + origin_response => {
+                        return Err(GatewayError::OriginTimeout {
+                            origin: origin(),
+                            timeout: origin_response,
+                        });
+                    }
+                    Some(since) => silence.as_mut().reset(since + origin_response),
+                    // The client's turn: `body_read` watches it.
+                    None => silence.as_mut().reset(now + origin_response),
+                }
+            }
         }
-        tokio::time::sleep(origin_response).await;
     };
-    let (response, lease) = tokio::select! {
-        biased;
-        r = &mut response => r?,
-        () = deadline => return Err(GatewayError::OriginTimeout { origin: origin(), timeout: origin_response }),
+    let (response, lease) = match answered {
+        Ok(answered) => answered,
+        // However the abort surfaced (a body error, a reset stream), the cause is the client.
+        Err(_) if turn.as_ref().is_some_and(|t| t.client_stalled()) => {
+            return Err(GatewayError::ClientBodyTimeout {
+                timeout: timeouts.body_read,
+            });
+        }
+        Err(err) => return Err(err),
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -160,99 +216,19 @@ fn upstream_uri(route: &Route, uri: &Uri, absolute: bool) -> Result<Uri, Gateway
         .map_err(|_| GatewayError::NoPath(uri.to_string()))
 }
 
-/// The hop-by-hop headers of RFC 9110 §7.6.1 (and the obsolete `Keep-Alive` and
-/// `Proxy-Connection`).
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
-
-/// The hop-by-hop headers, and those the `Connection` header names: they concern one
-/// connection, not the message, and are removed in both directions.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names they have is cheaper than looking up
-    // (hashing) each of the nine names they might have.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// `X-Forwarded-For` gets the client appended (earlier proxies' entries kept);
-/// `X-Forwarded-Proto` and `-Host` say what this gateway saw, replacing anything the client
-/// claimed.
-fn add_forwarded(headers: &mut HeaderMap, from: Peer, authority: Option<HeaderValue>) {
-    let ip = ip_value(from.addr.ip());
-    let xff = match headers.get(X_FORWARDED_FOR) {
-        None => ip,
-        Some(_) => {
-            let mut joined: Vec<u8> = Vec::new();
-            for v in headers.get_all(X_FORWARDED_FOR) {
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(ip.as_ref().map_or(&b""[..], |ip| ip.as_bytes()));
-            HeaderValue::from_bytes(&joined).ok()
-        }
-    };
-    if let Some(xff) = xff {
-        headers.insert(X_FORWARDED_FOR, xff);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(from.scheme));
-    match authority {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
-}
-
-/// `ip` as a header value. IPv4 is written by hand: this runs on every forwarded request, and
-/// the formatting machinery costs more than the rest of the `X-Forwarded-*` work together.
-fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
-    let IpAddr::V4(v4) = ip else {
-        return HeaderValue::from_str(&ip.to_string()).ok();
-    };
-    let mut text = ArrayVec::<u8, 15>::new();
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push(b'.');
-        }
-        if octet >= 100 {
-            text.push(b'0' + octet / 100);
-        }
-        if octet >= 10 {
-            text.push(b'0' + octet / 10 % 10);
-        }
-        text.push(b'0' + octet % 10);
-    }
-    HeaderValue::from_bytes(&text).ok()
-}
-
 fn classify(
     err: hyper_util::client::legacy::Error,
     origin: String,
     connect_timeout: Duration,
 ) -> GatewayError {
     if err.is_connect() {
+        if let Some(busy) = sources(&err).find_map(|e| e.downcast_ref::<NoFreeConnection>()) {
+            return GatewayError::OriginBusy {
+                origin,
+                limit: busy.limit,
+                waited: busy.waited,
+            };
+        }
         let timed_out = sources(&err).any(|e| {
             e.downcast_ref::<io::Error>()
                 .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
@@ -268,9 +244,23 @@ fn classify(
             cause: Box::new(ConnectFailed::of(&err)),
         };
     }
-    GatewayError::OriginFailed {
-        origin,
-        cause: Box::new(err),
+    failed(origin, Box::new(err))
+}
+
+/// A connection that broke while the request was on it: an origin that stopped reading the
+/// upload (see `OriginIo`) timed out; anything else failed.
+fn failed(origin: String, cause: Box<dyn StdError + Send + Sync>) -> GatewayError {
+    let not_reading = sources(&*cause).find_map(|e| {
+        e.downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            .and_then(|e| e.downcast_ref::<OriginNotReading>())
+    });
+    match not_reading {
+        Some(OriginNotReading(timeout)) => GatewayError::OriginTimeout {
+            origin,
+            timeout: *timeout,
+        },
+        None => GatewayError::OriginFailed { origin, cause },
     }
 }
 
@@ -283,10 +273,12 @@ fn pool_failure(err: PoolError, origin: String) -> GatewayError {
             origin,
             cause: Box::new(err),
         },
-        PoolError::Http(err) => GatewayError::OriginFailed {
+        PoolError::Busy(busy) => GatewayError::OriginBusy {
             origin,
-            cause: Box::new(err),
+            limit: busy.limit,
+            waited: busy.waited,
         },
+        PoolError::Http(err) => failed(origin, Box::new(err)),
     }
 }
 
@@ -317,47 +309,151 @@ fn sources<'a>(
     std::iter::successors(Some(err), |&e| e.source())
 }
 
-/// The client's request body on its way to the origin; says when it has been sent in full.
-pub struct Upload {
-    inner: Incoming,
-    sent: Option<oneshot::Sender<()>>,
+/// One side's silence in a transfer, for a body or a connection to time: it starts with a wait
+/// that follows progress and ends with the next progress, so it never runs while the other side
+/// is the one holding things up. The timer is made on the first wait: a transfer that never
+/// waits (most small bodies) never needs one.
+pub(super) struct Silence {
+    timer: Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    /// The last poll waited: the clock is running.
+    waiting: bool,
 }
 
-impl Upload {
-    /// The receiver resolves once the body is sent; `None` when there is none to send (no
-    /// channel for the usual `GET`).
-    fn new(inner: Incoming) -> (Upload, Option<oneshot::Receiver<()>>) {
-        if inner.is_end_stream() {
-            return (Upload { inner, sent: None }, None);
+impl Silence {
+    pub(super) fn new(limit: Duration) -> Silence {
+        Silence {
+            timer: None,
+            limit,
+            waiting: false,
         }
-        let (tx, rx) = oneshot::channel();
-        let upload = Upload {
-            inner,
-            sent: Some(tx),
-        };
-        (upload, Some(rx))
     }
 
-    fn finish(&mut self) {
-        if let Some(tx) = self.sent.take() {
-            let _ = tx.send(());
+    pub(super) fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Something moved: the next wait starts a new silence.
+    pub(super) fn progressed(&mut self) {
+        self.waiting = false;
+    }
+
+    /// A wait: ready once the silence has lasted `limit` (the caller then fails the transfer).
+    pub(super) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = match &mut self.timer {
+            Some(timer) if self.waiting => timer,
+            Some(timer) => {
+                timer.as_mut().reset(Instant::now() + self.limit);
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep(self.limit))),
+        };
+        self.waiting = true;
+        timer.as_mut().poll(cx)
+    }
+}
+
+/// Whose turn it is while a body is uploaded: the client's (to send the next piece) or the
+/// origin's (to take the piece it was handed, or, the upload done, to answer). Written by the
+/// [`Upload`] in the origin connection's task, read by the request waiting for the answer.
+struct Turn {
+    started: Instant,
+    /// When the origin's turn began, in nanoseconds after `started`, plus one; 0 while it is
+    /// the client's turn.
+    origin_since: AtomicU64,
+    /// The client stayed silent past `body_read`.
+    client_stalled: AtomicBool,
+}
+
+impl Turn {
+    fn new(started: Instant) -> Turn {
+        // Until the upload is first wanted, the origin (connecting, reading the head) has it.
+        Turn {
+            started,
+            origin_since: AtomicU64::new(1),
+            client_stalled: AtomicBool::new(false),
         }
+    }
+
+    fn to_origin(&self) {
+        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.origin_since.store(nanos + 1, Ordering::Relaxed);
+    }
+
+    fn to_client(&self) {
+        self.origin_since.store(0, Ordering::Relaxed);
+    }
+
+    /// When the origin's current turn began; `None` during the client's.
+    fn origin_since(&self) -> Option<Instant> {
+        match self.origin_since.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.started + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn client_stalled(&self) -> bool {
+        self.client_stalled.load(Ordering::Relaxed)
+    }
+}
+
+/// The client's request body on its way to the origin: fails when the client stays silent for
+/// `body_read` in the middle of it, which aborts the origin request; and tells whose turn it
+/// is, for the origin's silence deadline.
+pub struct Upload {
+    inner: Incoming,
+    /// `None` when there is no body: nothing to share.
+    turn: Option<Arc<Turn>>,
+    /// The client's: it runs only while the origin wants more, never while the origin is slow
+    /// to take it.
+    silence: Silence,
+}
+
+/// The client sent nothing of its body for too long.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing for {0:?} in the middle of its request body")]
+pub struct ClientStalled(Duration);
+
+impl Upload {
+    fn new(inner: Incoming, limit: Duration, started: Instant) -> (Upload, Option<Arc<Turn>>) {
+        let turn = (!inner.is_end_stream()).then(|| Arc::new(Turn::new(started)));
+        let upload = Upload {
+            inner,
+            turn: turn.clone(),
+            silence: Silence::new(limit),
+        };
+        (upload, turn)
     }
 }
 
 impl HttpBody for Upload {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn StdError + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
-            self.finish();
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.silence.progressed();
+                if let Some(turn) = &self.turn {
+                    turn.to_origin();
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if let Some(turn) = &self.turn {
+                    turn.to_client();
+                }
+                ready!(self.silence.poll_expired(cx));
+                if let Some(turn) = &self.turn {
+                    turn.client_stalled.store(true, Ordering::Relaxed);
+                }
+                let limit = self.silence.limit();
+                Poll::Ready(Some(Err(Box::new(ClientStalled(limit)))))
+            }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -375,13 +471,9 @@ pub struct Download {
     inner: Incoming,
     /// The pooled connection the body arrives on, returned once the body is complete.
     lease: Option<Lease>,
-    /// Made on the first wait: a body that is all there when first polled (most small ones)
-    /// never needs a timer.
-    stall: Option<Pin<Box<Sleep>>>,
-    limit: Duration,
-    /// The last poll found nothing: the stall clock is running. It only runs while we wait for
-    /// the origin, never while the client is slow to read.
-    waiting: bool,
+    /// The origin's: it runs only while we wait for the origin, never while the client is slow
+    /// to read.
+    silence: Silence,
 }
 
 /// The origin stopped sending in the middle of a body.
@@ -400,9 +492,7 @@ impl Download {
         Download {
             inner,
             lease,
-            stall: None,
-            limit,
-            waiting: false,
+            silence: Silence::new(limit),
         }
     }
 }
@@ -417,7 +507,7 @@ impl HttpBody for Download {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                self.waiting = false;
+                self.silence.progressed();
                 let complete = match &frame {
                     None => true,
                     Some(Ok(_)) => self.inner.is_end_stream(),
@@ -430,21 +520,9 @@ impl HttpBody for Download {
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let this = &mut *self;
-                let deadline = || Instant::now() + this.limit;
-                let stall = match &mut this.stall {
-                    Some(stall) if this.waiting => stall,
-                    Some(stall) => {
-                        stall.as_mut().reset(deadline());
-                        stall
-                    }
-                    None => this
-                        .stall
-                        .insert(Box::pin(tokio::time::sleep_until(deadline()))),
-                };
-                this.waiting = true;
-                ready!(stall.as_mut().poll(cx));
-                Poll::Ready(Some(Err(Box::new(OriginStalled(self.limit)))))
+                ready!(self.silence.poll_expired(cx));
+                let limit = self.silence.limit();
+                Poll::Ready(Some(Err(Box::new(OriginStalled(limit)))))
             }
         }
     }
@@ -455,27 +533,5 @@ impl HttpBody for Download {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_addresses_are_written_in_their_standard_text_form() {
-        for text in [
-            "0.0.0.0",
-            "9.10.99.100",
-            "127.0.0.1",
-            "255.255.255.255",
-            "::1",
-            "::ffff:192.0.2.1",
-            "2001:db8::7",
-        ] {
-            let ip: IpAddr = text.parse().expect("test address");
-            let value = ip_value(ip).expect("an address is a valid header value");
-            assert_eq!(value.as_bytes(), ip.to_string().as_bytes(), "{text}");
-        }
     }
 }

@@ -4,7 +4,8 @@
 //! Host names compare case-insensitively (RFC 9110 §4.2.3). A configured host without a port
 //! matches that host on any port; with a port, only on that port. `"*"` matches any host and
 //! requests that name none. A host no route serves is never forwarded: corsgate is not an open
-//! proxy.
+//! proxy. Nor is a target carrying userinfo, or an HTTP/2 request whose `Host` contradicts its
+//! `:authority`: both are refused before routing.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -12,10 +13,11 @@ use std::sync::Arc;
 
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request};
+use http::{HeaderValue, Request, Version};
 
-use super::pool::OriginPool;
-use crate::config::{HostPattern, OriginUrl, RouteConfig, Timeouts};
+use super::pool::{OriginPool, OriginSlots};
+use super::proxy::{self, OriginClient, TrustedProxies};
+use crate::config::{HostPattern, OriginUrl, RouteConfig, ServerConfig};
 use crate::rules::RouteRules;
 
 /// One `[[route]]` at run time.
@@ -25,38 +27,60 @@ pub struct Route {
     pub origin: OriginUrl,
     /// `Host` for the origin, unless `preserve_host`: the origin's authority.
     pub origin_host: HeaderValue,
-    /// Kept connections to a plain-HTTP origin; `None` for HTTPS ones (hyper-util's client).
-    pub pool: Option<Arc<OriginPool>>,
+    /// How requests reach the origin, at most `limits.origin_connections` connections at once.
+    pub link: OriginLink,
     pub preserve_host: bool,
     pub vary_origin_always: bool,
+    /// Peers whose forwarding headers are kept (`server.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
     /// Where the route's rules come from, and the ones in force (see [`RouteRules::resolve`]).
     pub rules: RouteRules,
 }
 
+/// A route's way to its origin. Each route has its own, and so its own cap on connections,
+/// even when two routes name the same origin.
+pub enum OriginLink {
+    /// A plain-HTTP origin: the route's own pool of HTTP/1.1 connections.
+    Plain(Arc<OriginPool>),
+    /// An HTTPS origin: hyper-util's client (TLS, HTTP/2 where the origin offers it).
+    Https(Box<OriginClient>),
+}
+
 impl Route {
+    /// `origin_tls` verifies the origin if it is an `https://` one.
     pub fn new(
         index: usize,
         config: &RouteConfig,
         rules: RouteRules,
-        timeouts: &Timeouts,
+        server: &ServerConfig,
+        origin_tls: &rustls::ClientConfig,
     ) -> Route {
+        let timeouts = &server.timeouts;
+        let slots = OriginSlots::new(server.limits.origin_connections, timeouts.connect);
         let origin = &config.origin.authority;
-        let pool = (config.origin.scheme == Scheme::HTTP).then(|| {
-            Arc::new(OriginPool::new(
+        let link = if config.origin.scheme == Scheme::HTTP {
+            OriginLink::Plain(Arc::new(OriginPool::new(
                 origin.host(),
                 origin.port_u16().unwrap_or(80),
-                timeouts.connect,
-                timeouts.idle,
-            ))
-        });
+                timeouts,
+                slots,
+            )))
+        } else {
+            OriginLink::Https(Box::new(proxy::origin_client(
+                timeouts,
+                origin_tls.clone(),
+                slots,
+            )))
+        };
         Route {
-            pool,
+            link,
             index,
             origin: config.origin.clone(),
             origin_host: HeaderValue::from_str(config.origin.authority.as_str())
                 .expect("an authority is visible ASCII, so a valid header value"),
             preserve_host: config.preserve_host,
             vary_origin_always: config.vary_origin_always,
+            trusted_proxies: TrustedProxies::new(&server.trusted_proxies),
             rules,
         }
     }
@@ -79,6 +103,14 @@ pub enum RouteMiss {
     NoHost,
     #[error("the Host header is not a valid host")]
     BadHost,
+    /// RFC 9110 §4.2.4: `user:password@` in a target is an error, never a credential to pass on
+    /// (nor to log: the target is left out of the message).
+    #[error("the request target carries userinfo (user:password@)")]
+    Userinfo,
+    /// RFC 9113 §8.3.1: an HTTP/2 request whose `Host` names another host than `:authority` is
+    /// malformed; routing by one and forwarding the other would confuse the origin.
+    #[error("the Host header {host:?} names another host than :authority {authority:?}")]
+    HostMismatch { authority: String, host: String },
     #[error("no route serves host {0:?}")]
     UnknownHost(String),
 }
@@ -166,6 +198,18 @@ impl Routes {
 /// which RFC 9112 §3.2.2 says wins over `Host`), else its `Host` header.
 pub fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, RouteMiss> {
     if let Some(authority) = req.uri().authority() {
+        if authority.as_str().contains('@') {
+            return Err(RouteMiss::Userinfo);
+        }
+        if req.version() == Version::HTTP_2
+            && let Some(host) = req.headers().get(HOST)
+            && !same_host(authority, host, req.uri().scheme())
+        {
+            return Err(RouteMiss::HostMismatch {
+                authority: authority.as_str().to_string(),
+                host: String::from_utf8_lossy(host.as_bytes()).into_owned(),
+            });
+        }
         return Ok(Some(authority.clone()));
     }
     let Some(host) = req.headers().get(HOST) else {
@@ -179,6 +223,22 @@ pub fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, Route
         return Err(RouteMiss::BadHost);
     }
     Ok(Some(authority))
+}
+
+/// Whether `host` names the same host and port as `authority`: host names compare without
+/// case, and a missing port is the scheme's default (`a.test` is `a.test:443` over https).
+fn same_host(authority: &Authority, host: &HeaderValue, scheme: Option<&Scheme>) -> bool {
+    let Ok(host) = Authority::try_from(host.as_bytes()) else {
+        return false;
+    };
+    let default_port = match scheme.map(Scheme::as_str) {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    !host.as_str().contains('@')
+        && host.host().eq_ignore_ascii_case(authority.host())
+        && host.port_u16().or(default_port) == authority.port_u16().or(default_port)
 }
 
 #[cfg(test)]
@@ -211,8 +271,11 @@ mod tests {
                         ),
                     )
                     .expect("no rules to read");
+                    let tls = crate::tls::client_config(crate::tls::OriginRoots::Webpki, None)
+                        .expect("built-in roots");
+                    let server = ServerConfig::default();
                     (
-                        Arc::new(Route::new(i + 1, &config, rules, &Timeouts::default())),
+                        Arc::new(Route::new(i + 1, &config, rules, &server, &tls)),
                         patterns,
                     )
                 })
@@ -263,5 +326,47 @@ mod tests {
         assert_eq!(authority(":8080"), Err(RouteMiss::BadHost));
         assert_eq!(authority("user@example.com"), Err(RouteMiss::BadHost));
         assert_eq!(authority("exa mple.com"), Err(RouteMiss::BadHost));
+    }
+
+    #[test]
+    fn a_target_with_userinfo_is_refused() {
+        let req = Request::builder()
+            .uri("http://user:pass@example.com/k")
+            .header(HOST, "example.com")
+            .body(())
+            .expect("valid request");
+        assert_eq!(request_authority(&req), Err(RouteMiss::Userinfo));
+    }
+
+    #[test]
+    fn an_http2_host_header_must_name_the_authority_host() {
+        let authority = |uri: &str, host: Option<&str>| {
+            let mut req = Request::builder().version(Version::HTTP_2).uri(uri);
+            if let Some(host) = host {
+                req = req.header(HOST, host);
+            }
+            let req = req.body(()).expect("valid request");
+            request_authority(&req).map(|a| a.map(|a| a.as_str().to_string()))
+        };
+        let ok = |a: &str| Ok(Some(a.to_string()));
+        assert_eq!(authority("https://a.test/k", None), ok("a.test"));
+        assert_eq!(authority("https://a.test/k", Some("A.Test")), ok("a.test"));
+        assert_eq!(
+            authority("https://a.test/k", Some("a.test:443")),
+            ok("a.test")
+        );
+        assert_eq!(
+            authority("http://a.test:8080/k", Some("a.test:8080")),
+            ok("a.test:8080")
+        );
+        for host in ["b.test", "a.test:8443", "u@a.test", ":443", "a b"] {
+            assert!(
+                matches!(
+                    authority("https://a.test/k", Some(host)),
+                    Err(RouteMiss::HostMismatch { .. })
+                ),
+                "{host}"
+            );
+        }
     }
 }

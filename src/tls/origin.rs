@@ -51,11 +51,23 @@ pub fn origin_connector(
     connect_timeout: Duration,
     tls: rustls::ClientConfig,
 ) -> HttpsConnector<HttpConnector> {
+    https_connector(tcp_connector(connect_timeout), tls)
+}
+
+/// TCP to origins, bounded by `connect_timeout`, without Nagle's delay (requests and
+/// responses are written whole).
+pub fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
     let mut tcp = HttpConnector::new();
     tcp.set_connect_timeout(Some(connect_timeout));
     tcp.set_nodelay(true);
     // The TLS layer above sees the scheme; the TCP connector below must accept https URIs.
     tcp.enforce_http(false);
+    tcp
+}
+
+/// rustls (and the ALPN of [`origin_connector`]) over `tcp`, any connector that makes the TCP
+/// connections: [`tcp_connector`]'s, or one that wraps it.
+pub fn https_connector<T>(tcp: T, tls: rustls::ClientConfig) -> HttpsConnector<T> {
     HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
