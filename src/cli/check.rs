@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cors::Policy;
+use crate::cors::document::MAX_DOCUMENT_BYTES;
+use crate::cors::error::{Problem, ProblemKind};
 use crate::cors::lint::lint;
 use crate::rules::file::{ReadError, read_bytes};
 
@@ -48,8 +50,15 @@ fn check_file(path: &Path, deny_warnings: bool) -> Outcome {
     let bytes = match read_bytes(path) {
         Ok(b) => b,
         // S3 refuses such a document (InvalidRequest): the file is invalid, not unreadable.
-        Err(e @ ReadError::TooLarge) => {
-            println!("{name}: {e}");
+        Err(ReadError::TooLarge) => {
+            let size = std::fs::metadata(path).map_or(MAX_DOCUMENT_BYTES + 1, |m| {
+                usize::try_from(m.len()).unwrap_or(usize::MAX)
+            });
+            let problem = Problem::new(ProblemKind::TooLarge {
+                size,
+                limit: MAX_DOCUMENT_BYTES,
+            });
+            println!("{name}:{problem}");
             println!("{name}: invalid (1 problem)");
             return Outcome::Invalid;
         }
