@@ -123,6 +123,18 @@ impl EndpointBuckets {
         key.is_empty().then(|| self.entry(&bucket))
     }
 
+    /// The rules of bucket `name`, held from now on as a request for it would hold them (the
+    /// admin panel opens buckets by name); `None` for a name no bucket can have.
+    pub fn bucket(&self, name: &str) -> Option<Arc<BucketRules>> {
+        if !is_bucket_name(name) {
+            return None;
+        }
+        Some(match self.addressing {
+            Addressing::Virtual => self.entry(&name.to_ascii_lowercase()),
+            Addressing::Path => self.entry(name),
+        })
+    }
+
     /// Refetches every bucket held now.
     pub async fn refresh_all(&self, why: &str) -> Vec<(Option<String>, Result<bool, RulesError>)> {
         let limit = Arc::new(Semaphore::new(RELOAD_CONCURRENCY));
