@@ -8,11 +8,13 @@
 //!   loaded, 422 when one failed (its old rules keep serving), with the outcome as JSON.
 //! - `GET /-/rules`: each route's (and each bucket's) rules in force as JSON: the document,
 //!   generation, source, last load time and last load error (`line`/`col`/S3 `code`).
+//! - `/`, `/ui/…` and `/-/api/…`: the rules control panel and its JSON API ([`panel`]).
 //!
 //! Every request first passes [`Guard`]: `Host` and `Origin` checks (403), then the bearer token
 //! when `admin.token_env` names one (401).
 //!
-//! It must never answer CORS requests or forward anything: it only reads and reloads rules.
+//! It must never answer CORS requests or forward anything: it reads, reloads and (through the
+//! panel) replaces rules.
 
 mod guard;
 
@@ -32,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{Body, Gateway, full};
+use super::{Body, BodyError, Gateway, full, panel};
 
 /// Serves the admin endpoints until `shutdown` flips.
 pub async fn serve(
@@ -44,17 +46,18 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
+                let Ok((stream, peer)) = accepted else {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
                 let gateway = Arc::clone(&gateway);
                 let stopping = shutdown.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
+                    let service = service_fn(move |mut req: Request<Incoming>| {
                         let gateway = Arc::clone(&gateway);
                         let stopping = *stopping.borrow();
-                        async move { Ok::<_, Infallible>(answer(&gateway, &req, stopping).await) }
+                        req.extensions_mut().insert(panel::Peer(peer));
+                        async move { Ok::<_, Infallible>(answer(&gateway, req, stopping).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -68,10 +71,17 @@ pub async fn serve(
 }
 
 /// Answers one admin request, once the guard let it through.
-pub async fn answer<B>(gateway: &Gateway, req: &Request<B>, stopping: bool) -> Response<Body> {
-    if let Err(refusal) = gateway.admin.check(req) {
+pub async fn answer<B>(gateway: &Gateway, req: Request<B>, stopping: bool) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BodyError>,
+{
+    if let Err(refusal) = gateway.admin.check(&req) {
         tracing::debug!(path = req.uri().path(), "admin request refused: {refusal}");
         return refusal.response();
+    }
+    if panel::serves(req.uri().path()) {
+        return panel::answer(gateway, req).await;
     }
     let method = req.method();
     match req.uri().path() {
