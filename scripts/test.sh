@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the outside programs some tests drive (curl, Chromium from apt;
-# moto's S3 server and s3cmd from PyPI into .venv/), then runs every test, those behind the
-# `external` feature included.
+# The whole test suite: installs the outside programs some tests drive (curl, Chromium and its
+# WebDriver from apt; moto's S3 server, s3cmd and Selenium from PyPI into .venv/), then runs every
+# test, those behind the `external` feature included.
 #
 # Plain `cargo test` runs everything that needs only Rust. A test whose outside program is
 # missing fails loudly; it never skips.
@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 declare -A APT_PACKAGES=(
   [curl]=curl
   [chromium]=chromium
+  [chromedriver]=chromium-driver
   [kill]=procps
 )
 
@@ -31,9 +32,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python programs go into a repo-local virtualenv (git-ignored), never into the system.
-PY_PACKAGES=("moto[server]" s3cmd)
-if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/s3cmd ]; then
+# Python programs go into a repo-local virtualenv (git-ignored), never into the system. Selenium
+# drives Chromium (through Debian's chromedriver) for the admin panel's browser test.
+PY_PACKAGES=("moto[server]" s3cmd selenium)
+if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/s3cmd ] \
+  || ! .venv/bin/python -c 'import selenium' 2>/dev/null; then
   echo "test.sh: installing ${PY_PACKAGES[*]} into .venv/"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"

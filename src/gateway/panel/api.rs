@@ -29,7 +29,7 @@ use crate::gateway::route::Route;
 use crate::gateway::{Body, BodyError, Gateway, full};
 use crate::rules::{LiveRules, RouteRules};
 
-/// Largest request body: a 64 KiB document, escaped into JSON, with room to spare.
+/// Largest request body: the largest document S3 accepts, escaped into JSON, with room to spare.
 const MAX_BODY: usize = 256 * 1024;
 
 /// Why an API request gets no answer but an error.
@@ -91,15 +91,36 @@ impl ApiError {
     }
 }
 
-/// An answer: status and JSON body.
-type Answer = Result<(StatusCode, Value), (ApiError, Value)>;
+/// An answer: status, JSON body, and the methods allowed when the method was not.
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    allow: Option<&'static str>,
+}
 
-fn ok(value: Value) -> Answer {
-    Ok((StatusCode::OK, value))
+fn ok(body: Value) -> Answer {
+    Answer {
+        status: StatusCode::OK,
+        body,
+        allow: None,
+    }
 }
 
 fn fail(error: impl Into<ApiError>) -> Answer {
-    Err((error.into(), json!({})))
+    fail_with(error.into(), json!({}))
+}
+
+/// `{"error": message}` and whatever else the client needs to act on it.
+fn fail_with(error: ApiError, mut body: Value) -> Answer {
+    body["error"] = json!(error.to_string());
+    Answer {
+        status: error.status(),
+        body,
+        allow: match error {
+            ApiError::Method(allow) => Some(allow),
+            _ => None,
+        },
+    }
 }
 
 pub async fn answer<B>(gateway: &Gateway, req: Request<B>) -> Response<Body>
@@ -135,20 +156,13 @@ where
         ["validate"] | ["explain"] | ["routes", _, "apply"] => fail(ApiError::Method("POST")),
         _ => fail(ApiError::NotFound),
     };
-    match answer {
-        Ok((status, value)) => json_response(status, &value),
-        Err((error, mut extra)) => {
-            let status = error.status();
-            extra["error"] = json!(error.to_string());
-            let mut response = json_response(status, &extra);
-            if let ApiError::Method(allow) = error {
-                response
-                    .headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static(allow));
-            }
-            response
-        }
+    let mut response = json_response(answer.status, &answer.body);
+    if let Some(allow) = answer.allow {
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allow));
     }
+    response
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
@@ -562,7 +576,7 @@ async fn apply(
                 ApplyError::Stale { .. } => json!({ "rules": selected.view(gateway) }),
                 _ => json!({}),
             };
-            Err((ApiError::Apply(error), extra))
+            fail_with(ApiError::Apply(error), extra)
         }
     }
 }

@@ -161,7 +161,7 @@ pub async fn apply(
     let outcome = apply_checked(target, draft, edited).await;
     match &outcome {
         Ok(applied) => tracing::info!(
-            client,
+            client = %client,
             "{label}: {client} applied rules to {what} from the admin panel: generation {edited} -> {}{}",
             applied.generation,
             if applied.in_force {
@@ -171,7 +171,7 @@ pub async fn apply(
             }
         ),
         Err(error) => tracing::warn!(
-            client,
+            client = %client,
             "{label}: {client}'s apply to {what} from the admin panel failed: {error}"
         ),
     }
@@ -229,7 +229,8 @@ async fn read_back(bucket: &BucketRules, document: &Document) -> Result<Applied,
     let wanted = rules_of(document);
     let mut changed = false;
     let mut pause = FIRST_READ_BACK_PAUSE;
-    for attempt in 1..=READ_BACK_ATTEMPTS {
+    let mut attempt = 1;
+    loop {
         changed |=
             bucket
                 .refresh("admin panel apply")
@@ -249,8 +250,8 @@ async fn read_back(bucket: &BucketRules, document: &Document) -> Result<Applied,
         }
         tokio::time::sleep(pause).await;
         pause *= 2;
+        attempt += 1;
     }
-    unreachable!("the last attempt returns")
 }
 
 /// What a rules file holds after the apply: JSON in a JSON file, else the editor's XML as written

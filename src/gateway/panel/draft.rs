@@ -198,7 +198,7 @@ fn lint_field(kind: &LintKind) -> (&'static str, Option<&'static str>, Option<St
     }
 }
 
-/// At most this many origins are tried for [`impact`]: a hundred rules with a few origins each.
+/// At most this many origins are tried for [`impact`]: S3's most rules, with a few origins each.
 const MAX_IMPACT_ORIGINS: usize = 500;
 
 /// What replacing `live` by `draft` changes for a preflight from each origin the rules name, for

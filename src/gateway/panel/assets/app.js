@@ -21,7 +21,13 @@ function h(tag, props, ...children) {
     else if (key === "checked") el.checked = value;
     else el.setAttribute(key, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  return fill(el, ...children);
+}
+
+/** Replaces `el`'s children: nested arrays flattened, nothing for null, false or undefined. */
+function fill(el, ...children) {
+  el.replaceChildren();
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     el.append(child instanceof Node ? child : String(child));
   }
@@ -125,7 +131,7 @@ function askForToken(wasWrong) {
 }
 
 function fatal(message) {
-  main.replaceChildren(h("div", { class: "banner error", role: "alert" }, message));
+  fill(main, h("div", { class: "banner error", role: "alert" }, message));
 }
 
 // ---------- issues (problems and lints, from the server) ----------
@@ -200,7 +206,7 @@ async function routesPage() {
       h("td", {}, sourceText(route)),
       h("td", {}, route.kind === "s3" ? h("span", { class: "muted" }, "per bucket") : stateBadge(rules.state)),
       h("td", {}, route.kind === "s3" ? "" : rules.generation ?? "—"),
-      h("td", {}, route.kind === "s3" ? "" : when(rules.changed_at)),
+      h("td", { class: "when" }, route.kind === "s3" ? "" : when(rules.changed_at)),
       h("td", {}, route.kind === "s3" ? "" : healthCell(rules)),
       h("td", { class: "actions" }, route.editable && route.kind !== "s3" ? h("a", { class: "button", href: edit }, "Edit rules") : null)));
     if (route.kind === "s3") {
@@ -211,7 +217,7 @@ async function routesPage() {
           h("td", { colspan: 3 }, "Bucket ", h("code", {}, bucket.bucket)),
           h("td", {}, stateBadge(b.state)),
           h("td", {}, b.generation ?? "—"),
-          h("td", {}, when(b.changed_at)),
+          h("td", { class: "when" }, when(b.changed_at)),
           h("td", {}, healthCell(b)),
           h("td", { class: "actions" }, h("a", { class: "button", href: `${edit}?bucket=${encodeURIComponent(bucket.bucket)}` }, "Edit rules"))));
       }
@@ -221,10 +227,10 @@ async function routesPage() {
         if (name.value.trim()) location.href = `${edit}?bucket=${encodeURIComponent(name.value.trim())}`;
       };
       rows.push(h("tr", { class: "sub" }, h("td", {}, ""), h("td", { colspan: 8 },
-        h("form", { class: "inline-open", onsubmit: open }, "Open another bucket: ", name, " ", h("button", { type: "submit" }, "Open")))));
+        h("form", { class: "inline-open", onsubmit: open }, h("span", { class: "muted" }, "Edit a bucket's rules:"), name, h("button", { type: "submit" }, "Open")))));
     }
   }
-  main.replaceChildren(
+  fill(main, 
     h("div", { class: "page-head" },
       h("h1", {}, "Routes"),
       h("p", { class: "muted" }, "Each route's hosts, origin and the CORS rules it answers with. Open a route to edit its rules, try requests against them and apply them.")),
@@ -294,7 +300,7 @@ function drawEditor() {
   const title = editor.bucket ? `Rules of bucket ${editor.bucket}` : `Rules of route ${info.route}`;
   const tab = (id, text) => h("a", { href: "#" + id, class: editor.tab === id ? "active" : null, id: "tab-" + id }, text);
   const panels = { rules: rulesTab, try: tryTab, apply: applyTab };
-  main.replaceChildren(
+  fill(main, 
     h("div", { class: "crumbs" }, h("a", { href: "/" }, "Routes"), ` › Route ${info.route}`, editor.bucket ? ` › ${editor.bucket}` : ""),
     h("div", { class: "page-head" },
       h("h1", {}, title),
@@ -324,7 +330,7 @@ function drawStatus() {
   else parts.push(h("span", { class: "badge error" }, `${judged.problems.length} problem${judged.problems.length === 1 ? "" : "s"}`));
   if (judged && judged.lints.length) parts.push(" ", h("span", { class: "badge warn" }, `${judged.lints.length} warning${judged.lints.length === 1 ? "" : "s"}`));
   parts.push(" ", h("span", { class: "muted" }, changed ? `draft differs from generation ${editor.info.generation}` : "no changes"));
-  el.replaceChildren(...parts);
+  fill(el, parts);
 }
 
 // ----- the Rules tab -----
@@ -419,24 +425,26 @@ function readForm() {
 function onFormInput() {
   editor.draft[editor.selected] = readForm();
   editor.fromXml = false;
+  editor.applied = null;
   redrawTable();
   validateSoon();
 }
 
 function onXmlInput(event) {
   editor.fromXml = true;
+  editor.applied = null;
   editor.xmlText = event.target.value;
   validateSoon();
 }
 
 function redrawTable() {
   const el = document.getElementById("rules-table");
-  if (el) el.replaceChildren(rulesTable());
+  if (el) fill(el, rulesTable());
 }
 
 function redrawForm() {
   const el = document.getElementById("rule-form");
-  if (el) el.replaceChildren(...[ruleForm()].flat());
+  if (el) fill(el, ruleForm());
   drawIssues();
 }
 
@@ -511,7 +519,7 @@ async function validate() {
   redrawTable();
   drawIssues();
   drawStatus();
-  if (editor.tab === "apply") document.getElementById("panel").replaceChildren(applyTab());
+  if (editor.tab === "apply") fill(document.getElementById("panel"), applyTab());
 }
 
 // ----- the Try tab -----
@@ -558,7 +566,7 @@ async function explain() {
   });
   editor.explained = ok ? data : { error: data.error };
   const el = document.getElementById("explained");
-  if (el) el.replaceChildren(explainedView());
+  if (el) fill(el, explainedView());
 }
 
 function explainedView() {
@@ -597,7 +605,8 @@ function applyTab() {
   const info = editor.info;
   const judged = editor.judged;
   const changed = !sameRules(editor.draft, info.rules) || editor.fromXml;
-  const canApply = info.editable && judged && judged.valid && changed;
+  // Over a stale generation an apply is refused: the editor first chooses which rules to keep.
+  const canApply = info.editable && judged && judged.valid && changed && !editor.stale;
   const impact = judged?.impact || [];
   const live = editor.stale ? editor.staleInfo : info;
   return h("div", {},
