@@ -24,15 +24,16 @@ use serde_json::Value;
 const READS: &str = "<CORSConfiguration><CORSRule><ID>reads</ID><AllowedOrigin>https://a.example</AllowedOrigin><AllowedMethod>GET</AllowedMethod><AllowedHeader>*</AllowedHeader><MaxAgeSeconds>3000</MaxAgeSeconds></CORSRule></CORSConfiguration>";
 
 /// The screenshots the scenario takes, in order.
-const PAGES: [&str; 8] = [
+const PAGES: [&str; 9] = [
     "1-routes",
     "2-rules",
-    "3-lint",
-    "4-rules-fixed",
-    "5-try",
-    "6-apply",
-    "7-applied",
-    "8-stale",
+    "3-problem",
+    "4-lint",
+    "5-rules-fixed",
+    "6-try",
+    "7-apply",
+    "8-applied",
+    "9-stale",
 ];
 
 fn program(var: &str, default: PathBuf, install: &str) -> PathBuf {
@@ -118,7 +119,13 @@ fn an_operator_edits_tries_and_applies_rules_in_a_real_browser() {
         .and_then(|line| serde_json::from_str(line).ok())
         .unwrap_or_else(|| panic!("the scenario prints its findings as JSON:\n{stdout}\n{stderr}"));
 
-    // The core's lint, shown next to the field as the origin was typed.
+    // The core's problem and lint, each shown next to the field as the origin was typed.
+    let problem = seen["problem"].as_str().expect("problem text");
+    assert!(problem.starts_with("InvalidRequest"), "{problem}");
+    assert!(
+        problem.contains("can not have more than one wildcard"),
+        "{problem}"
+    );
     let lint = seen["lint"].as_str().expect("lint text");
     assert!(lint.contains("\"https://*\" admits every site"), "{lint}");
     // The request tried against both: the draft answers it, the rules in force do not.

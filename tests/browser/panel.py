@@ -2,7 +2,8 @@
 Debian's chromedriver), as an operator would use it.
 
 Opens the routes page, then a route's rules; adds a rule through the form and sees the core's
-lint for a catch-all origin appear next to the field; fixes it; edits the XML and sees the form
+problem for an origin S3 refuses, then its lint for a catch-all origin, appear next to the field;
+fixes it; edits the XML and sees the form
 follow; tries a request against the draft and the rules in force; applies; checks that the next
 preflight through the gateway follows the new rule; then meets a concurrent change (409) and
 takes the newer rules. A screenshot of each page goes to --screenshots.
@@ -149,14 +150,21 @@ def scenario(panel, args):
     panel.draft_is("valid")
     panel.shot("2-rules")
 
-    # A new rule for every https site: the core's lint shows next to the origins field.
+    # A new rule. An origin S3 refuses: the core's problem, with its S3 code, next to the field.
     panel.find("#add-rule").click()
     panel.present("#rules tr[data-rule='2']")
+    panel.type_into("#f-AllowedOrigins", "https://*.*.example.com")
+    problem = panel.present("[data-field='AllowedOrigins'] li.issue[data-code='InvalidRequest']")
+    out["problem"] = problem.text
+    panel.draft_is("1 problem")
+    panel.shot("3-problem")
+
+    # Every https site: accepted by S3, but the core's lint shows next to the field.
     panel.type_into("#f-AllowedOrigins", "https://*")
     panel.find("#f-AllowedMethods input[value='PUT']").click()
     lint = panel.present("[data-field='AllowedOrigins'] li.issue[data-kind='echoed-catch-all']")
     out["lint"] = lint.text
-    panel.shot("3-lint")
+    panel.shot("4-lint")
 
     # Fixed: one origin, and ETag exposed for uploads; no warning remains.
     panel.type_into("#f-AllowedOrigins", APP)
@@ -179,7 +187,7 @@ def scenario(panel, args):
         lambda: panel.find("#f-MaxAgeSeconds").get_attribute("value") == "600",
     )
     panel.draft_is("valid")
-    panel.shot("4-rules-fixed")
+    panel.shot("5-rules-fixed")
 
     # Try a request: the draft allows what the rules in force refuse.
     panel.find("#tab-try").click()
@@ -193,16 +201,16 @@ def scenario(panel, args):
     out["change"] = change
     out["draft_answer"] = panel.text_of("#draft-report .answer-line")
     out["live_answer"] = panel.text_of("#live-report .answer-line")
-    panel.shot("5-try")
+    panel.shot("6-try")
 
     # Apply, and the very next preflight follows the new rule.
     panel.find("#tab-apply").click()
     panel.until("the impact is listed", lambda: "newly allows" in panel.text_of("#impact"))
-    panel.shot("6-apply")
+    panel.shot("7-apply")
     panel.find("#apply").click()
     out["applied"] = panel.until("the apply is confirmed", lambda: panel.text_of("#applied"))
     out["preflight_after_apply"] = preflight(args.gateway, APP, "PUT")
-    panel.shot("7-applied")
+    panel.shot("8-applied")
 
     # Another editor changes the file meanwhile: the next apply is refused, the newer rules shown.
     panel.find("#tab-rules").click()
@@ -215,7 +223,7 @@ def scenario(panel, args):
     panel.find("#apply").click()
     out["stale"] = panel.until("the stale apply is refused", lambda: panel.text_of("#stale"))
     assert "added-elsewhere" in panel.text_of("#live-xml"), panel.text_of("#live-xml")
-    panel.shot("8-stale")
+    panel.shot("9-stale")
     panel.find("#stale button").click()
     panel.find("#tab-rules").click()
     panel.present("#rules tr[data-rule='3']")

@@ -113,21 +113,26 @@ async function api(path, body) {
   return { status: response.status, ok: response.ok, data };
 }
 
+/** Asks once for the token, however many calls were refused at the same time. */
+let tokenAsked = null;
 function askForToken(wasWrong) {
+  if (tokenAsked) return tokenAsked;
   const dialog = document.getElementById("token-dialog");
   const form = document.getElementById("token-form");
   const input = document.getElementById("token-input");
   input.placeholder = wasWrong ? "that token was refused; try again" : "";
-  return new Promise((resolve) => {
+  tokenAsked = new Promise((resolve) => {
     form.onsubmit = (event) => {
       event.preventDefault();
       sessionStorage.setItem(TOKEN_KEY, input.value.trim());
       dialog.close();
+      tokenAsked = null;
       resolve();
     };
     input.value = "";
     dialog.showModal();
   });
+  return tokenAsked;
 }
 
 function fatal(message) {
@@ -208,7 +213,7 @@ async function routesPage() {
       h("td", {}, route.kind === "s3" ? "" : rules.generation ?? "—"),
       h("td", { class: "when" }, route.kind === "s3" ? "" : when(rules.changed_at)),
       h("td", {}, route.kind === "s3" ? "" : healthCell(rules)),
-      h("td", { class: "actions" }, route.editable && route.kind !== "s3" ? h("a", { class: "button", href: edit }, "Edit rules") : null)));
+      h("td", { class: "actions" }, route.kind === "s3" ? null : h("a", { class: "button", href: edit }, route.editable ? "Edit rules" : "View"))));
     if (route.kind === "s3") {
       for (const bucket of route.buckets) {
         const b = bucket.rules;
