@@ -184,8 +184,13 @@ fn an_operator_edits_tries_and_applies_rules_in_a_real_browser() {
             .await;
             assert_eq!(answer.status, StatusCode::OK, "{origin} {method}");
         }
+        // One apply went through, logged; the log arrives through a pipe and a reader thread.
+        let logged = eventually(std::time::Duration::from_secs(10), || async {
+            binary.log_lines("applied rules to file").len() == 1
+        })
+        .await;
+        assert!(logged, "{:?}", binary.log_lines("apply"));
     });
-    assert_eq!(binary.log_lines("applied rules to file").len(), 1);
     for page in PAGES {
         let shot = screenshots.join(format!("{page}.png"));
         let bytes = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));

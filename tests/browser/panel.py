@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -107,16 +107,40 @@ class Panel:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def until(self, what, check):
-        """Waits until check() is truthy and returns it; says what was awaited when it is not."""
+        """Waits until check() is truthy and returns it; says what was awaited when it is not.
+
+        The page redraws parts of itself whenever the server's judgement of the draft comes back:
+        an element found a moment ago may be gone, which only means "look again".
+        """
+
+        def attempt(_):
+            try:
+                return check()
+            except StaleElementReferenceException:
+                return False
+
         try:
-            return self.wait.until(lambda _: check())
+            return self.wait.until(attempt)
         except TimeoutException:
             raise AssertionError("timed out waiting until " + what) from None
+
+    def click(self, css):
+        """Clicks the element once it is there and enabled, as it is when the click happens."""
+
+        def clicked():
+            element = self.find(css) if self.all(css) else None
+            if element is None or not element.is_enabled():
+                return False
+            element.click()
+            return True
+
+        self.until(css + " can be clicked", clicked)
 
     def present(self, css):
         return self.until(css + " is on the page", lambda: (self.all(css) or [None])[0])
 
-    def text_of(self, css):
+    def text_now(self, css):
+        """The text of the first element matching css, "" when there is none."""
         elements = self.all(css)
         return elements[0].text if elements else ""
 
@@ -130,7 +154,7 @@ class Panel:
     def draft_is(self, status):
         return self.until(
             "the draft is " + status,
-            lambda: status in self.text_of("#draft-status"),
+            lambda: status in self.text_now("#draft-status"),
         )
 
 
@@ -151,7 +175,7 @@ def scenario(panel, args):
     panel.shot("2-rules")
 
     # A new rule. An origin S3 refuses: the core's problem, with its S3 code, next to the field.
-    panel.find("#add-rule").click()
+    panel.click("#add-rule")
     panel.present("#rules tr[data-rule='2']")
     panel.type_into("#f-AllowedOrigins", "https://*.*.example.com")
     problem = panel.present("[data-field='AllowedOrigins'] li.issue[data-code='InvalidRequest']")
@@ -161,7 +185,7 @@ def scenario(panel, args):
 
     # Every https site: accepted by S3, but the core's lint shows next to the field.
     panel.type_into("#f-AllowedOrigins", "https://*")
-    panel.find("#f-AllowedMethods input[value='PUT']").click()
+    panel.click("#f-AllowedMethods input[value='PUT']")
     lint = panel.present("[data-field='AllowedOrigins'] li.issue[data-kind='echoed-catch-all']")
     out["lint"] = lint.text
     panel.shot("4-lint")
@@ -190,42 +214,45 @@ def scenario(panel, args):
     panel.shot("5-rules-fixed")
 
     # Try a request: the draft allows what the rules in force refuse.
-    panel.find("#tab-try").click()
+    panel.click("#tab-try")
     panel.type_into("#try-origin", APP)
     Select(panel.find("#try-acrm")).select_by_value("PUT")
-    panel.find("#explain").click()
+    panel.click("#explain")
     change = panel.until(
         "the change is explained",
-        lambda: "newly allow" in panel.text_of("#change") and panel.text_of("#change"),
+        lambda: "newly allow" in panel.text_now("#change") and panel.text_now("#change"),
     )
     out["change"] = change
-    out["draft_answer"] = panel.text_of("#draft-report .answer-line")
-    out["live_answer"] = panel.text_of("#live-report .answer-line")
+    out["draft_answer"] = panel.until("the draft's answer is shown", lambda: panel.text_now("#draft-report .answer-line"))
+    out["live_answer"] = panel.until("the answer in force is shown", lambda: panel.text_now("#live-report .answer-line"))
     panel.shot("6-try")
 
     # Apply, and the very next preflight follows the new rule.
-    panel.find("#tab-apply").click()
-    panel.until("the impact is listed", lambda: "newly allows" in panel.text_of("#impact"))
+    panel.click("#tab-apply")
+    panel.until("the impact is listed", lambda: "newly allows" in panel.text_now("#impact"))
     panel.shot("7-apply")
-    panel.find("#apply").click()
-    out["applied"] = panel.until("the apply is confirmed", lambda: panel.text_of("#applied"))
+    panel.click("#apply")
+    out["applied"] = panel.until("the apply is confirmed", lambda: panel.text_now("#applied"))
     out["preflight_after_apply"] = preflight(args.gateway, APP, "PUT")
     panel.shot("8-applied")
 
     # Another editor changes the file meanwhile: the next apply is refused, the newer rules shown.
-    panel.find("#tab-rules").click()
-    panel.present("#rules tr[data-rule='1'] button[aria-label='Delete']").click()
+    panel.click("#tab-rules")
+    panel.click("#rules tr[data-rule='1'] button[aria-label='Delete']")
     with open(args.rules, encoding="utf-8") as f:
         current = f.read()
     with open(args.rules, "w", encoding="utf-8") as f:
         f.write(current.replace("</CORSConfiguration>", CONCURRENT_RULE + "</CORSConfiguration>"))
-    panel.find("#tab-apply").click()
-    panel.find("#apply").click()
-    out["stale"] = panel.until("the stale apply is refused", lambda: panel.text_of("#stale"))
-    assert "added-elsewhere" in panel.text_of("#live-xml"), panel.text_of("#live-xml")
+    panel.click("#tab-apply")
+    panel.click("#apply")
+    out["stale"] = panel.until("the stale apply is refused", lambda: panel.text_now("#stale"))
+    panel.until(
+        "the rules in force now are shown",
+        lambda: "added-elsewhere" in panel.text_now("#live-xml"),
+    )
     panel.shot("9-stale")
-    panel.find("#stale button").click()
-    panel.find("#tab-rules").click()
+    panel.click("#stale button")
+    panel.click("#tab-rules")
     panel.present("#rules tr[data-rule='3']")
     out["rules_after_stale"] = [row.text.split("\n")[0] for row in panel.all("#rules tbody tr")]
 
