@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the outside programs some tests drive (curl, Chromium, nginx and,
-# when missing, python3-venv, systemd and kubectl from apt; moto's S3 server, s3cmd and
-# kubernetes-validate from PyPI into .venv/), then
-# runs every test, those behind the `external` feature included.
+# The whole test suite: installs the outside programs some tests drive (curl, Chromium and its
+# WebDriver, nginx and, when missing, python3-venv, systemd and kubectl from apt; moto's S3
+# server, s3cmd, Selenium and kubernetes-validate from PyPI into .venv/), then runs every test,
+# those behind the `external` feature included.
 #
 # Plain `cargo test` runs everything that needs only Rust. A test whose outside program is
 # missing fails loudly; it never skips.
@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 declare -A APT_PACKAGES=(
   [curl]=curl
   [chromium]=chromium
+  [chromedriver]=chromium-driver
   [kill]=procps
   [nginx]=nginx-light
   # deploy/: systemd-analyze verifies the unit; kubectl (with kustomize v5: the machine image's
@@ -45,10 +46,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python programs go into a repo-local virtualenv (git-ignored), never into the system.
-PY_PACKAGES=("moto[server]" s3cmd kubernetes-validate)
+# Python programs go into a repo-local virtualenv (git-ignored), never into the system. Selenium
+# drives Chromium (through Debian's chromedriver) for the admin panel's browser test.
+PY_PACKAGES=("moto[server]" s3cmd selenium kubernetes-validate)
 if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/s3cmd ] ||
-  [ ! -x .venv/bin/kubernetes-validate ]; then
+  [ ! -x .venv/bin/kubernetes-validate ] ||
+  ! .venv/bin/python -c 'import selenium' 2>/dev/null; then
   echo "test.sh: installing ${PY_PACKAGES[*]} into .venv/"
   # A virtualenv made before python3-venv was installed has no pip: make it again.
   if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then

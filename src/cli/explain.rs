@@ -92,7 +92,7 @@ fn headers_of(grant: Option<&Grant<'_>>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn to_json(decision: &Decision<'_>) -> String {
+pub(crate) fn to_json(decision: &Decision<'_>) -> String {
     let (kind, status, grant, denial) = match decision {
         Decision::Preflight(Ok(g)) => ("preflight", json!(200), Some(g), None),
         Decision::Preflight(Err(d)) => ("preflight", json!(d.status.as_u16()), None, Some(d)),
@@ -112,7 +112,7 @@ fn to_json(decision: &Decision<'_>) -> String {
     .to_string()
 }
 
-fn to_text(
+pub(crate) fn to_text(
     cors: &BucketCors,
     req: &CorsRequest<'_>,
     report: &Result<Vec<Verdict>, Precondition>,

@@ -2,7 +2,8 @@
 //! a thin shell over the layer that does the work.
 
 mod check;
-mod explain;
+// The admin panel prints the same report.
+pub(crate) mod explain;
 mod healthcheck;
 mod loadtest;
 mod serve;

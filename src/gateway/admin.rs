@@ -8,11 +8,13 @@
 //!   loaded, 422 when one failed (its old rules keep serving), with the outcome as JSON.
 //! - `GET /-/rules`: each route's (and each bucket's) rules in force as JSON: the document,
 //!   generation, source, last load time and last load error (`line`/`col`/S3 `code`).
+//! - `/`, `/ui/…` and `/-/api/…`: the rules control panel and its JSON API ([`panel`]).
 //!
 //! Every request first passes [`Guard`]: `Host` and `Origin` checks (403), then the bearer token
 //! when `admin.token_env` names one (401).
 //!
-//! It must never answer CORS requests or forward anything: it only reads and reloads rules.
+//! It must never answer CORS requests or forward anything: it reads, reloads and (through the
+//! panel) replaces rules.
 
 mod guard;
 
@@ -25,23 +27,33 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::{Body, Gateway, full};
+use super::{Body, BodyError, Gateway, full, panel};
 
 /// The admin listener's answer to `req`; its connections are accepted and served by
 /// `server::accept_loop` like every listener's. `stopping`: the gateway is shutting down.
 pub(crate) async fn respond(
     gateway: Arc<Gateway>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     stopping: bool,
+    peer: std::net::SocketAddr,
 ) -> Response<Body> {
-    answer(&gateway, &req, stopping).await
+    // The panel logs who applied a change.
+    req.extensions_mut().insert(panel::Peer(peer));
+    answer(&gateway, req, stopping).await
 }
 
 /// Answers one admin request, once the guard let it through.
-pub async fn answer<B>(gateway: &Gateway, req: &Request<B>, stopping: bool) -> Response<Body> {
-    if let Err(refusal) = gateway.admin.check(req) {
+pub async fn answer<B>(gateway: &Gateway, req: Request<B>, stopping: bool) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BodyError>,
+{
+    if let Err(refusal) = gateway.admin.check(&req) {
         tracing::debug!(path = req.uri().path(), "admin request refused: {refusal}");
         return refusal.response();
+    }
+    if panel::serves(req.uri().path()) {
+        return panel::answer(gateway, req).await;
     }
     let method = req.method();
     match req.uri().path() {

@@ -156,6 +156,28 @@ impl Routes {
         &self.routes
     }
 
+    /// The hosts the `position`th route (0-based) serves, as configured (`*`, `host`,
+    /// `host:port`), sorted.
+    pub fn hosts_of(&self, position: usize) -> Vec<String> {
+        let mut hosts: Vec<String> = self
+            .any_port
+            .iter()
+            .filter(|&(_, &i)| i == position)
+            .map(|(host, _)| host.clone())
+            .chain(
+                self.with_port
+                    .iter()
+                    .filter(|&(_, &i)| i == position)
+                    .map(|((host, port), _)| format!("{host}:{port}")),
+            )
+            .collect();
+        hosts.sort();
+        if self.any_host == Some(position) {
+            hosts.push("*".to_string());
+        }
+        hosts
+    }
+
     /// The route serving `authority` (from the request URI, else its `Host`).
     pub fn find(&self, authority: Option<&Authority>) -> Result<&Arc<Route>, RouteMiss> {
         let Some(authority) = authority else {
@@ -298,6 +320,14 @@ mod tests {
             find(&routes, "api.example.com:8080"),
             Err(RouteMiss::UnknownHost(_))
         ));
+    }
+
+    #[test]
+    fn each_route_lists_the_hosts_it_serves() {
+        let routes = table(&[&["b.example", "a.example:8443"], &["*"]]);
+        assert_eq!(routes.hosts_of(0), ["a.example:8443", "b.example"]);
+        assert_eq!(routes.hosts_of(1), ["*"]);
+        assert!(routes.hosts_of(2).is_empty());
     }
 
     #[test]

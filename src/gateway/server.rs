@@ -520,6 +520,7 @@ pub async fn serve_connection<I>(
                         Arc::clone(&gateway),
                         req,
                         stopping,
+                        peer.addr,
                     )))
                 }
                 Role::Demo(files) => Handled::Later(Box::pin(demo::respond(files.clone(), req))),

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::Request;
-use http::header::{HOST, HeaderValue};
+use http::header::{HOST, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -27,7 +27,7 @@ use super::live::{Current, LiveRules, Loaded};
 use super::{RulesError, SigningConfig, Unavailable};
 use crate::config::OriginUrl;
 use crate::cors::document::MAX_DOCUMENT_BYTES;
-use crate::s3::{Addressing, Credentials, FetchError, interpret_document, sign};
+use crate::s3::{Addressing, Credentials, FetchError, interpret_document, sign_payload};
 
 /// A whole fetch (connect, answer, body) must end within this; past it the fetch failed
 /// (transiently) and the rules in force stay.
@@ -37,8 +37,9 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Room for an error body or XML preamble beyond the largest document S3 accepts.
 const MAX_BODY: usize = MAX_DOCUMENT_BYTES + 16 * 1024;
 
-/// The client corsgate's own requests to origins go through (the pool is keyed by origin).
-pub type FetchClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+/// The client corsgate's own requests to origins go through (the pool is keyed by origin): `GET
+/// ?cors` with no body, and the admin panel's `PUT ?cors` with a document.
+pub type FetchClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub fn fetch_client(connect_timeout: Duration, tls: rustls::ClientConfig) -> FetchClient {
     Client::builder(TokioExecutor::new())
@@ -143,8 +144,29 @@ impl BucketFetcher {
         self.credentials.is_some()
     }
 
+    /// The client the requests go through.
+    pub(crate) fn client(&self) -> &FetchClient {
+        &self.client
+    }
+
+    pub(crate) fn origin(&self) -> &OriginUrl {
+        &self.origin
+    }
+
     /// The `GET ?cors` request for `bucket`, signed when there are credentials.
-    fn request(&self, bucket: &str) -> Result<Request<Empty<Bytes>>, FetchError> {
+    fn request(&self, bucket: &str) -> Result<Request<Full<Bytes>>, FetchError> {
+        self.cors_request(Method::GET, bucket, &[], Bytes::new())
+    }
+
+    /// A `?cors` request for `bucket` (`GET` reads the rules, `PUT` with a document stores them)
+    /// with `headers` added, signed with `body` when there are credentials.
+    pub(crate) fn cors_request(
+        &self,
+        method: Method,
+        bucket: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, FetchError> {
         let prefix = self.origin.path_prefix.as_str();
         let authority = self.origin.authority.as_str();
         let (path, host) = match self.style {
@@ -164,13 +186,25 @@ impl BucketFetcher {
             .build()
             .map_err(|_| bad("an invalid URL"))?;
         let host = HeaderValue::from_str(&host).map_err(|_| bad("an invalid Host"))?;
-        let mut request = Request::get(uri)
-            .header(HOST, host)
-            .body(Empty::new())
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(HOST, host);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let mut request = builder
+            .body(Full::new(body.clone()))
             .map_err(|e| FetchError::Signing(e.to_string()))?;
         if let Some(credentials) = &self.credentials {
-            sign(&mut request, credentials, &self.region, SystemTime::now())
-                .map_err(|e| FetchError::Signing(e.to_string()))?;
+            sign_payload(
+                &mut request,
+                credentials,
+                &self.region,
+                SystemTime::now(),
+                &body,
+            )
+            .map_err(|e| FetchError::Signing(e.to_string()))?;
         }
         Ok(request)
     }
@@ -274,6 +308,11 @@ impl BucketRules {
 
     pub fn live(&self) -> &LiveRules {
         &self.live
+    }
+
+    /// Where the bucket's rules are read from (and, by the admin panel, written to).
+    pub fn fetcher(&self) -> &BucketFetcher {
+        &self.fetcher
     }
 
     /// The rules in force, without fetching.

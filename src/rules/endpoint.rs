@@ -56,7 +56,8 @@ const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A bucket the origin has, and what keeps it polled.
 struct KnownBucket {
-    rules: BucketRules,
+    /// Shared with the admin panel while it edits the bucket, so its apply refreshes these.
+    rules: Arc<BucketRules>,
     /// When it was last requested, in milliseconds from the route's start.
     last_seen: AtomicU64,
     /// It left the map (idle, capacity, replaced, deleted): its poller ends.
@@ -68,7 +69,7 @@ struct KnownBucket {
 impl KnownBucket {
     fn new(rules: BucketRules, now_ms: u64) -> KnownBucket {
         KnownBucket {
-            rules,
+            rules: Arc::new(rules),
             last_seen: AtomicU64::new(now_ms),
             dropped: AtomicBool::new(false),
             dropped_signal: Notify::new(),
@@ -558,6 +559,28 @@ impl EndpointBuckets {
             self.forget(known);
         }
         refreshed
+    }
+
+    /// The rules of bucket `name` for the admin panel: the ones requests are judged by when the
+    /// bucket is held (so an apply refreshes them), else a standalone copy that is fetched when
+    /// first asked; `None` for a name no bucket can have.
+    pub fn bucket(&self, name: &str) -> Option<Arc<BucketRules>> {
+        if !is_bucket_name(name) {
+            return None;
+        }
+        let name = match self.addressing {
+            Addressing::Virtual => name.to_ascii_lowercase(),
+            Addressing::Path => name.to_string(),
+        };
+        if let Some(known) = self.buckets.get(&name) {
+            return Some(Arc::clone(&known.rules));
+        }
+        Some(Arc::new(BucketRules::new(
+            self.label.clone(),
+            name,
+            Arc::clone(&self.fetcher),
+            self.poll,
+        )))
     }
 
     /// The bucket a request to the bucket itself (not to one of its objects) names.

@@ -10,4 +10,4 @@ pub mod signing;
 
 pub use addressing::{Addressing, S3Location};
 pub use bucket_cors::{FetchError, interpret, interpret_document};
-pub use signing::{Credentials, SigningError, sign};
+pub use signing::{Credentials, SigningError, sign, sign_payload};

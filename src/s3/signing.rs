@@ -73,6 +73,18 @@ pub fn sign<B>(
     region: &str,
     now: SystemTime,
 ) -> Result<(), SigningError> {
+    sign_payload(request, credentials, region, now, &[])
+}
+
+/// Signs `request`, whose body is `payload`, in place for S3 in `region`: the payload's hash is
+/// part of the signature.
+pub fn sign_payload<B>(
+    request: &mut http::Request<B>,
+    credentials: &Credentials,
+    region: &str,
+    now: SystemTime,
+    payload: &[u8],
+) -> Result<(), SigningError> {
     let identity = aws_credential_types::Credentials::new(
         &credentials.access_key_id,
         &credentials.secret_access_key,
@@ -106,7 +118,7 @@ pub fn sign<B>(
         request.method().as_str(),
         &uri,
         headers.into_iter(),
-        SignableBody::Bytes(&[]),
+        SignableBody::Bytes(payload),
     )
     .map_err(|e| SigningError::Sign(e.to_string()))?;
     let (instructions, _signature) = sigv4_sign(signable, &params)

@@ -9,7 +9,7 @@
 //!   another page cannot drive the API, its own pages can. Clients without `Origin` (curl,
 //!   probes, scripts) are not browsers and pass.
 //! - With `admin.token_env`, `Authorization: Bearer <token>`, compared in constant time. The
-//!   health checks are exempt (see [`Guard::requires_token`]).
+//!   health checks and the panel's static pages are exempt (see [`Guard::requires_token`]).
 //!
 //! Nothing here answers a request: it says whether to, and renders the refusal.
 
@@ -102,9 +102,13 @@ impl Guard {
     /// The liveness and readiness checks answer without the token: container probes and load
     /// balancers call them without headers (putting the token in a probe definition would spread
     /// the secret to every place that reads pod specs), and they change nothing and show only
-    /// whether the process serves. The Host and Origin checks still apply to them.
+    /// whether the process serves. So do the panel's static pages (`/`, `/ui/…`): they hold no
+    /// data, and a browser cannot send a bearer token with a page it navigates to; their script
+    /// sends it with every API call. The Host and Origin checks still apply to them.
     pub fn requires_token(&self, path: &str) -> bool {
-        self.token.is_some() && !matches!(path, "/healthz" | "/readyz")
+        self.token.is_some()
+            && !matches!(path, "/healthz" | "/readyz" | "/")
+            && !path.starts_with("/ui/")
     }
 
     /// Every check of a request to `path`.
@@ -433,8 +437,15 @@ mod tests {
                 "{authorization:?}"
             );
         }
-        for path in ["/healthz", "/readyz"] {
+        for path in ["/healthz", "/readyz", "/", "/ui/app.js"] {
             assert_eq!(g.check(&request(path, &[host])), Ok(()), "{path}");
+        }
+        for path in ["/-/api/routes", "/uix", "/-/rules"] {
+            assert_eq!(
+                g.check(&request(path, &[host])),
+                Err(Refusal::MissingToken),
+                "{path}"
+            );
         }
     }
 
