@@ -219,7 +219,7 @@ pub struct RouteConfig {
     /// S3 endpoint routes (a virtual-hosted bucket is named by the Host, and a client's SigV4
     /// signature covers it), false elsewhere (the origin finds its bucket by its own name).
     pub preserve_host: bool,
-    /// Spec §4 [deviation]: `Vary: Origin` on every forwarded response of a route with rules.
+    /// docs/cors-semantics.md#deviation-vary: `Vary: Origin` on every forwarded response of a route with rules.
     pub vary_origin_always: bool,
 }
 

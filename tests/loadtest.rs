@@ -71,7 +71,7 @@ fn answer(cors: &BucketCors, flaw: Flaw, req: &Request<Incoming>) -> Response<Fu
                         .headers()
                         .filter(|(n, _)| n != header::ACCESS_CONTROL_ALLOW_HEADERS),
                 ),
-                // corsgate's cache-safety default (spec §4 [deviation]).
+                // corsgate's cache-safety default (docs/cors-semantics.md#deviation-vary).
                 None => {
                     response
                         .headers_mut()

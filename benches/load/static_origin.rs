@@ -4,7 +4,7 @@
 //! `GET /size/N` (any suffix after N, e.g. `/size/1073741824/big.bin`) answers N bytes; every
 //! other path answers `--size` bytes. Bodies stream from one shared 64 KiB buffer, so a 1 GiB
 //! answer costs no memory. With `--cors`, every answer also carries CORS headers of its own, as a
-//! bucket with its own CORS configuration would: a proxy in front must drop them (spec §4).
+//! bucket with its own CORS configuration would: a proxy in front must drop them (docs/cors-semantics.md#actual).
 //!
 //! ```text
 //! cargo build --release --example static_origin

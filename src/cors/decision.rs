@@ -1,5 +1,5 @@
 //! What a request is, and what S3 answers it: a grant of CORS headers or a refusal with S3's
-//! status, error code and XML body (spec §3, §4).
+//! status, error code and XML body (docs/cors-semantics.md#preflight-answer, #preflight-errors, #actual-decoration).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -170,7 +170,7 @@ pub struct Denial {
     pub resource: Option<Resource>,
 }
 
-/// Why a preflight is refused, in the order S3 checks (spec §3).
+/// Why a preflight is refused, in the order S3 checks (docs/cors-semantics.md#preflight-checks).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DenialReason {
     MissingOrigin,

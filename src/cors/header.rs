@@ -1,7 +1,7 @@
 //! Header names: `AllowedHeader` patterns and the request's `Access-Control-Request-Headers`.
 //!
 //! ACRH is attacker-controlled, so it is validated once, linearly, without allocating, and
-//! refused outright past fixed bounds (spec §2 [decision]).
+//! refused outright past fixed bounds (docs/cors-semantics.md#matching-headers).
 
 use arrayvec::ArrayVec;
 use std::ops::ControlFlow;

@@ -1,4 +1,4 @@
-//! Rules S3 accepts but that are risky (spec §5): reported as warnings, never changed.
+//! Rules S3 accepts but that are risky (docs/cors-semantics.md#lints): reported as warnings, never changed.
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! `AllowedOrigin` patterns: an exact origin, or one with a single `*` standing for any run of
 //! characters (the empty run included), anchored at both ends. Origins compare byte for byte,
-//! case-sensitively, exactly as S3 does (spec §2).
+//! case-sensitively, exactly as S3 does (docs/cors-semantics.md#matching-origins).
 
 /// A compiled `AllowedOrigin` entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -1,4 +1,4 @@
-//! A compiled, immutable CORS policy, and its evaluation (spec §1–§4).
+//! A compiled, immutable CORS policy, and its evaluation (docs/cors-semantics.md#document-validation, #matching).
 //!
 //! Compiling validates the document exactly as S3's `PutBucketCors` does, reporting every problem
 //! at once, and prepares everything a request needs: exact origins indexed in a hash map, wildcard
@@ -324,7 +324,7 @@ impl Policy {
         None
     }
 
-    /// Answers a preflight (spec §3, checks 4 and 5; `BucketCors` does 1 to 3).
+    /// Answers a preflight (docs/cors-semantics.md#preflight-checks, checks 4 and 5; `BucketCors` does 1 to 3).
     pub fn preflight<'p>(
         &'p self,
         req: &CorsRequest<'_>,
@@ -359,7 +359,7 @@ impl Policy {
         Ok(grant(rule, origin, headers.allow_headers_value()))
     }
 
-    /// The CORS headers for any other request (spec §4): the method is ACRM when the request
+    /// The CORS headers for any other request (docs/cors-semantics.md#actual-decoration): the method is ACRM when the request
     /// carries one, and ACRH is checked when present, exactly as for a preflight.
     pub fn actual<'p>(&'p self, req: &CorsRequest<'_>, origin: &HeaderValue) -> Option<Grant<'p>> {
         let method = match req.acrm {
@@ -422,7 +422,7 @@ impl BucketCors {
         }
     }
 
-    /// Spec §3, in S3's order.
+    /// docs/cors-semantics.md#preflight-checks, in S3's order.
     pub fn preflight<'p>(&'p self, req: &CorsRequest<'_>) -> Result<Grant<'p>, Denial> {
         let Some(origin) = req.origin else {
             return Err(Denial {

@@ -1,4 +1,4 @@
-//! Decorating forwarded responses (spec §4): remove every `Access-Control-*` header the origin
+//! Decorating forwarded responses (docs/cors-semantics.md#actual): remove every `Access-Control-*` header the origin
 //! sent (corsgate is the single CORS authority: two layers produce duplicate headers that
 //! browsers reject), add the ones the request earned, and merge `Vary` into one de-duplicated
 //! value, never overwriting the origin's tokens.
@@ -27,7 +27,7 @@ pub struct Decoration {
 }
 
 impl Decoration {
-    /// Spec §4 for a non-preflight request under `snapshot`.
+    /// docs/cors-semantics.md#actual-decoration for a non-preflight request under `snapshot`.
     pub fn for_actual(
         snapshot: &Snapshot,
         req: &CorsRequest<'_>,
@@ -47,7 +47,7 @@ impl Decoration {
                     }
                 }
             }
-            // [deviation] spec §4: without this a cache stores an undecorated copy and serves it
+            // [deviation] docs/cors-semantics.md#deviation-vary: without this a cache stores an undecorated copy and serves it
             // to a cross-origin request later.
             None if vary_origin_always && snapshot.has_rules() => {
                 decoration.vary = Some(VARY_ORIGIN);

@@ -147,7 +147,7 @@ impl GatewayError {
         }
     }
 
-    /// The answer: status, S3 XML body, `x-amz-request-id`, and (spec §4: error responses are
+    /// The answer: status, S3 XML body, `x-amz-request-id`, and (docs/cors-semantics.md#actual-errors: error responses are
     /// decorated too, so browser code can read the real status) the CORS headers the request
     /// earned.
     pub fn response(&self, id: RequestId, decoration: Option<&Decoration>) -> Response<Body> {

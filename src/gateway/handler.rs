@@ -56,7 +56,7 @@ pub fn handle(gateway: &Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Han
         Ok(route) => route,
         Err(miss) => return now(refuse(gateway, miss.into()), &req, host, started),
     };
-    // Spec §3: every OPTIONS is a preflight, answered here and never forwarded.
+    // docs/cors-semantics.md#preflight: every OPTIONS is a preflight, answered here and never forwarded.
     if req.method() == Method::OPTIONS
         && let Ok(resolved) = route.rules.resolve_now(req.uri().path())
     {
@@ -108,7 +108,7 @@ fn now(
     Handled::Now(std::future::ready(response))
 }
 
-/// Spec §3: a preflight's answer under the rules `resolved` found.
+/// docs/cors-semantics.md#preflight: a preflight's answer under the rules `resolved` found.
 fn preflight(
     gateway: &Gateway,
     req: &Request<Incoming>,
@@ -140,7 +140,7 @@ async fn later(
         return preflight(gateway, &req, resolved);
     }
 
-    // Spec §4: decide the CORS headers now, so no snapshot is held across the round trip.
+    // docs/cors-semantics.md#actual-decoration: decide the CORS headers now, so no snapshot is held across the round trip.
     let decoration = match resolved.rules {
         Ok(snapshot) => {
             let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);

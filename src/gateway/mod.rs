@@ -1,6 +1,6 @@
 //! The gateway: HTTP listeners routing by `Host`, preflights answered from the rules (through a
 //! cache), everything else forwarded to the route's origin and decorated with the CORS headers
-//! the rules grant (spec §3, §4).
+//! the rules grant (docs/cors-semantics.md#preflight, #actual).
 //!
 //! [`spawn`] starts everything a [`Config`] describes and hands back a [`Running`] gateway (its
 //! bound addresses, its TLS certificates to reload, and a way to stop it); [`run`] does the same

@@ -1,4 +1,4 @@
-//! Preflights (`OPTIONS`): answered here, exactly per spec §3, never forwarded, from prebuilt
+//! Preflights (`OPTIONS`): answered here, exactly per docs/cors-semantics.md#preflight, never forwarded, from prebuilt
 //! header templates and, where it pays, through a cache of whole answers.
 //!
 //! Every answer starts from a per-rule template built when the rules are installed
@@ -246,7 +246,7 @@ impl PreflightAnswer {
     }
 }
 
-/// Spec §3: no Access-Control-* and no Vary on a refusal.
+/// docs/cors-semantics.md#preflight-errors: no Access-Control-* and no Vary on a refusal.
 fn denial_headers() -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(2);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));

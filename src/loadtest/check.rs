@@ -134,9 +134,9 @@ impl Checker {
         let vary = VaryTokens::of(headers);
         let vary_ok = match answer {
             Answer::PreflightGrant { .. } => vary.has_all_three_once() && vary.other == 0,
-            // Spec §3: no Vary on any preflight error.
+            // docs/cors-semantics.md#preflight-errors: no Vary on any preflight error.
             Answer::PreflightDenial { .. } => vary.lines == 0,
-            // Spec §4: the three tokens, merged once with whatever the origin varies on.
+            // docs/cors-semantics.md#vary: the three tokens, merged once with whatever the origin varies on.
             Answer::Actual { cors: Some(_) } => vary.has_all_three_once(),
             // Not decorated: corsgate may add `Vary: Origin` (cache safety), nothing else of CORS.
             Answer::Actual { cors: None } => vary.origin <= 1 && vary.acrh == 0 && vary.acrm == 0,
@@ -177,7 +177,7 @@ impl Checker {
     }
 }
 
-/// True when the XML body holds `<Code>code</Code>` (S3's error document, spec §3).
+/// True when the XML body holds `<Code>code</Code>` (S3's error document, docs/cors-semantics.md#preflight-errors).
 fn has_error_code(body: &[u8], code: &str) -> bool {
     const OPEN: &[u8] = b"<Code>";
     body.windows(OPEN.len())

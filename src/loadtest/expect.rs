@@ -1,5 +1,5 @@
 //! The answer a request must get, computed once per pooled request from corsgate's own evaluation
-//! of the rules (spec §3, §4), so that the hot loop only compares.
+//! of the rules (docs/cors-semantics.md#preflight, #actual), so that the hot loop only compares.
 
 use http::header::{self, HeaderName};
 use http::{HeaderValue, StatusCode};
@@ -23,7 +23,7 @@ pub enum Answer {
     /// A forwarded request: whatever status the origin gives, decorated with exactly these
     /// headers (`None`: no `Access-Control-*` header at all). The origin's own `Vary` tokens may
     /// be merged in, and corsgate's cache-safety `Vary: Origin` may appear on an undecorated
-    /// response (spec §4 [deviation]).
+    /// response (docs/cors-semantics.md#deviation-vary).
     Actual {
         cors: Option<Vec<(HeaderName, HeaderValue)>>,
     },
@@ -39,7 +39,7 @@ impl Answer {
                 status: denial.status,
                 code: denial.code(),
             },
-            // Spec §4: never Allow-Headers on an actual response.
+            // docs/cors-semantics.md#actual-decoration: never Allow-Headers on an actual response.
             Decision::Actual(grant) => Answer::Actual {
                 cors: grant.as_ref().map(|g| {
                     g.headers()

@@ -4,7 +4,7 @@
 //! becomes `https://cdn.example.com`), refused origins are strangers or near misses of allowed
 //! ones (scheme swapped, port added, a suffix appended), methods and header lists are taken from
 //! the rules or chosen outside them, and every request names its own object key, because a
-//! browser's preflight cache is keyed by URL (spec §6). ACRH is in browser form: lower-case,
+//! browser's preflight cache is keyed by URL (docs/cors-semantics.md#browser). ACRH is in browser form: lower-case,
 //! sorted, de-duplicated, comma-joined without spaces.
 //!
 //! The generator only proposes; the core decides. A proposal's kind is what the core answers it,
@@ -233,7 +233,7 @@ impl<'p> Proposer<'p> {
                 names.push(refused.map_or("x-not a token".to_string(), |h| h.to_string()));
                 preflight(headers, Some(origin), allowed_method, &names);
             }
-            // Not a CORS method at all: S3 answers 400 (spec §3, check 4).
+            // Not a CORS method at all: S3 answers 400 (docs/cors-semantics.md#preflight-checks, check 4).
             90..97 => {
                 let origin = self.matching_origin(rule);
                 preflight(headers, Some(origin), "PATCH", &[]);

@@ -3,7 +3,7 @@
 //! when a `PUT`/`DELETE ?cors` succeeds through the gateway.
 //!
 //! `NoSuchCORSConfiguration` means CORS is off for the bucket and `NoSuchBucket` that there is no
-//! bucket (spec §3 cases 3 and 2): both are rules like any other. Anything else (an origin error,
+//! bucket (docs/cors-semantics.md#bucket-state): both are rules like any other. Anything else (an origin error,
 //! an unreachable origin, a document corsgate cannot accept) keeps the last good rules; a
 //! transient failure is retried with exponential backoff (1 s, 2 s, 4 s, ... up to `poll`).
 //! Fetches of one bucket never overlap, so an older answer can never overwrite a newer one.

@@ -36,7 +36,7 @@ impl Snapshot {
         }
     }
 
-    /// Spec §4: "a route that has CORS rules" is one whose bucket has a configuration.
+    /// docs/cors-semantics.md#deviation-vary: "a route that has CORS rules" is one whose bucket has a configuration.
     pub fn has_rules(&self) -> bool {
         matches!(self.cors, BucketCors::Enabled(_))
     }

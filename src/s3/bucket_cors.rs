@@ -36,7 +36,7 @@ impl FetchError {
 }
 
 /// Interprets a `GetBucketCors` answer: 200 carries the rules, S3's `NoSuchCORSConfiguration`
-/// means CORS is off for the bucket (spec §3 case 3), `NoSuchBucket` that there is no bucket
+/// means CORS is off for the bucket (docs/cors-semantics.md#bucket-state), `NoSuchBucket` that there is no bucket
 /// (case 2). Anything else is an error that must not change what is in force.
 pub fn interpret(status: StatusCode, body: &[u8]) -> Result<BucketCors, FetchError> {
     interpret_document(status, body).map(|(cors, _)| cors)
