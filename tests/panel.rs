@@ -565,9 +565,14 @@ fn every_apply_is_logged_with_the_admin_clients_address() {
         )
         .await;
         assert_eq!(status, StatusCode::CONFLICT);
-        // Logged before the answer was sent.
+        // Logged before the answer was sent; read from the process's stderr by another thread.
+        let logged = eventually(Duration::from_secs(10), || async {
+            binary.log_lines("applied rules to file").len() == 1
+                && !binary.log_lines("apply to file").is_empty()
+        })
+        .await;
         let applied = binary.log_lines("applied rules to file");
-        assert_eq!(applied.len(), 1, "{applied:?}");
+        assert!(logged, "{applied:?}");
         assert!(applied[0].contains("127.0.0.1:"), "{}", applied[0]);
         let refused = binary.log_lines("apply to file");
         assert!(

@@ -226,6 +226,7 @@ fn check(input: &Input) {
                 ..RuleDoc::default()
             })
             .collect(),
+        ..Document::default()
     };
     let valid = !rules.is_empty()
         && rules.len() <= MAX_RULES

@@ -561,10 +561,11 @@ impl EndpointBuckets {
         refreshed
     }
 
-    /// The rules of bucket `name` for the admin panel: the ones requests are judged by when the
-    /// bucket is held (so an apply refreshes them), else a standalone copy that is fetched when
-    /// first asked; `None` for a name no bucket can have.
-    pub fn bucket(&self, name: &str) -> Option<Arc<BucketRules>> {
+    /// The rules of bucket `name` for the admin panel: the ones requests are judged by (loaded
+    /// as a request would load them, so an apply refreshes what requests see), or, for a bucket
+    /// the origin does not have or that cannot be loaded now, a standalone copy; `None` for a
+    /// name no bucket can have.
+    pub async fn bucket(self: &Arc<Self>, name: &str) -> Option<Arc<BucketRules>> {
         if !is_bucket_name(name) {
             return None;
         }
@@ -572,6 +573,9 @@ impl EndpointBuckets {
             Addressing::Virtual => name.to_ascii_lowercase(),
             Addressing::Path => name.to_string(),
         };
+        if self.buckets.get(&name).is_none() {
+            let _ = self.first_load(&name).await;
+        }
         if let Some(known) = self.buckets.get(&name) {
             return Some(Arc::clone(&known.rules));
         }

@@ -318,7 +318,7 @@ impl Selected<'_> {
 }
 
 /// The route numbered `n` and, on an S3 endpoint route, the bucket `bucket`.
-fn select<'g>(
+async fn select<'g>(
     gateway: &'g Gateway,
     n: &str,
     bucket: Option<String>,
@@ -359,6 +359,7 @@ fn select<'g>(
         (RouteRules::Endpoint(endpoint), Some(name)) => {
             let rules = endpoint
                 .bucket(&name)
+                .await
                 .ok_or_else(|| ApiError::BadBucket(name.clone()))?;
             Source::Editable {
                 target: Target::Bucket(rules),
@@ -423,7 +424,7 @@ fn routes(gateway: &Gateway) -> Value {
 
 /// `GET /-/api/routes/{n}/rules[?bucket=]`.
 async fn rules(gateway: &Gateway, n: &str, bucket: Option<String>) -> Answer {
-    let selected = match select(gateway, n, bucket) {
+    let selected = match select(gateway, n, bucket).await {
         Ok(selected) => selected,
         Err(error) => return fail(error),
     };
@@ -449,7 +450,7 @@ async fn validate(gateway: &Gateway, body: ValidateBody) -> Answer {
     let judgement = Judgement::of(&bytes);
     let mut out = judgement.to_json();
     if let Some(n) = body.route {
-        let selected = match select(gateway, &n.to_string(), body.bucket) {
+        let selected = match select(gateway, &n.to_string(), body.bucket).await {
             Ok(selected) => selected,
             Err(error) => return fail(error),
         };
@@ -512,7 +513,7 @@ async fn explain(gateway: &Gateway, body: ExplainBody) -> Answer {
     let live = match body.route {
         None => Value::Null,
         Some(n) => {
-            let selected = match select(gateway, &n.to_string(), body.bucket) {
+            let selected = match select(gateway, &n.to_string(), body.bucket).await {
                 Ok(selected) => selected,
                 Err(error) => return fail(error),
             };
@@ -549,7 +550,7 @@ async fn apply(
     body: ApplyBody,
     peer: Option<SocketAddr>,
 ) -> Answer {
-    let selected = match select(gateway, n, bucket) {
+    let selected = match select(gateway, n, bucket).await {
         Ok(selected) => selected,
         Err(error) => return fail(error),
     };
