@@ -44,6 +44,8 @@ pub struct Decoration {
     vary: Option<HeaderValue>,
     /// The rule that granted, 1-based.
     pub rule: Option<usize>,
+    /// The route sends `Timing-Allow-Origin` itself: the origin's is removed, granted or not.
+    own_timing: bool,
 }
 
 impl Decoration {
@@ -77,13 +79,15 @@ impl Decoration {
         decoration
     }
 
-    /// Adds the route's own headers: `Timing-Allow-Origin` if this decoration grants `origin`,
-    /// `Cross-Origin-Resource-Policy` in any case.
+    /// Adds the route's own headers: `Timing-Allow-Origin` if this decoration grants `origin`
+    /// (and none, not even the origin's, if it does not), `Cross-Origin-Resource-Policy` in any
+    /// case.
     pub fn with_route_headers(
         mut self,
         route: &RouteHeaders,
         origin: Option<&HeaderValue>,
     ) -> Decoration {
+        self.own_timing = route.timing_allow_origin;
         if route.timing_allow_origin
             && self.rule.is_some()
             && let Some(origin) = origin
@@ -102,6 +106,9 @@ impl Decoration {
     /// Rewrites an origin's (or corsgate's own error) response headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
         strip_access_control(headers);
+        if self.own_timing {
+            headers.remove(TIMING_ALLOW_ORIGIN);
+        }
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -215,8 +222,9 @@ mod tests {
 
         let refused = Decoration::default().with_route_headers(&route, Some(&origin));
         let mut headers = HeaderMap::new();
+        headers.insert("timing-allow-origin", HeaderValue::from_static("*"));
         refused.apply(&mut headers);
-        assert!(headers.get("timing-allow-origin").is_none());
+        assert!(headers.get("timing-allow-origin").is_none(), "the origin's is gone too");
         assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
 
         let plain = Decoration {
