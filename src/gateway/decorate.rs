@@ -224,7 +224,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("timing-allow-origin", HeaderValue::from_static("*"));
         refused.apply(&mut headers);
-        assert!(headers.get("timing-allow-origin").is_none(), "the origin's is gone too");
+        assert!(
+            headers.get("timing-allow-origin").is_none(),
+            "the origin's is gone too"
+        );
         assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
 
         let plain = Decoration {
