@@ -1,7 +1,8 @@
 //! `enforce = "strict"`: a cross-origin write no rule grants is answered 403 by corsgate and
 //! never reaches the origin; a granted one, a same-origin one and one that names no origin go
 //! through; on an `s3` route (the default) every write reaches the origin, as on S3. Plus the
-//! route's extra headers (`Timing-Allow-Origin`, `Cross-Origin-Resource-Policy`) on the wire.
+//! route's other options on the wire: `Timing-Allow-Origin`, `Cross-Origin-Resource-Policy`,
+//! `index`.
 
 mod common;
 
@@ -268,5 +269,28 @@ async fn timing_allow_origin_follows_the_grant_and_the_resource_policy_replaces_
     .await;
     assert_eq!(preflight.status, StatusCode::OK);
     assert!(preflight.header("cross-origin-resource-policy").is_none());
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_index_file_is_fetched_for_reads_of_a_directory_path() {
+    let origin = Origin::start(Reply::default()).await;
+    let mut r = route(&["*"], &origin, None);
+    r.index = Some("index.html".into());
+    let gateway = start(config(vec![r])).await;
+    send(gateway.addr(), "GET", "/docs/", &[]).await;
+    send(gateway.addr(), "HEAD", "/?v=2", &[]).await;
+    send(gateway.addr(), "GET", "/docs/page.html", &[]).await;
+    send(gateway.addr(), "PUT", "/docs/", &[]).await;
+    let targets: Vec<String> = origin.received().into_iter().map(|r| r.target).collect();
+    assert_eq!(
+        targets,
+        [
+            "/docs/index.html",
+            "/index.html?v=2",
+            "/docs/page.html",
+            "/docs/"
+        ]
+    );
     gateway.shutdown().await;
 }
