@@ -58,7 +58,8 @@ pub enum Enforce {
 }
 
 /// `cross_origin_resource_policy`: the `Cross-Origin-Resource-Policy` every forwarded answer
-/// carries (Fetch §3.7), so pages under COEP may embed the route's resources.
+/// carries (the Fetch standard's cross-origin resource policy check), so pages under COEP may
+/// embed the route's resources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResourcePolicy {
     CrossOrigin,

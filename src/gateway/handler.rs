@@ -222,10 +222,10 @@ fn failed(
 
 /// `enforce = "strict"`: whether this is a write from another site, which only a rule granting
 /// its origin its method lets through. A browser sends `Origin` with every `POST`, `PUT`,
-/// `DELETE` (Fetch §3.1, even for a form or a `no-cors` fetch), so a write from a page of
-/// another origin names it; one without `Origin` is believed cross-site only when
-/// `Sec-Fetch-Site` says so. `GET` and `HEAD` are never refused here: reading is what CORS
-/// protects on its own, in the browser.
+/// `DELETE` (Fetch's "append a request `Origin` header", for a form or a `no-cors` fetch too),
+/// so a write from a page of another origin names it; one without `Origin` is believed
+/// cross-site only when `Sec-Fetch-Site` says so. `GET` and `HEAD` are never refused here:
+/// reading is what CORS protects on its own, in the browser.
 fn is_cross_origin_write(
     route: &Route,
     peer: Peer,
