@@ -21,8 +21,10 @@ use crate::rules::{
 use crate::s3::Addressing;
 
 mod listeners;
+mod route_options;
 
 pub use listeners::{Http2Config, OriginTlsConfig, RedirectConfig, TlsListenerConfig};
+pub use route_options::{DEFAULT_SIGNED_METHODS, Enforce, OriginSigning, ResourcePolicy};
 
 /// Where `corsgate serve` looks when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/corsgate.toml";
@@ -221,6 +223,15 @@ pub struct RouteConfig {
     pub preserve_host: bool,
     /// docs/cors-semantics.md#deviation-vary: `Vary: Origin` on every forwarded response of a route with rules.
     pub vary_origin_always: bool,
+    /// Sign what is forwarded, for a private bucket; `None`: forward the client's request as is.
+    pub sign: Option<OriginSigning>,
+    pub enforce: Enforce,
+    /// `Timing-Allow-Origin: <origin>` on the answers whose origin the rules grant.
+    pub timing_allow_origin: bool,
+    /// `Cross-Origin-Resource-Policy` on every answer, replacing the origin's.
+    pub cross_origin_resource_policy: Option<ResourcePolicy>,
+    /// Appended to `GET`/`HEAD` paths that end in `/`.
+    pub index: Option<String>,
 }
 
 /// Which `Host` values a route serves.
@@ -418,6 +429,11 @@ struct RawRoute {
     s3: Option<RawS3>,
     preserve_host: Option<bool>,
     vary_origin_always: Option<bool>,
+    sign: Option<route_options::RawSign>,
+    enforce: Option<String>,
+    timing_allow_origin: Option<bool>,
+    cross_origin_resource_policy: Option<String>,
+    index: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -691,6 +707,22 @@ impl Config {
                 (None, Some(s3)) => endpoint_source(s3, &key, &mut report),
             };
             let endpoint = matches!(rules, RulesSource::Endpoint(_));
+            let sign = r
+                .sign
+                .map(|raw| route_options::sign(raw, &key, &mut report));
+            let enforce = r.enforce.map_or(Enforce::S3, |text| {
+                route_options::enforce(&text, &key("enforce"), &mut report)
+            });
+            let cross_origin_resource_policy = r.cross_origin_resource_policy.and_then(|text| {
+                route_options::resource_policy(
+                    &text,
+                    &key("cross_origin_resource_policy"),
+                    &mut report,
+                )
+            });
+            let index = r
+                .index
+                .map(|text| route_options::index(text, &key("index"), &mut report));
             let mut route = match origin {
                 Some(origin) => RouteConfig::new(patterns, origin, rules),
                 None => continue,
@@ -702,6 +734,11 @@ impl Config {
             if let Some(v) = r.vary_origin_always {
                 route.vary_origin_always = v;
             }
+            route.sign = sign;
+            route.enforce = enforce;
+            route.timing_allow_origin = r.timing_allow_origin.unwrap_or(false);
+            route.cross_origin_resource_policy = cross_origin_resource_policy;
+            route.index = index;
             routes.push(route);
             written_hosts.push((i, hosts));
         }
@@ -989,6 +1026,11 @@ impl RouteConfig {
             // S3/Spaces origins find the bucket by Host: rewriting is what works out of the box.
             preserve_host: false,
             vary_origin_always: true,
+            sign: None,
+            enforce: Enforce::S3,
+            timing_allow_origin: false,
+            cross_origin_resource_policy: None,
+            index: None,
         }
     }
 }

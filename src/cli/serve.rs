@@ -9,7 +9,8 @@ use clap::Args;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{
-    AdminConfig, Config, DEFAULT_CONFIG_PATH, OriginUrl, RedirectConfig, TlsListenerConfig,
+    AdminConfig, Config, DEFAULT_CONFIG_PATH, OriginSigning, OriginUrl, RedirectConfig,
+    TlsListenerConfig,
 };
 use crate::gateway;
 use crate::rules::{BucketSource, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig};
@@ -48,6 +49,11 @@ pub struct ServeArgs {
     /// The region bucket requests are signed for.
     #[arg(long, value_name = "REGION", default_value = crate::rules::DEFAULT_REGION)]
     pub region: String,
+    /// The `--origin` route fronts a private bucket: every request forwarded is signed for this
+    /// region with the keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and
+    /// AWS_SESSION_TOKEN when set), and only GET and HEAD are forwarded.
+    #[arg(long, value_name = "REGION", requires = "origin")]
+    pub sign_region: Option<String>,
     /// The admin listener (`/healthz`, `/readyz`, `POST /-/reload`, `GET /-/rules`), or `off`;
     /// overrides the configuration's `admin.listen` (default 127.0.0.1:9901).
     #[arg(long, value_name = "IP:PORT|off")]
@@ -155,6 +161,11 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
             let mut config = Config::single_route(origin, rules);
             // An S3 endpoint is addressed by Host (virtual-hosted buckets, signatures).
             config.routes[0].preserve_host = args.s3_endpoint.is_some();
+            if let Some(region) = &args.sign_region {
+                let sign =
+                    OriginSigning::for_region(region).map_err(|m| format!("--sign-region: {m}"))?;
+                config.routes[0].sign = Some(sign);
+            }
             config
         }
         None => {

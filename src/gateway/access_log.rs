@@ -22,6 +22,8 @@ pub enum Outcome {
     ActualDecorated { rule: usize },
     /// Forwarded, no CORS headers earned.
     ActualUndecorated,
+    /// A cross-origin write no rule grants, refused under `enforce = "strict"`: never forwarded.
+    ActualRefused,
     /// Refused before routing or forwarding (421, 400): no CORS evaluation.
     Refused,
 }
@@ -38,6 +40,7 @@ impl fmt::Display for Outcome {
             }
             Outcome::ActualDecorated { rule } => write!(f, "actual-decorated rule={rule}"),
             Outcome::ActualUndecorated => f.write_str("actual-undecorated"),
+            Outcome::ActualRefused => f.write_str("actual-refused"),
             Outcome::Refused => f.write_str("refused"),
         }
     }

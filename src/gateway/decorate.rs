@@ -5,6 +5,10 @@
 //!
 //! The decoration is computed from the request before it is forwarded, so the rules snapshot is
 //! not held across the origin round trip; its values are prebuilt `HeaderValue`s (cheap clones).
+//!
+//! A route may add two headers S3 never sends ([`RouteHeaders`]): `Timing-Allow-Origin` for the
+//! origins the rules grant, and `Cross-Origin-Resource-Policy` on every answer. Both replace the
+//! origin's own.
 
 use arrayvec::ArrayVec;
 use http::header::{HeaderName, VARY};
@@ -14,16 +18,34 @@ use super::snapshot::Snapshot;
 use crate::cors::CorsRequest;
 
 const VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
+const TIMING_ALLOW_ORIGIN: HeaderName = HeaderName::from_static("timing-allow-origin");
+const CROSS_ORIGIN_RESOURCE_POLICY: HeaderName =
+    HeaderName::from_static("cross-origin-resource-policy");
+
+/// What a route's answers carry besides CORS; nothing by default (S3 sends neither).
+#[derive(Clone, Debug, Default)]
+pub struct RouteHeaders {
+    /// `Timing-Allow-Origin: <origin>` whenever the rules grant the request's origin: without
+    /// it a cross-origin page's Resource Timing entries hide every phase of the fetch
+    /// (`responseStart` is 0), which is what a page measuring its assets needs.
+    pub timing_allow_origin: bool,
+    /// `Cross-Origin-Resource-Policy`: what a page under `Cross-Origin-Embedder-Policy:
+    /// require-corp` needs to embed a resource fetched without CORS (an `<img>`, a `<video>`).
+    pub resource_policy: Option<HeaderValue>,
+}
 
 /// The CORS headers one forwarded request earned.
 #[derive(Clone, Debug, Default)]
 pub struct Decoration {
-    /// The `Access-Control-*` headers of the grant, `Vary` excluded.
-    headers: ArrayVec<(HeaderName, HeaderValue), 6>,
+    /// The `Access-Control-*` headers of the grant (`Vary` excluded), then the route's
+    /// [`RouteHeaders`].
+    headers: ArrayVec<(HeaderName, HeaderValue), 7>,
     /// Our `Vary` tokens: all three with a grant, `Origin` alone under `vary_origin_always`.
     vary: Option<HeaderValue>,
     /// The rule that granted, 1-based.
     pub rule: Option<usize>,
+    /// The route sends `Timing-Allow-Origin` itself: the origin's is removed, granted or not.
+    own_timing: bool,
 }
 
 impl Decoration {
@@ -57,9 +79,36 @@ impl Decoration {
         decoration
     }
 
+    /// Adds the route's own headers: `Timing-Allow-Origin` if this decoration grants `origin`
+    /// (and none, not even the origin's, if it does not), `Cross-Origin-Resource-Policy` in any
+    /// case.
+    pub fn with_route_headers(
+        mut self,
+        route: &RouteHeaders,
+        origin: Option<&HeaderValue>,
+    ) -> Decoration {
+        self.own_timing = route.timing_allow_origin;
+        if route.timing_allow_origin
+            && self.rule.is_some()
+            && let Some(origin) = origin
+        {
+            // At most five grant headers before these two: there is room.
+            let _ = self.headers.try_push((TIMING_ALLOW_ORIGIN, origin.clone()));
+        }
+        if let Some(policy) = &route.resource_policy {
+            let _ = self
+                .headers
+                .try_push((CROSS_ORIGIN_RESOURCE_POLICY, policy.clone()));
+        }
+        self
+    }
+
     /// Rewrites an origin's (or corsgate's own error) response headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
         strip_access_control(headers);
+        if self.own_timing {
+            headers.remove(TIMING_ALLOW_ORIGIN);
+        }
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -146,5 +195,48 @@ mod tests {
         headers.insert("etag", HeaderValue::from_static("\"1\""));
         strip_access_control(&mut headers);
         assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn timing_allow_origin_follows_the_grant_and_the_resource_policy_is_always_set() {
+        let route = RouteHeaders {
+            timing_allow_origin: true,
+            resource_policy: Some(HeaderValue::from_static("cross-origin")),
+        };
+        let origin = HeaderValue::from_static("https://app.example");
+        let granted = Decoration {
+            rule: Some(1),
+            ..Decoration::default()
+        }
+        .with_route_headers(&route, Some(&origin));
+        let mut headers = HeaderMap::new();
+        headers.insert("timing-allow-origin", HeaderValue::from_static("*"));
+        headers.insert(
+            "cross-origin-resource-policy",
+            HeaderValue::from_static("same-origin"),
+        );
+        granted.apply(&mut headers);
+        assert_eq!(headers["timing-allow-origin"], "https://app.example");
+        assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+        assert_eq!(headers.len(), 2, "replaced, not added: {headers:?}");
+
+        let refused = Decoration::default().with_route_headers(&route, Some(&origin));
+        let mut headers = HeaderMap::new();
+        headers.insert("timing-allow-origin", HeaderValue::from_static("*"));
+        refused.apply(&mut headers);
+        assert!(
+            headers.get("timing-allow-origin").is_none(),
+            "the origin's is gone too"
+        );
+        assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+
+        let plain = Decoration {
+            rule: Some(1),
+            ..Decoration::default()
+        }
+        .with_route_headers(&RouteHeaders::default(), Some(&origin));
+        let mut headers = HeaderMap::new();
+        plain.apply(&mut headers);
+        assert!(headers.is_empty(), "exact S3 by default: {headers:?}");
     }
 }

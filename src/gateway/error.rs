@@ -14,6 +14,7 @@ use super::route::RouteMiss;
 use super::{Body, full};
 use crate::cors::decision::error_xml;
 use crate::rules::Unavailable;
+use crate::s3::SigningError;
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
@@ -53,6 +54,21 @@ pub enum GatewayError {
     /// answered now would be a guess.
     #[error(transparent)]
     RulesUnavailable(#[from] Unavailable),
+    /// A route that signs forwards only its `sign.methods`: corsgate's keys must not write
+    /// for a client.
+    #[error("{method} is not one of route[{route}].sign.methods: refused")]
+    MethodNotSigned { route: usize, method: http::Method },
+    /// The origin refused corsgate's own signature: the keys, the region or the service of the
+    /// route's `sign` are wrong, and no client can do anything about it.
+    #[error("route[{route}]: origin {origin} refused the signed request ({code}): check {keys}")]
+    SignatureRefused {
+        route: usize,
+        origin: String,
+        code: String,
+        keys: String,
+    },
+    #[error("route[{route}]: {error}")]
+    Signing { route: usize, error: SigningError },
 }
 
 /// Whose fault an error is: decides the log level, and whether retrying elsewhere could help.
@@ -76,6 +92,9 @@ impl GatewayError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             GatewayError::RulesUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::MethodNotSigned { .. } => StatusCode::FORBIDDEN,
+            GatewayError::SignatureRefused { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::Signing { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -92,11 +111,13 @@ impl GatewayError {
             GatewayError::OriginConnectTimeout { .. } | GatewayError::OriginTimeout { .. } => {
                 "GatewayTimeout"
             }
-            GatewayError::OriginUnreachable { .. } | GatewayError::OriginFailed { .. } => {
-                "BadGateway"
-            }
+            GatewayError::OriginUnreachable { .. }
+            | GatewayError::OriginFailed { .. }
+            | GatewayError::SignatureRefused { .. } => "BadGateway",
             // S3's own code for "try again".
             GatewayError::RulesUnavailable(_) => "ServiceUnavailable",
+            GatewayError::MethodNotSigned { .. } => "AccessDenied",
+            GatewayError::Signing { .. } => "InternalError",
         }
     }
 
@@ -133,6 +154,12 @@ impl GatewayError {
             GatewayError::RulesUnavailable(_) => {
                 "The bucket's CORS configuration could not be read. Please try again."
             }
+            // S3's wording.
+            GatewayError::MethodNotSigned { .. } => "Access Denied",
+            GatewayError::SignatureRefused { .. } => {
+                "The origin refused the gateway's credentials."
+            }
+            GatewayError::Signing { .. } => "We encountered an internal error. Please try again.",
         }
     }
 
@@ -142,6 +169,7 @@ impl GatewayError {
             GatewayError::Misrouted(_)
             | GatewayError::NoPath(_)
             | GatewayError::ClientBodyTimeout { .. }
+            | GatewayError::MethodNotSigned { .. }
             | GatewayError::RulesUnavailable(Unavailable::SlowDown { .. }) => Fault::Client,
             _ => Fault::Origin,
         }

@@ -1,5 +1,8 @@
 //! One request, start to finish: route it by host, answer a preflight here or forward anything
 //! else and decorate what comes back, turn failures into S3-style answers, log one line.
+//!
+//! Before forwarding, a route may refuse: a cross-origin write its rules do not grant under
+//! `enforce = "strict"`, a method its `sign` does not cover. Neither reaches the origin.
 
 use std::future::{Future, Ready};
 use std::pin::Pin;
@@ -7,20 +10,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use http::header::{CONTENT_TYPE, HeaderName, ORIGIN};
 use http::uri::Authority;
-use http::{Method, Request, Response};
-use http_body_util::BodyExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::Body;
-use super::Gateway;
 use super::access_log::{self, AccessEntry, Outcome};
 use super::decorate::Decoration;
 use super::error::{Fault, GatewayError};
 use super::proxy::{self, Peer};
-use super::route::{Route, request_authority};
+use super::route::{Route, default_port, request_authority};
+use super::snapshot::Snapshot;
+use super::{Body, Gateway, full};
+use crate::config::Enforce;
 use crate::cors::CorsRequest;
+use crate::cors::decision::{Denial, DenialReason, Resource};
 use crate::rules::Resolved;
+
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// How a request is answered: here and now, or once the origin has answered.
 pub enum Handled {
@@ -140,10 +147,17 @@ async fn later(
         return preflight(gateway, &req, resolved);
     }
 
-    // docs/cors-semantics.md#actual-decoration: decide the CORS headers now, so no snapshot is held across the round trip.
+    // docs/cors-semantics.md#actual-decoration: decide the CORS headers now, so no snapshot is
+    // held across the round trip.
+    let resource = resolved.resource;
+    let cross_origin_write = is_cross_origin_write(route, peer, authority, &req);
+    let mut write_granted = false;
     let decoration = match resolved.rules {
         Ok(snapshot) => {
-            let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
+            if cross_origin_write {
+                write_granted = grants_own_method(&snapshot, &req, resource);
+            }
+            let cors = CorsRequest::new(req.method(), req.headers(), resource);
             Decoration::for_actual(&snapshot, &cors, route.vary_origin_always)
         }
         // Refused to spare the origin: the request must not reach it either.
@@ -152,7 +166,24 @@ async fn later(
         }
         // Rules not loaded: nothing can be granted; the request itself still goes through.
         Err(_) => Decoration::default(),
+    }
+    .with_route_headers(&route.headers, req.headers().get(ORIGIN));
+    if cross_origin_write && !write_granted {
+        return refuse_cross_origin(gateway, &req, resource, &decoration);
+    }
+    let outcome = match decoration.rule {
+        Some(rule) => Outcome::ActualDecorated { rule },
+        None => Outcome::ActualUndecorated,
     };
+    if let Some(signer) = &route.signer
+        && !signer.allows(req.method())
+    {
+        let err = GatewayError::MethodNotSigned {
+            route: route.index,
+            method: req.method().clone(),
+        };
+        return (failed(gateway, route, &err, &decoration), outcome);
+    }
     // A `PUT`/`DELETE ?cors` is forwarded untouched (the origin checks its signature); if the
     // origin takes it, the bucket's rules are fetched again before the client hears back, so
     // its very next request is judged by them.
@@ -160,30 +191,101 @@ async fn later(
         route
             .rules
             .write_through(req.method(), host, req.uri().path(), req.uri().query());
-    let outcome = match decoration.rule {
-        Some(rule) => Outcome::ActualDecorated { rule },
-        None => Outcome::ActualUndecorated,
-    };
     let forwarded = proxy::forward(route, req, peer, authority, &gateway.timeouts).await;
     let response = match forwarded {
-        Ok(response) => {
+        Ok(mut response) => {
             if let Some(write_through) = write_through.filter(|_| response.status().is_success()) {
                 write_through.refresh().await;
             }
-            let mut response = response.map(|b| b.boxed());
             decoration.apply(response.headers_mut());
             response
         }
-        Err(err) => {
-            let id = gateway.ids.next();
-            match err.fault() {
-                Fault::Client => tracing::debug!(route = route.index, request_id = %id, "{err}"),
-                Fault::Origin => tracing::warn!(route = route.index, request_id = %id, "{err}"),
-            }
-            err.response(id, Some(&decoration))
-        }
+        Err(err) => failed(gateway, route, &err, &decoration),
     };
     (response, outcome)
+}
+
+/// A request corsgate answers with an error after routing: logged, then decorated like the
+/// origin's answer would have been.
+fn failed(
+    gateway: &Gateway,
+    route: &Route,
+    err: &GatewayError,
+    decoration: &Decoration,
+) -> Response<Body> {
+    let id = gateway.ids.next();
+    match err.fault() {
+        Fault::Client => tracing::debug!(route = route.index, request_id = %id, "{err}"),
+        Fault::Origin => tracing::warn!(route = route.index, request_id = %id, "{err}"),
+    }
+    err.response(id, Some(decoration))
+}
+
+/// `enforce = "strict"`: whether this is a write from another site, which only a rule granting
+/// its origin its method lets through. A browser sends `Origin` with every `POST`, `PUT`,
+/// `DELETE` (Fetch's "append a request `Origin` header", for a form or a `no-cors` fetch too),
+/// so a write from a page of another origin names it; one without `Origin` is believed
+/// cross-site only when `Sec-Fetch-Site` says so. `GET` and `HEAD` are never refused here:
+/// reading is what CORS protects on its own, in the browser.
+fn is_cross_origin_write(
+    route: &Route,
+    peer: Peer,
+    authority: Option<&Authority>,
+    req: &Request<Incoming>,
+) -> bool {
+    if route.enforce != Enforce::Strict || matches!(*req.method(), Method::GET | Method::HEAD) {
+        return false;
+    }
+    let headers = req.headers();
+    let Some(origin) = headers.get(ORIGIN) else {
+        return headers
+            .get(SEC_FETCH_SITE)
+            .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    };
+    let scheme = proxy::client_scheme(headers, peer, &route.trusted_proxies);
+    let port = authority
+        .and_then(Authority::port_u16)
+        .or_else(|| default_port(scheme));
+    !port.is_some_and(|port| route.is_own_origin(origin, scheme, port))
+}
+
+/// Whether a rule grants the request's origin its own method. S3 would judge a request carrying
+/// `Access-Control-Request-Method` by that header instead: a write must not pass by naming
+/// another method than its own.
+fn grants_own_method(snapshot: &Snapshot, req: &Request<Incoming>, resource: Resource) -> bool {
+    let mut cors = CorsRequest::new(req.method(), req.headers(), resource);
+    cors.acrm = None;
+    snapshot.cors.actual(&cors).is_some()
+}
+
+/// A cross-origin write no rule grants: 403 with the body S3 gives a preflight it refuses, and
+/// the origin never hears of it.
+fn refuse_cross_origin(
+    gateway: &Gateway,
+    req: &Request<Incoming>,
+    resource: Resource,
+    decoration: &Decoration,
+) -> (Response<Body>, Outcome) {
+    let id = gateway.ids.next();
+    tracing::debug!(
+        request_id = %id,
+        method = %req.method(),
+        origin = ?req.headers().get(ORIGIN),
+        "cross-origin write refused: no rule grants it (enforce = \"strict\")"
+    );
+    let denial = Denial {
+        status: StatusCode::FORBIDDEN,
+        reason: DenialReason::NotAllowed,
+        method: Some(req.method().as_str().to_owned().into()),
+        resource: Some(resource),
+    };
+    let mut response = Response::new(full(denial.to_xml(&id.to_string())));
+    *response.status_mut() = denial.status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    headers.insert("x-amz-request-id", id.header_value());
+    decoration.apply(headers);
+    (response, Outcome::ActualRefused)
 }
 
 fn refuse(gateway: &Gateway, err: GatewayError) -> (Response<Body>, Outcome) {

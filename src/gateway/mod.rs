@@ -78,6 +78,11 @@ pub struct Gateway {
 pub enum StartError {
     #[error("route[{route}].rules: {error}")]
     Rules { route: usize, error: RulesError },
+    #[error("route[{route}].sign: {error}")]
+    Signing {
+        route: usize,
+        error: crate::s3::SigningError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -115,10 +120,14 @@ impl Gateway {
                     route: i + 1,
                     error,
                 })?;
-            routes.push((
-                Arc::new(Route::new(i + 1, route, rules, &config.server, &origin_tls)),
-                route.hosts.clone(),
-            ));
+            let built =
+                Route::new(i + 1, route, rules, &config.server, &origin_tls).map_err(|error| {
+                    StartError::Signing {
+                        route: i + 1,
+                        error,
+                    }
+                })?;
+            routes.push((Arc::new(built), route.hosts.clone()));
         }
         Ok(Gateway {
             routes: Routes::new(routes),

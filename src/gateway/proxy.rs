@@ -17,12 +17,19 @@
 //!   while it takes none of the upload it was given, before the response head, and between two
 //!   chunks of the response body ([`Download`]).
 //!
+//! A route with `sign` sends its origin a request of its own making: the client's credentials
+//! (SigV4 headers, a presigned URL's query parameters) removed, the target spelled as S3 signs
+//! it ([`crate::s3::target`]), and corsgate's signature added. An origin refusing that
+//! signature is corsgate's problem, not the client's: its 4xx becomes a 502
+//! ([`GatewayError::SignatureRefused`]) after a look at the start of the body.
+//!
 //! CORS is not this module's business: the caller decorates whatever comes back.
 
 mod forwarding;
 
-pub use forwarding::{TrustedProxies, strip_hop_by_hop};
+pub use forwarding::{TrustedProxies, client_scheme, strip_hop_by_hop};
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
@@ -30,24 +37,28 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
-use http::{HeaderMap, Request, Response, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{Instant, Sleep};
 
+use super::Body;
 use super::error::GatewayError;
 use super::pool::{
     Lease, NoFreeConnection, OriginNotReading, OriginSlots, PoolError, SlotConnector,
 };
 use super::route::{OriginLink, Route};
 use crate::config::Timeouts;
+use crate::s3::error_body::S3ErrorBody;
+use crate::s3::{OriginSigner, signed_target, strip_credentials};
 
 /// The pooled client an HTTPS route forwards through, its TCP connections under the route's cap.
 pub type OriginClient = Client<HttpsConnector<SlotConnector>, Upload>;
@@ -80,7 +91,9 @@ pub struct Peer {
 
 /// Sends `req` to the route's origin and returns its response head; the body streams on.
 ///
-/// Fails with `OriginTimeout` once the origin has been silent for `origin_response` before the
+/// A signing route's request is signed for the origin; an origin's 400/403 to it is read up to
+/// [`REFUSAL_PREFIX`] bytes, and fails with `SignatureRefused` when S3 says the signature or
+/// the keys are wrong. Fails with `OriginTimeout` once the origin has been silent for `origin_response` before the
 /// head (the clock starts when forwarding starts, and restarts whenever the origin takes a
 /// piece of the upload; it stops while the upload waits for the client), with
 /// `ClientBodyTimeout` once the client has been silent for `body_read` in the middle of its
@@ -91,18 +104,21 @@ pub async fn forward(
     from: Peer,
     authority: Option<&Authority>,
     timeouts: &Timeouts,
-) -> Result<Response<Download>, GatewayError> {
+) -> Result<Response<Body>, GatewayError> {
     let origin_response = timeouts.origin_response;
     let (mut parts, body) = req.into_parts();
     // A pooled HTTP/1.1 connection is to the origin itself: origin form. hyper-util's client
     // picks the connection by the URI, and writes origin form itself.
     let absolute = matches!(route.link, OriginLink::Https(_));
-    parts.uri = upstream_uri(route, &parts.uri, absolute)?;
+    parts.uri = upstream_uri(route, &parts.method, &parts.uri, absolute)?;
     // Whatever the client spoke to us: HTTP/1.1 to the origin, or HTTP/2 where the origin's
     // ALPN chose it (the client switches on its own; HTTP_11 here does not pin it).
     parts.version = Version::HTTP_11;
     // First: nothing a `Connection` header names can remove what is written next.
     forwarding::strip_request_hop_by_hop(&mut parts.headers);
+    if route.signer.is_some() {
+        strip_credentials(&mut parts.headers);
+    }
     let authority = authority.and_then(|a| header_value_of(a, &parts.headers));
     forwarding::set_forwarding(
         &mut parts.headers,
@@ -115,6 +131,21 @@ pub async fn forward(
         _ => route.origin_host.clone(),
     };
     parts.headers.insert(header::HOST, host);
+    // Last: the signature covers the `Host` and the target exactly as they are sent.
+    if let Some(signer) = &route.signer {
+        signer
+            .sign(
+                &parts.method,
+                &parts.uri,
+                &mut parts.headers,
+                SystemTime::now(),
+            )
+            .map_err(|error| GatewayError::Signing {
+                route: route.index,
+                error,
+            })?;
+    }
+    let method = parts.method.clone();
 
     let started = Instant::now();
     let (upload, turn) = Upload::new(body, timeouts.body_read, started);
@@ -173,10 +204,127 @@ pub async fn forward(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        Download::new(body, origin_response, lease),
-    ))
+    let body = Download::new(body, origin_response, lease);
+    match &route.signer {
+        // HEAD has no body to tell why: its 403 goes to the client as it came.
+        Some(signer)
+            if method != Method::HEAD
+                && matches!(
+                    parts.status,
+                    StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN
+                ) =>
+        {
+            let body = screen_refusal(route, signer, body).await?;
+            Ok(Response::from_parts(parts, body))
+        }
+        _ => Ok(Response::from_parts(parts, body.boxed())),
+    }
+}
+
+/// How much of an origin's 400/403 body is read to find its S3 error code: S3's `<Code>` comes
+/// first, well within it.
+pub const REFUSAL_PREFIX: usize = 4096;
+
+/// The S3 error codes that mean the origin refused corsgate's own signature or keys: a wrong
+/// secret, an unknown or revoked key, a bad or expired session token, a wrong region.
+const SIGNATURE_REFUSALS: [&str; 5] = [
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "ExpiredToken",
+    "AuthorizationHeaderMalformed",
+];
+
+/// Reads the start of a refusal's body; fails with `SignatureRefused` when it is one of
+/// [`SIGNATURE_REFUSALS`], else hands the body back whole, the part read first.
+async fn screen_refusal(
+    route: &Route,
+    signer: &OriginSigner,
+    mut body: Download,
+) -> Result<Body, GatewayError> {
+    let mut read: VecDeque<Frame<Bytes>> = VecDeque::new();
+    let mut prefix: Vec<u8> = Vec::new();
+    let mut ended = body.is_end_stream();
+    while !ended && prefix.len() < REFUSAL_PREFIX {
+        match body.frame().await {
+            None => ended = true,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let room = REFUSAL_PREFIX - prefix.len();
+                    prefix.extend_from_slice(&data[..data.len().min(room)]);
+                }
+                ended = body.is_end_stream();
+                read.push_back(frame);
+            }
+            Some(Err(cause)) => {
+                let origin = route.origin.to_string();
+                return Err(match cause.downcast_ref::<OriginStalled>() {
+                    Some(OriginStalled(timeout)) => GatewayError::OriginTimeout {
+                        origin,
+                        timeout: *timeout,
+                    },
+                    None => failed(origin, cause),
+                });
+            }
+        }
+    }
+    let code = S3ErrorBody::parse(&prefix).code;
+    if SIGNATURE_REFUSALS.contains(&code.as_str()) {
+        return Err(GatewayError::SignatureRefused {
+            route: route.index,
+            origin: route.origin.to_string(),
+            code,
+            keys: signer.describe(),
+        });
+    }
+    let rest = (!ended).then_some(body);
+    Ok(Replay { read, rest }.boxed())
+}
+
+/// A body of which the first frames were already read: those, then the rest.
+struct Replay {
+    read: VecDeque<Frame<Bytes>>,
+    rest: Option<Download>,
+}
+
+impl HttpBody for Replay {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(frame) = self.read.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match &mut self.rest {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let read: u64 = self
+            .read
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|d| d.len() as u64)
+            .sum();
+        let mut hint = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint);
+        hint.set_lower(hint.lower() + read);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + read);
+        }
+        hint
+    }
 }
 
 /// `authority` as a header value: the request's own `Host` value when it says the same (a
@@ -188,9 +336,15 @@ fn header_value_of(authority: &Authority, headers: &HeaderMap) -> Option<HeaderV
     }
 }
 
-/// `origin + path prefix + the request's path and query`, bytes untouched; without the origin
-/// unless `absolute`.
-fn upstream_uri(route: &Route, uri: &Uri, absolute: bool) -> Result<Uri, GatewayError> {
+/// `origin + path prefix + the request's path [+ index] and query`, bytes untouched (in S3's
+/// canonical spelling on a signing route, see [`signed_target`]); without the origin unless
+/// `absolute`.
+fn upstream_uri(
+    route: &Route,
+    method: &Method,
+    uri: &Uri,
+    absolute: bool,
+) -> Result<Uri, GatewayError> {
     let Some(pq) = uri.path_and_query() else {
         return Err(GatewayError::NoPath(uri.to_string()));
     };
@@ -199,11 +353,28 @@ fn upstream_uri(route: &Route, uri: &Uri, absolute: bool) -> Result<Uri, Gateway
         return Err(GatewayError::NoPath(uri.to_string()));
     }
     let prefix = &route.origin.path_prefix;
-    let pq = if prefix.is_empty() {
-        pq.clone()
+    let index = route
+        .index_file
+        .as_deref()
+        .filter(|_| (method == Method::GET || method == Method::HEAD) && uri.path().ends_with('/'));
+    let rebuilt = if route.signer.is_some() {
+        let path = format!("{prefix}{}{}", uri.path(), index.unwrap_or(""));
+        Some(signed_target(&path, uri.query()))
+    } else if !prefix.is_empty() || index.is_some() {
+        let mut text = format!("{prefix}{}{}", uri.path(), index.unwrap_or(""));
+        if let Some(query) = uri.query() {
+            text.push('?');
+            text.push_str(query);
+        }
+        Some(text)
     } else {
-        PathAndQuery::try_from(format!("{prefix}{}", pq.as_str()))
-            .map_err(|_| GatewayError::NoPath(uri.to_string()))?
+        None
+    };
+    let pq = match rebuilt {
+        None => pq.clone(),
+        Some(text) => {
+            PathAndQuery::try_from(text).map_err(|_| GatewayError::NoPath(uri.to_string()))?
+        }
     };
     if !absolute {
         return Ok(Uri::from(pq));

@@ -15,10 +15,12 @@ use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Version};
 
+use super::decorate::RouteHeaders;
 use super::pool::{OriginPool, OriginSlots};
 use super::proxy::{self, OriginClient, TrustedProxies};
-use crate::config::{HostPattern, OriginUrl, RouteConfig, ServerConfig};
+use crate::config::{Enforce, HostPattern, OriginSigning, OriginUrl, RouteConfig, ServerConfig};
 use crate::rules::RouteRules;
+use crate::s3::{Credentials, OriginSigner, SigningError};
 
 /// One `[[route]]` at run time.
 pub struct Route {
@@ -35,6 +37,15 @@ pub struct Route {
     pub trusted_proxies: TrustedProxies,
     /// Where the route's rules come from, and the ones in force (see [`RouteRules::resolve`]).
     pub rules: RouteRules,
+    /// Signs what is forwarded (`sign`); `None`: the client's request goes as it came.
+    pub signer: Option<OriginSigner>,
+    pub enforce: Enforce,
+    /// The hosts of the route's exact patterns (`"*"` names none), for [`Route::is_own_origin`].
+    own_hosts: Vec<(String, Option<u16>)>,
+    /// What answers carry besides CORS (`timing_allow_origin`, `cross_origin_resource_policy`).
+    pub headers: RouteHeaders,
+    /// `index`: appended to `GET`/`HEAD` paths ending in `/`.
+    pub index_file: Option<String>,
 }
 
 /// A route's way to its origin. Each route has its own, and so its own cap on connections,
@@ -47,14 +58,16 @@ pub enum OriginLink {
 }
 
 impl Route {
-    /// `origin_tls` verifies the origin if it is an `https://` one.
+    /// `origin_tls` verifies the origin if it is an `https://` one. Fails when the route signs
+    /// and its keys are not in the environment.
     pub fn new(
         index: usize,
         config: &RouteConfig,
         rules: RouteRules,
         server: &ServerConfig,
         origin_tls: &rustls::ClientConfig,
-    ) -> Route {
+    ) -> Result<Route, SigningError> {
+        let signer = config.sign.as_ref().map(origin_signer).transpose()?;
         let timeouts = &server.timeouts;
         let slots = OriginSlots::new(server.limits.origin_connections, timeouts.connect);
         let origin = &config.origin.authority;
@@ -72,7 +85,15 @@ impl Route {
                 slots,
             )))
         };
-        Route {
+        let own_hosts = config
+            .hosts
+            .iter()
+            .filter_map(|pattern| match pattern {
+                HostPattern::Exact { host, port } => Some((host.clone(), *port)),
+                HostPattern::Any => None,
+            })
+            .collect();
+        Ok(Route {
             link,
             index,
             origin: config.origin.clone(),
@@ -82,8 +103,76 @@ impl Route {
             vary_origin_always: config.vary_origin_always,
             trusted_proxies: TrustedProxies::new(&server.trusted_proxies),
             rules,
-        }
+            signer,
+            enforce: config.enforce,
+            own_hosts,
+            headers: RouteHeaders {
+                timing_allow_origin: config.timing_allow_origin,
+                resource_policy: config
+                    .cross_origin_resource_policy
+                    .map(|p| p.header_value()),
+            },
+            index_file: config.index.clone(),
+        })
     }
+
+    /// Whether `origin` (an `Origin` header) is one of the route's own origins: the `scheme`
+    /// the client reached corsgate with, a host one of the route's exact patterns names, and
+    /// that pattern's port or, for a pattern without one, `served_port` (the port the request
+    /// came to). HTML's origin is scheme, host and port: a page on another port is another
+    /// site, and a `"*"` route has no origin of its own. An opaque origin (`null`) is never own.
+    pub fn is_own_origin(&self, origin: &HeaderValue, scheme: &str, served_port: u16) -> bool {
+        let Some((origin_scheme, rest)) =
+            origin.to_str().ok().and_then(|text| text.split_once("://"))
+        else {
+            return false;
+        };
+        if !origin_scheme.eq_ignore_ascii_case(scheme) {
+            return false;
+        }
+        let Ok(authority) = Authority::try_from(rest) else {
+            return false;
+        };
+        if rest.contains(['@', '/']) {
+            return false;
+        }
+        let port = authority.port_u16().or(default_port(scheme));
+        self.own_hosts.iter().any(|(host, pattern_port)| {
+            host.eq_ignore_ascii_case(authority.host())
+                && port.is_some()
+                && port == pattern_port.or(Some(served_port))
+        })
+    }
+}
+
+/// The port a URL of `scheme` means when it names none.
+pub fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+/// The signer of a route's `sign`, its keys read from the environment now.
+fn origin_signer(sign: &OriginSigning) -> Result<OriginSigner, SigningError> {
+    let keys = &sign.keys;
+    let credentials = Credentials::from_env(
+        &keys.access_key_env,
+        &keys.secret_key_env,
+        &keys.session_token_env,
+    )?;
+    let mut variables = format!("{} and {}", keys.access_key_env, keys.secret_key_env);
+    if credentials.has_session_token() {
+        variables.push_str(&format!(" (session token: {})", keys.session_token_env));
+    }
+    Ok(OriginSigner::new(
+        credentials,
+        keys.region.clone(),
+        sign.service.clone(),
+        sign.methods.clone(),
+        variables,
+    ))
 }
 
 impl std::fmt::Debug for Route {
@@ -297,7 +386,10 @@ mod tests {
                         .expect("built-in roots");
                     let server = ServerConfig::default();
                     (
-                        Arc::new(Route::new(i + 1, &config, rules, &server, &tls)),
+                        Arc::new(
+                            Route::new(i + 1, &config, rules, &server, &tls)
+                                .expect("an unsigned route needs no keys"),
+                        ),
                         patterns,
                     )
                 })
@@ -398,5 +490,43 @@ mod tests {
                 "{host}"
             );
         }
+    }
+
+    #[test]
+    fn own_origins_are_the_exact_hosts_with_the_scheme_and_port_served() {
+        let routes = table(&[&["App.example", "cdn.example:8443", "[::1]"], &["*"]]);
+        let route = &routes.all()[0];
+        let own = |origin: &str, scheme: &str, port: u16| {
+            route.is_own_origin(&HeaderValue::from_str(origin).expect("value"), scheme, port)
+        };
+        assert!(own("https://app.example", "https", 443));
+        assert!(own("https://APP.example:443", "https", 443));
+        assert!(own("http://app.example:8080", "http", 8080));
+        assert!(
+            own("https://cdn.example:8443", "https", 443),
+            "the pattern's port"
+        );
+        assert!(own("http://[::1]:8080", "http", 8080));
+        assert!(!own("http://app.example", "https", 443), "another scheme");
+        assert!(
+            !own("https://app.example:8443", "https", 443),
+            "another port"
+        );
+        assert!(
+            !own("https://cdn.example", "https", 443),
+            "not the pattern's port"
+        );
+        assert!(!own("https://evil.example", "https", 443));
+        assert!(!own("https://app.example.evil", "https", 443));
+        assert!(!own("https://u@app.example", "https", 443));
+        assert!(!own("https://app.example/", "https", 443));
+        assert!(!own("null", "https", 443));
+        assert!(!own("app.example", "https", 443));
+        let any = &routes.all()[1];
+        let origin = HeaderValue::from_static("https://anything.example");
+        assert!(
+            !any.is_own_origin(&origin, "https", 443),
+            "\"*\" owns no origin"
+        );
     }
 }

@@ -61,6 +61,23 @@ impl TrustedProxies {
     }
 }
 
+/// The scheme a client reached the gateway with: the first `X-Forwarded-Proto` of a trusted
+/// proxy (one terminating TLS in front of a plain listener), else the listener's own.
+pub fn client_scheme(headers: &HeaderMap, from: Peer, trusted: &TrustedProxies) -> &'static str {
+    if !trusted.contain(from.addr.ip().to_canonical()) {
+        return from.scheme;
+    }
+    let claimed = headers
+        .get(X_FORWARDED_PROTO)
+        .and_then(|v| v.as_bytes().split(|&b| b == b',').next())
+        .map(<[u8]>::trim_ascii);
+    match claimed {
+        Some(p) if p.eq_ignore_ascii_case(b"https") => "https",
+        Some(p) if p.eq_ignore_ascii_case(b"http") => "http",
+        _ => from.scheme,
+    }
+}
+
 /// The hop-by-hop headers of a response, and those its `Connection` header names: they concern
 /// one connection, not the message.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -447,5 +464,30 @@ mod tests {
         let mut response = headers(&[("connection", "x-real-ip"), ("x-real-ip", "1")]);
         strip_hop_by_hop(&mut response);
         assert!(response.is_empty());
+    }
+
+    #[test]
+    fn the_client_scheme_is_a_trusted_proxy_claim_or_the_listener_scheme() {
+        let nets = trusted(&["10.0.0.0/8"]);
+        let https = headers(&[("x-forwarded-proto", "HTTPS, http")]);
+        assert_eq!(
+            client_scheme(&https, peer("10.0.0.2:1", "http"), &nets),
+            "https"
+        );
+        assert_eq!(
+            client_scheme(&https, peer("192.0.2.9:1", "http"), &nets),
+            "http",
+            "an untrusted claim is ignored"
+        );
+        let junk = headers(&[("x-forwarded-proto", "gopher")]);
+        assert_eq!(
+            client_scheme(&junk, peer("10.0.0.2:1", "https"), &nets),
+            "https"
+        );
+        let none = HeaderMap::new();
+        assert_eq!(
+            client_scheme(&none, peer("10.0.0.2:1", "http"), &nets),
+            "http"
+        );
     }
 }
