@@ -8,11 +8,14 @@
 //!   loaded, 422 when one failed (its old rules keep serving), with the outcome as JSON.
 //! - `GET /-/rules`: each route's (and each bucket's) rules in force as JSON: the document,
 //!   generation, source, last load time and last load error (`line`/`col`/S3 `code`).
+//! - `GET /metrics`: Prometheus metrics (see `crate::metrics`), as OpenMetrics text when the
+//!   scraper accepts it, else the classic text format.
 //!
 //! Every request first passes [`Guard`]: `Host` and `Origin` checks (403), then the bearer token
 //! when `admin.token_env` names one (401).
 //!
-//! It must never answer CORS requests or forward anything: it only reads and reloads rules.
+//! It must never answer CORS requests or forward anything: it only reads and reloads rules, and
+//! shows metrics.
 
 mod guard;
 
@@ -66,6 +69,7 @@ pub async fn answer<B>(gateway: &Gateway, req: &Request<B>, stopping: bool) -> R
             }
         }
         "/-/rules" if is_read(method) => json_response(StatusCode::OK, &rules_view(gateway)),
+        "/metrics" if is_read(method) => super::metrics::exposition(gateway, req),
         "/-/reload" if method == Method::POST => {
             let (ok, outcome) = reload(gateway).await;
             let status = if ok {
@@ -75,7 +79,7 @@ pub async fn answer<B>(gateway: &Gateway, req: &Request<B>, stopping: bool) -> R
             };
             json_response(status, &outcome)
         }
-        "/healthz" | "/readyz" | "/-/rules" => not_allowed("GET, HEAD"),
+        "/healthz" | "/readyz" | "/-/rules" | "/metrics" => not_allowed("GET, HEAD"),
         "/-/reload" => not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod doorkeeper;
 pub mod error;
 pub mod handler;
+pub mod metrics;
 mod pool;
 pub mod preflight;
 pub mod proxy;

@@ -35,6 +35,8 @@ pub struct Route {
     pub trusted_proxies: TrustedProxies,
     /// Where the route's rules come from, and the ones in force (see [`RouteRules::resolve`]).
     pub rules: RouteRules,
+    /// Its requests' counters and timings, resolved once here.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 /// A route's way to its origin. Each route has its own, and so its own cap on connections,
@@ -82,6 +84,7 @@ impl Route {
             vary_origin_always: config.vary_origin_always,
             trusted_proxies: TrustedProxies::new(&server.trusted_proxies),
             rules,
+            metrics: crate::metrics::RouteMetrics::new(index),
         }
     }
 }
