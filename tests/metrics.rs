@@ -169,6 +169,12 @@ async fn known_traffic_is_counted_exactly_and_served_in_both_formats() {
     s3.put_bucket("photos", Some(&cached_rules()));
     let ca = TestCa::new("metrics");
     let leaf = ca.leaf(&["app.test"]);
+    // An HTTPS origin whose certificate no root the gateway trusts has signed.
+    let untrusted = Origin::start_tls(
+        Reply::default(),
+        ca.leaf(&["127.0.0.1"]).server_config(&["http/1.1"]),
+    )
+    .await;
 
     let mut config = config_with_admin(vec![
         host_route("app.test", &origin.url(), RulesSource::File(rules.clone())),
@@ -183,6 +189,7 @@ async fn known_traffic_is_counted_exactly_and_served_in_both_formats() {
                 signing: SigningConfig::default(),
             }),
         ),
+        host_route("untrusted.test", &untrusted.url(), RulesSource::None),
     ]);
     config.server.tls = vec![TlsListenerConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
@@ -240,6 +247,8 @@ async fn known_traffic_is_counted_exactly_and_served_in_both_formats() {
     assert_eq!(unknown.status, StatusCode::MISDIRECTED_REQUEST);
     let down = send(gateway.addr(), "GET", "/k", &[("host", "down.test")]).await;
     assert_eq!(down.status, StatusCode::BAD_GATEWAY);
+    let distrusted = send(gateway.addr(), "GET", "/k", &[("host", "untrusted.test")]).await;
+    assert_eq!(distrusted.status, StatusCode::BAD_GATEWAY);
     let tls = gateway.tls_addrs[0];
     let (stream, _, _) = common::https::handshake(tls, "app.test", ca.client_config(&["http/1.1"]))
         .await
@@ -308,6 +317,7 @@ async fn known_traffic_is_counted_exactly_and_served_in_both_formats() {
     assert_eq!(requests("none", "actual", "refused"), 1.0);
     assert_eq!(requests("2", "actual", "error"), 1.0);
     assert_eq!(requests("2", "actual", "undecorated"), 0.0);
+    assert_eq!(requests("4", "actual", "error"), 1.0);
     let total: f64 = metrics
         .samples
         .iter()
@@ -315,7 +325,7 @@ async fn known_traffic_is_counted_exactly_and_served_in_both_formats() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(
-        total, 14.0,
+        total, 15.0,
         "no request counted twice or under another label"
     );
 
@@ -348,6 +358,8 @@ async fn known_traffic_is_counted_exactly_and_served_in_both_formats() {
         assert_eq!(origin_errors("2", reason), 0.0, "{reason}");
     }
     assert_eq!(origin_errors("1", "connect"), 0.0);
+    assert_eq!(origin_errors("4", "tls"), 1.0);
+    assert_eq!(origin_errors("4", "connect"), 0.0);
 
     // Each key: evaluated on its first visit (the doorkeeper's), cached on its second, a hit
     // from then on.
@@ -400,7 +412,7 @@ async fn known_traffic_is_counted_exactly_and_served_in_both_formats() {
 
     let connections =
         |listener: &str| metrics.get("corsgate_connections_total", &[("listener", listener)]);
-    assert_eq!(connections("gateway"), 14.0, "one per request sent");
+    assert_eq!(connections("gateway"), 15.0, "one per request sent");
     assert_eq!(connections("tls"), 1.0);
     assert_eq!(
         connections("admin"),

@@ -298,9 +298,7 @@ impl ConnectFailed {
         let mut messages: Vec<String> = Vec::new();
         let mut tls = false;
         for e in sources(err) {
-            // tokio-rustls hands rustls's error inside an io::Error.
-            let inner = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
-            tls |= e.is::<rustls::Error>() || inner.is_some_and(|e| e.is::<rustls::Error>());
+            tls |= is_rustls(e);
             let message = e.to_string();
             // io::Error repeats its inner error's message as its own.
             if messages.last() != Some(&message) {
@@ -310,6 +308,21 @@ impl ConnectFailed {
         ConnectFailed {
             message: messages.join(": "),
             tls,
+        }
+    }
+}
+
+/// Whether `err` is rustls's, perhaps wrapped in `io::Error`s (as tokio-rustls and
+/// hyper-rustls hand it on, one inside the other): `source()` skips the error an `io::Error`
+/// wraps, so each is unwrapped by hand.
+fn is_rustls(mut err: &(dyn StdError + 'static)) -> bool {
+    loop {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        match err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => err = inner,
+            None => return false,
         }
     }
 }
