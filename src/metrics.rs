@@ -739,6 +739,22 @@ mod tests {
     }
 
     #[test]
+    fn every_handle_array_is_indexed_in_declaration_order() {
+        for (i, answer) in Answer::ALL.iter().enumerate() {
+            assert_eq!(answer.index(), i, "{answer:?}");
+        }
+        for (i, reason) in OriginError::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{reason:?}");
+        }
+        for (i, result) in BucketFetch::ALL.iter().enumerate() {
+            assert_eq!(*result as usize, i, "{result:?}");
+        }
+        for (i, listener) in Listener::ALL.iter().enumerate() {
+            assert_eq!(listener.index(), i, "{listener:?}");
+        }
+    }
+
+    #[test]
     fn a_route_counts_each_answer_under_its_own_labels() {
         let route = RouteMetrics::new(9_001);
         route.answered(Answer::Allowed, Duration::from_micros(50));
