@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the outside programs some tests drive (curl, Chromium and its
-# WebDriver, nginx and, when missing, python3-venv, systemd and kubectl from apt; moto's S3
-# server, s3cmd, Selenium and kubernetes-validate from PyPI into .venv/), then runs every test,
-# those behind the `external` feature included.
+# WebDriver, nginx, Prometheus and, when missing, python3-venv, systemd and kubectl from apt;
+# moto's S3 server, s3cmd, Selenium and kubernetes-validate from PyPI into .venv/), then runs
+# every test, those behind the `external` feature included.
 #
 # Plain `cargo test` runs everything that needs only Rust. A test whose outside program is
 # missing fails loudly; it never skips.
@@ -20,6 +20,8 @@ declare -A APT_PACKAGES=(
   # package, as Debian's own kubernetes-client is too old) renders the Kubernetes base.
   [systemd-analyze]=systemd
   [kubectl]=kubectl
+  # tests/prometheus.rs: promtool lints /metrics, a Prometheus server scrapes it (same package).
+  [promtool]=prometheus
 )
 
 missing=()

@@ -6,6 +6,7 @@ pub mod config;
 pub mod cors;
 pub mod gateway;
 pub mod loadtest;
+pub mod metrics;
 pub mod rules;
 pub mod s3;
 pub mod tls;

@@ -9,12 +9,14 @@
 //! - `GET /-/rules`: each route's (and each bucket's) rules in force as JSON: the document,
 //!   generation, source, last load time and last load error (`line`/`col`/S3 `code`).
 //! - `/`, `/ui/…` and `/-/api/…`: the rules control panel and its JSON API ([`panel`]).
+//! - `GET /metrics`: Prometheus metrics (see `crate::metrics`), as OpenMetrics text when the
+//!   scraper accepts it, else the classic text format.
 //!
 //! Every request first passes [`Guard`]: `Host` and `Origin` checks (403), then the bearer token
 //! when `admin.token_env` names one (401).
 //!
 //! It must never answer CORS requests or forward anything: it reads, reloads and (through the
-//! panel) replaces rules.
+//! panel) replaces rules, and shows metrics.
 
 mod guard;
 
@@ -78,6 +80,7 @@ where
             }
         }
         "/-/rules" if is_read(method) => json_response(StatusCode::OK, &rules_view(gateway)),
+        "/metrics" if is_read(method) => super::metrics::exposition(gateway, &req),
         "/-/reload" if method == Method::POST => {
             let (ok, outcome) = reload(gateway).await;
             let status = if ok {
@@ -87,7 +90,7 @@ where
             };
             json_response(status, &outcome)
         }
-        "/healthz" | "/readyz" | "/-/rules" => not_allowed("GET, HEAD"),
+        "/healthz" | "/readyz" | "/-/rules" | "/metrics" => not_allowed("GET, HEAD"),
         "/-/reload" => not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

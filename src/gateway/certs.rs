@@ -67,9 +67,14 @@ impl Certificates {
                 resolver,
             })
             .collect();
-        Certificates {
+        let certificates = Certificates {
             groups: Arc::new(groups),
+        };
+        // A gateway without TLS listeners leaves the series of any other in the process alone.
+        if !certificates.is_empty() {
+            certificates.show_expiry();
         }
+        certificates
     }
 
     pub fn is_empty(&self) -> bool {
@@ -79,14 +84,24 @@ impl Certificates {
     /// Re-reads every listener's certificate and key files (blocking file reads: a few small
     /// files), one result per listener.
     pub fn reload(&self) -> Vec<CertReload> {
-        self.groups
+        let results = self
+            .groups
             .iter()
             .map(|g| CertReload {
                 listener: g.index,
                 addrs: g.addrs.clone(),
                 result: g.resolver.reload(),
             })
-            .collect()
+            .collect();
+        self.show_expiry();
+        results
+    }
+
+    /// Shows the certificates in use in `corsgate_tls_certificate_expiry_timestamp_seconds`.
+    fn show_expiry(&self) {
+        super::metrics::certificates_in_use(
+            self.groups.iter().map(|g| (g.index, g.resolver.leaves())),
+        );
     }
 
     /// Every certificate and key file in use, for a file watcher.

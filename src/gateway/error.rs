@@ -177,11 +177,12 @@ impl GatewayError {
 
     /// The answer: status, S3 XML body, `x-amz-request-id`, and (docs/cors-semantics.md#actual-errors: error responses are
     /// decorated too, so browser code can read the real status) the CORS headers the request
-    /// earned.
+    /// earned. Its extensions carry the [`Fault`], for the metrics to count it by.
     pub fn response(&self, id: RequestId, decoration: Option<&Decoration>) -> Response<Body> {
         let body = error_xml(self.code(), self.message(), None, None, &id.to_string());
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status();
+        response.extensions_mut().insert(self.fault());
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
         if matches!(self, GatewayError::RulesUnavailable(_)) {

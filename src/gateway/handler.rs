@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use super::access_log::{self, AccessEntry, Outcome};
 use super::decorate::Decoration;
 use super::error::{Fault, GatewayError};
+use super::metrics;
 use super::proxy::{self, Peer};
 use super::route::{Route, default_port, request_authority};
 use super::snapshot::Snapshot;
@@ -25,6 +26,7 @@ use super::{Body, Gateway, full};
 use crate::config::Enforce;
 use crate::cors::CorsRequest;
 use crate::cors::decision::{Denial, DenialReason, Resource};
+use crate::metrics::RouteMetrics;
 use crate::rules::Resolved;
 
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
@@ -53,62 +55,89 @@ impl Future for Handled {
 /// request that goes to the origin, or must wait for its bucket's rules, gets a future, boxed
 /// once (the round trip's state is kilobytes).
 pub fn handle(gateway: &Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Handled {
-    let started = access_log::enabled().then(Instant::now);
+    // One clock read for the metrics and the access log both.
+    let started = Instant::now();
+    let log = access_log::enabled();
+    let unrouted = RouteMetrics::unrouted();
     let authority = match request_authority(&req) {
         Ok(authority) => authority,
-        Err(miss) => return now(refuse(gateway, miss.into()), &req, "(invalid)", started),
+        Err(miss) => {
+            let answer = refuse(gateway, miss.into());
+            return now(answer, &req, "(invalid)", unrouted, started, log);
+        }
     };
     let host = authority.as_ref().map_or("-", |a| a.as_str());
     let route = match gateway.routes.find(authority.as_ref()) {
         Ok(route) => route,
-        Err(miss) => return now(refuse(gateway, miss.into()), &req, host, started),
+        Err(miss) => {
+            return now(
+                refuse(gateway, miss.into()),
+                &req,
+                host,
+                unrouted,
+                started,
+                log,
+            );
+        }
     };
     // docs/cors-semantics.md#preflight: every OPTIONS is a preflight, answered here and never forwarded.
     if req.method() == Method::OPTIONS
         && let Ok(resolved) = route.rules.resolve_now(req.uri().path())
     {
-        return now(preflight(gateway, &req, resolved), &req, host, started);
+        let answer = preflight(gateway, &req, resolved);
+        return now(answer, &req, host, &route.metrics, started, log);
     }
     let gateway = Arc::clone(gateway);
     let route = Arc::clone(route);
     Handled::Later(Box::pin(async move {
-        let Some(started) = started else {
-            return later(&gateway, &route, peer, authority.as_ref(), req)
-                .await
-                .0;
-        };
+        let kind = metrics::kind(req.method());
+        if !log {
+            let (response, outcome) = later(&gateway, &route, peer, authority.as_ref(), req).await;
+            let answer = metrics::answer(outcome, &response, kind);
+            route.metrics.answered(answer, started.elapsed());
+            return response;
+        }
         // Cheap clones (refcounted bytes), kept for the log line after `req` has moved on.
         let method = req.method().clone();
         let uri = req.uri().clone();
         let (response, outcome) = later(&gateway, &route, peer, authority.as_ref(), req).await;
+        let elapsed = started.elapsed();
+        route
+            .metrics
+            .answered(metrics::answer(outcome, &response, kind), elapsed);
         AccessEntry {
             method: &method,
             host: authority.as_ref().map_or("-", |a| a.as_str()),
             path: uri.path(),
             status: response.status(),
             outcome,
-            elapsed: started.elapsed(),
+            elapsed,
         }
         .log();
         response
     }))
 }
 
-/// An answer given at once, logged if the access log is on.
+/// An answer given at once: counted, and logged if the access log is on.
 fn now(
     (response, outcome): (Response<Body>, Outcome),
     req: &Request<Incoming>,
     host: &str,
-    started: Option<Instant>,
+    counted: &RouteMetrics,
+    started: Instant,
+    log: bool,
 ) -> Handled {
-    if let Some(started) = started {
+    let elapsed = started.elapsed();
+    let kind = metrics::kind(req.method());
+    counted.answered(metrics::answer(outcome, &response, kind), elapsed);
+    if log {
         AccessEntry {
             method: req.method(),
             host,
             path: req.uri().path(),
             status: response.status(),
             outcome,
-            elapsed: started.elapsed(),
+            elapsed,
         }
         .log();
     }
@@ -200,7 +229,12 @@ async fn later(
             decoration.apply(response.headers_mut());
             response
         }
-        Err(err) => failed(gateway, route, &err, &decoration),
+        Err(err) => {
+            if let Some(reason) = metrics::origin_error(&err) {
+                route.metrics.origin_error(reason);
+            }
+            failed(gateway, route, &err, &decoration)
+        }
     };
     (response, outcome)
 }

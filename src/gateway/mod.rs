@@ -14,6 +14,7 @@ pub mod demo;
 pub mod doorkeeper;
 pub mod error;
 pub mod handler;
+pub mod metrics;
 pub mod panel;
 mod pool;
 pub mod preflight;

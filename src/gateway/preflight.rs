@@ -370,8 +370,10 @@ impl PreflightCache {
             return fresh(snapshot, req, id);
         }
         if let Some(answer) = entries.get(key.as_slice()) {
+            crate::metrics::preflight_cache_hit();
             return (answer.render(id), answer.outcome(true));
         }
+        crate::metrics::preflight_cache_miss();
         let answer = PreflightAnswer::new(&snapshot.preflight, &snapshot.cors.preflight(req));
         let outcome = answer.outcome(false);
         if answer.ttl.is_zero() {

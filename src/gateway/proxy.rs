@@ -457,20 +457,54 @@ fn pool_failure(err: PoolError, origin: String) -> GatewayError {
 /// "client error (Connect)", and what an operator needs (refused, DNS, the TLS certificate
 /// error) is further down the chain.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct ConnectFailed(String);
+#[error("{message}")]
+struct ConnectFailed {
+    message: String,
+    /// The TLS handshake failed (metrics tell it from a connection that was never made).
+    tls: bool,
+}
 
 impl ConnectFailed {
     fn of(err: &hyper_util::client::legacy::Error) -> ConnectFailed {
         let mut messages: Vec<String> = Vec::new();
+        let mut tls = false;
         for e in sources(err) {
+            tls |= is_rustls(e);
             let message = e.to_string();
             // io::Error repeats its inner error's message as its own.
             if messages.last() != Some(&message) {
                 messages.push(message);
             }
         }
-        ConnectFailed(messages.join(": "))
+        ConnectFailed {
+            message: messages.join(": "),
+            tls,
+        }
+    }
+}
+
+/// Whether `err` is rustls's, perhaps wrapped in `io::Error`s (as tokio-rustls and
+/// hyper-rustls hand it on, one inside the other): `source()` skips the error an `io::Error`
+/// wraps, so each is unwrapped by hand.
+fn is_rustls(mut err: &(dyn StdError + 'static)) -> bool {
+    loop {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        match err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => err = inner,
+            None => return false,
+        }
+    }
+}
+
+/// Whether `err` is a failed TLS handshake with an `https://` origin.
+pub(super) fn is_tls_failure(err: &GatewayError) -> bool {
+    match err {
+        GatewayError::OriginUnreachable { cause, .. } => cause
+            .downcast_ref::<ConnectFailed>()
+            .is_some_and(|failed| failed.tls),
+        _ => false,
     }
 }
 

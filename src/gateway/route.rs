@@ -46,6 +46,8 @@ pub struct Route {
     pub headers: RouteHeaders,
     /// `index`: appended to `GET`/`HEAD` paths ending in `/`.
     pub index_file: Option<String>,
+    /// Its requests' counters and timings, resolved once here.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 /// A route's way to its origin. Each route has its own, and so its own cap on connections,
@@ -113,6 +115,7 @@ impl Route {
                     .map(|p| p.header_value()),
             },
             index_file: config.index.clone(),
+            metrics: crate::metrics::RouteMetrics::new(index),
         })
     }
 

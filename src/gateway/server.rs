@@ -37,7 +37,7 @@ use super::handler::{self, Handled};
 use super::proxy::Peer;
 use super::redirect::Redirect;
 use super::watchdog::{Activity, Deadlines, Expired, StreamExecutor, Tracked, Watched};
-use super::{admin, demo};
+use super::{admin, demo, metrics};
 use crate::config::{Http2Config, Limits, Timeouts};
 use crate::tls::{self, Alpn};
 
@@ -451,6 +451,8 @@ async fn connection(
     // Holds the connection's place under the cap until it closes.
     _permit: OwnedSemaphorePermit,
 ) {
+    let _counted =
+        crate::metrics::connection_opened(metrics::listener(&served.role, &served.transport));
     let gateway = Arc::clone(&served.gateway);
     let role = served.role.clone();
     match &served.transport {

@@ -23,10 +23,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{Mutex, watch};
 
-use super::live::{Current, LiveRules, Loaded};
+use super::live::{self, Current, LiveRules, Loaded};
 use super::{RulesError, SigningConfig, Unavailable};
 use crate::config::OriginUrl;
+use crate::cors::BucketCors;
 use crate::cors::document::MAX_DOCUMENT_BYTES;
+use crate::metrics::{self, BucketFetch, RulesSource};
 use crate::s3::{Addressing, Credentials, FetchError, interpret_document, sign_payload};
 
 /// A whole fetch (connect, answer, body) must end within this; past it the fetch failed
@@ -219,6 +221,15 @@ impl BucketFetcher {
                     self.origin
                 )))
             });
+        metrics::bucket_fetched(match &fetched {
+            Ok(loaded) => match loaded.cors {
+                BucketCors::Enabled(_) => BucketFetch::Rules,
+                BucketCors::NotConfigured => BucketFetch::NotConfigured,
+                BucketCors::NoSuchBucket => BucketFetch::NoSuchBucket,
+            },
+            Err(FetchError::InvalidDocument(_)) => BucketFetch::Invalid,
+            Err(_) => BucketFetch::Error,
+        });
         fetched.map_err(|error| RulesError::Fetch {
             bucket: bucket.to_string(),
             error,
@@ -336,7 +347,7 @@ impl BucketRules {
     /// Fetches now (after any fetch in progress); returns whether the rules changed.
     pub async fn refresh(&self, why: &str) -> Result<bool, RulesError> {
         let _fetching = self.fetching.lock().await;
-        match self.fetcher.fetch(&self.bucket).await {
+        let result = match self.fetcher.fetch(&self.bucket).await {
             Ok(loaded) => {
                 let changed = self.live.offer(loaded);
                 if changed {
@@ -360,7 +371,9 @@ impl BucketRules {
                 self.live.failed(&error);
                 Err(error)
             }
-        }
+        };
+        live::count_load(&self.label, RulesSource::Bucket, &result);
+        result
     }
 
     /// Polls until `shutdown` flips or the bucket is dropped (evicted from its route's map).

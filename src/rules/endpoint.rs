@@ -381,6 +381,7 @@ impl EndpointBuckets {
     }
 
     fn slow_down(&self, bucket: &str) -> Unavailable {
+        crate::metrics::bucket_fetched(crate::metrics::BucketFetch::Throttled);
         let per_second = self.new_fetches.per_second;
         match self.slow_down_log.admit(Instant::now()) {
             Some(n) => tracing::warn!(

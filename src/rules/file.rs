@@ -16,9 +16,10 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, watch};
 
 use super::RulesError;
-use super::live::{LiveRules, Loaded};
+use super::live::{self, LiveRules, Loaded};
 use crate::cors::document::MAX_DOCUMENT_BYTES;
 use crate::cors::{BucketCors, Policy};
+use crate::metrics::RulesSource;
 use crate::watch::{DEFAULT_DEBOUNCE, FileWatch, Hangup};
 
 /// Why a rules file's bytes could not be had.
@@ -124,6 +125,7 @@ impl FileRules {
     /// Reads the file once; failing here fails the start.
     pub fn load(label: String, path: PathBuf) -> Result<FileRules, RulesError> {
         let loaded = read(&path)?;
+        live::count_load(&label, RulesSource::File, &Ok(true));
         Ok(FileRules {
             label,
             path,
@@ -152,7 +154,7 @@ impl FileRules {
                     source: ReadError::Io(std::io::Error::other(join.to_string())),
                 })
             });
-        match read {
+        let result = match read {
             Ok(loaded) => {
                 let changed = self.live.offer(loaded);
                 if changed {
@@ -176,7 +178,9 @@ impl FileRules {
                 self.live.failed(&error);
                 Err(error)
             }
-        }
+        };
+        live::count_load(&self.label, RulesSource::File, &result);
+        result
     }
 
     /// Reloads on every change of the file and every `SIGHUP`, until `shutdown` flips.

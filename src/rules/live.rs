@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use super::RulesError;
 use super::snapshot::Snapshot;
 use crate::cors::{BucketCors, Document};
+use crate::metrics::{self, RulesLoad, RulesSource};
+use crate::s3::FetchError;
 
 /// Rules as read from a source, with the document they were compiled from.
 #[derive(Clone, Debug)]
@@ -165,6 +167,29 @@ impl LiveRules {
             }),
         })
     }
+}
+
+/// Counts one load of a route's rules (`Ok(changed)`, or why it failed) in
+/// `corsgate_rules_reloads_total`. `label` is the loader's log label, `route[N]`: the route is
+/// labelled `N`.
+pub(crate) fn count_load(label: &str, source: RulesSource, loaded: &Result<bool, RulesError>) {
+    let route = label
+        .strip_prefix("route[")
+        .and_then(|l| l.strip_suffix(']'))
+        .unwrap_or(label);
+    let load = match loaded {
+        Ok(true) => RulesLoad::Applied,
+        Ok(false) => RulesLoad::Unchanged,
+        Err(
+            RulesError::Invalid { .. }
+            | RulesError::Fetch {
+                error: FetchError::InvalidDocument(_),
+                ..
+            },
+        ) => RulesLoad::Invalid,
+        Err(_) => RulesLoad::Error,
+    };
+    metrics::rules_loaded(route, source, load);
 }
 
 fn timestamp(at: SystemTime) -> String {

@@ -167,6 +167,16 @@ impl CertResolver {
         Ok(())
     }
 
+    /// The leaf certificates in use, in configuration order (for their expiry metric).
+    pub fn leaves(&self) -> Vec<CertificateDer<'static>> {
+        self.store
+            .load()
+            .entries
+            .iter()
+            .map(|e| e.leaf.clone())
+            .collect()
+    }
+
     /// The files this resolver reads, to watch them.
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.files
