@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the outside programs some tests drive (curl, Chromium, nginx and,
-# when missing, python3-venv, systemd and kubectl from apt; moto's S3 server, s3cmd and
+# The whole test suite: installs the outside programs some tests drive (curl, Chromium, nginx,
+# wrk and, when missing, python3-venv, systemd and kubectl from apt; moto's S3 server, s3cmd and
 # kubernetes-validate from PyPI into .venv/), then
 # runs every test, those behind the `external` feature included.
 #
@@ -19,6 +19,8 @@ declare -A APT_PACKAGES=(
   # package, as Debian's own kubernetes-client is too old) renders the Kubernetes base.
   [systemd-analyze]=systemd
   [kubectl]=kubectl
+  # tests/fleet.rs: a new process takes over a port under load without a failed request.
+  [wrk]=wrk
 )
 
 missing=()
