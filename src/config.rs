@@ -1522,6 +1522,83 @@ mod tests {
     }
 
     #[test]
+    fn drain_delay_and_reuse_port_have_their_defaults_and_are_read() {
+        let route = "[[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:9000\"\n";
+        let c = Config::parse(route).expect("valid");
+        assert_eq!(c.server.timeouts.drain_delay, Duration::from_secs(5));
+        assert!(c.server.reuse_port);
+        let c = Config::parse(&format!(
+            "[server]\nreuse_port = false\n[server.timeouts]\ndrain_delay = \"0s\"\n{route}"
+        ))
+        .expect("0s stops accepting at once");
+        assert_eq!(c.server.timeouts.drain_delay, Duration::ZERO);
+        assert!(!c.server.reuse_port);
+        let Err(ParseError::Invalid(problems)) = Config::parse(&format!(
+            "[server]\nreuse_port = \"yes\"\n[server.timeouts]\ndrain_delay = \"soon\"\n{route}"
+        )) else {
+            panic!("bad values accepted")
+        };
+        let found: Vec<(&str, Option<usize>)> =
+            problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("server.reuse_port", Some(2)),
+                ("server.timeouts.drain_delay", Some(4))
+            ]
+        );
+    }
+
+    #[test]
+    fn every_misspelt_key_is_reported_at_once_with_its_line_and_the_key_meant() {
+        let text = "[server]\nlsiten = [\"127.0.0.1:8080\"]\n\
+                    [server.timeouts]\nconect = \"5s\"\nidle = 75\n\
+                    [[route]]\nhosts = [\"*\"]\norigin = \"ftp://x\"\npreserve_hots = true\n";
+        let Err(ParseError::Invalid(problems)) = Config::parse(text) else {
+            panic!("typos accepted")
+        };
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}:{p}", p.line.unwrap_or(0)))
+            .collect();
+        for expected in [
+            "2:server.lsiten: unknown key, did you mean `listen`?",
+            "4:server.timeouts.conect: unknown key, did you mean `connect`?",
+            "5:server.timeouts.idle: invalid type: integer `75`, expected a string",
+            "9:route[1].preserve_hots: unknown key, did you mean `preserve_host`?",
+            "8:route[1].origin: \"ftp://x\" must start with http:// or https://",
+        ] {
+            assert!(
+                lines.contains(&expected.to_string()),
+                "{expected}\n{lines:#?}"
+            );
+        }
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+    }
+
+    #[test]
+    fn a_file_lists_its_problems_in_line_order_as_file_line_key_message() {
+        let dir =
+            std::env::temp_dir().join(format!("corsgate-config-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("typos.toml");
+        std::fs::write(
+            &file,
+            "[[route]]\nhosts = [\"*\"]\norigin = \"ftp://x\"\n[server]\nlsiten = []\n",
+        )
+        .expect("write");
+        let err = Config::load(&file).expect_err("invalid");
+        let name = file.display();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{name}:3: route[1].origin: \"ftp://x\" must start with http:// or https://\n\
+                 {name}:5: server.lsiten: unknown key, did you mean `listen`?"
+            )
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors_not_silently_ignored() {
         let err = Config::parse("[server]\nlisten_on = []\n").expect_err("typo");
         assert!(err.to_string().contains("listen_on"), "{err}");

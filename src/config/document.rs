@@ -299,17 +299,31 @@ fn quoted(text: &str) -> Vec<&str> {
     text.split('`').skip(1).step_by(2).collect()
 }
 
-/// The known key `unknown` was most likely meant to be: within two edits (a swap of two letters
-/// counts as one), or one of them the start of the other.
+/// The known key `unknown` was most likely meant to be: the nearest within two edits (a swap of
+/// two letters counts as one), else the one sharing the longest start with it, if that start is
+/// most of it (`trusted_proxy`, `trusted_proxies`).
 fn suggestion<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
+    let near = known
         .iter()
         .map(|k| (strsim::osa_distance(unknown, k), *k))
-        .filter(|(distance, k)| {
-            *distance <= 2
-                || (unknown.len() >= 3 && (k.starts_with(unknown) || unknown.starts_with(k)))
-        })
-        .min_by_key(|(distance, _)| *distance)
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance);
+    if let Some((_, k)) = near {
+        return Some(k);
+    }
+    let shared = |k: &str| {
+        unknown
+            .chars()
+            .zip(k.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    let enough = (unknown.chars().count() / 2).max(4);
+    known
+        .iter()
+        .map(|k| (shared(k), *k))
+        .filter(|(n, _)| *n >= enough)
+        .max_by_key(|(n, _)| *n)
         .map(|(_, k)| k)
 }
 
@@ -323,6 +337,8 @@ mod tests {
         assert_eq!(suggestion("lsiten", &known), Some("listen"));
         assert_eq!(suggestion("timeout", &known), Some("timeouts"));
         assert_eq!(suggestion("trusted", &known), Some("trusted_proxies"));
+        assert_eq!(suggestion("trusted_proxy", &known), Some("trusted_proxies"));
+        assert_eq!(suggestion("listen_on", &known), Some("listen"));
         assert_eq!(suggestion("workers", &known), None);
         assert_eq!(
             explain("unknown field `conect`, expected one of `connect`, `idle`"),
