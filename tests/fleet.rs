@@ -535,10 +535,82 @@ async fn a_second_sigterm_stops_at_once() {
     assert!(!gateway.log_lines("second signal").is_empty());
 }
 
+#[tokio::test]
+async fn stopping_sends_http2_a_goaway_and_lets_its_streams_in_flight_finish() {
+    let slow = Origin::start(Reply {
+        delay: Duration::from_secs(1),
+        ..Reply::default()
+    })
+    .await;
+    let gateway = gateway_for(&slow, None).await;
+    let addr = gateway.addr();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (h2, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    let connection = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.expect("ready");
+    let request = http::Request::get(format!("http://{addr}/k"))
+        .body(())
+        .expect("request");
+    let (response, _) = h2.send_request(request, true).expect("send");
+    assert!(eventually(Duration::from_secs(5), || async { slow.count() == 1 }).await);
+
+    let stopped = tokio::spawn(gateway.shutdown());
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("answered")
+        .expect("the stream in flight is answered, not reset");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the whole body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the connection ends once its stream is done")
+        .expect("connection task");
+    assert!(ended.is_ok(), "closed with a GOAWAY, not cut: {ended:?}");
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("stopped long before the grace")
+        .expect("shutdown task");
+}
+
+#[tokio::test]
+async fn stopping_closes_an_idle_kept_alive_connection_without_waiting_for_the_grace() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start(Reply::default()).await;
+    let gateway = gateway_for(&origin, None).await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).ends_with("origin body") {
+        let n = stream.read(&mut buf).await.expect("read the answer");
+        assert!(n > 0, "closed before the answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+
+    // The shutdown grace is the default: only closing idle connections ends this quickly.
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown())
+        .await
+        .expect("stopped without waiting for the kept-alive connection");
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the idle connection was closed cleanly: {closed:?}"
+    );
+}
+
 /// `wrk` sending preflights (answered by corsgate itself) for `seconds`.
 #[cfg(feature = "external")]
 fn wrk(addr: SocketAddr, seconds: u32) -> std::process::Child {
-    let script = rules_file("").with_file_name(format!("preflight-{}.lua", std::process::id()));
+    let script = std::env::temp_dir().join(format!("corsgate-wrk-{}.lua", std::process::id()));
     std::fs::write(
         &script,
         "wrk.method = \"OPTIONS\"\n\
