@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the outside programs some tests drive (curl, Chromium and its
-# WebDriver, nginx, Prometheus and, when missing, python3-venv, systemd and kubectl from apt;
+# WebDriver, nginx, Prometheus, wrk and, when missing, python3-venv, systemd and kubectl from apt;
 # moto's S3 server, s3cmd, Selenium and kubernetes-validate from PyPI into .venv/), then runs
 # every test, those behind the `external` feature included.
 #
@@ -22,6 +22,8 @@ declare -A APT_PACKAGES=(
   [kubectl]=kubectl
   # tests/prometheus.rs: promtool lints /metrics, a Prometheus server scrapes it (same package).
   [promtool]=prometheus
+  # tests/fleet.rs: a new process takes over a port under load without a failed request.
+  [wrk]=wrk
 )
 
 missing=()

@@ -4,7 +4,9 @@
 //! Reading is two steps: serde reads the file into loose `Raw*` structs (unknown keys refused,
 //! so a typo is an error, not a silently ignored setting), then [`Config::from_raw`] checks every
 //! value and reports *every* problem at once, each naming its key (`route[2].origin: ...`).
-//! No rules files are read here: that is [`crate::rules`]' job, at start-up.
+//! Both steps report every problem of the file together, each with its line: serde's errors are
+//! collected one by one (see `document`), not just the first.
+//! No rules files are read here: that is [`crate::rules`]' job, at start-up, and `check`'s.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use crate::rules::{
 };
 use crate::s3::Addressing;
 
+mod document;
 mod listeners;
 mod route_options;
 
@@ -78,14 +81,16 @@ impl AdminConfig {
     /// reloads rules and shows them. Checked for the configuration file and `--admin` alike.
     pub fn check_exposure(&self) -> Result<(), KeyProblem> {
         match self.listen {
-            Some(addr) if !addr.ip().is_loopback() && self.token_env.is_none() => Err(KeyProblem {
-                key: "admin.listen".into(),
-                message: format!(
-                    "{addr} is reachable from other machines: set admin.token_env to the name of \
-                     an environment variable holding a bearer token, or listen on a loopback \
-                     address (e.g. \"{DEFAULT_ADMIN_LISTEN}\")"
-                ),
-            }),
+            Some(addr) if !addr.ip().is_loopback() && self.token_env.is_none() => {
+                Err(KeyProblem::new(
+                    "admin.listen".into(),
+                    format!(
+                        "{addr} is reachable from other machines: set admin.token_env to the name \
+                         of an environment variable holding a bearer token, or listen on a \
+                         loopback address (e.g. \"{DEFAULT_ADMIN_LISTEN}\")"
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -107,6 +112,10 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are kept (and appended to);
     /// from anyone else those headers are replaced by what corsgate itself sees.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Bind every listener with `SO_REUSEPORT`, so that a new corsgate can start on the same
+    /// addresses beside a running one, which is then stopped (SIGTERM) without refusing a
+    /// connection. Where the system has no such option it is ignored.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +131,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             preflight_cache: PreflightCacheConfig::default(),
             trusted_proxies: Vec::new(),
+            reuse_port: true,
         }
     }
 }
@@ -150,6 +160,9 @@ pub struct Timeouts {
     pub idle: Duration,
     /// On SIGTERM/ctrl-c, how long in-flight requests get to finish before connections are cut.
     pub shutdown_grace: Duration,
+    /// On SIGTERM, how long the listeners keep accepting (with `/readyz` answering 503) before
+    /// they stop, so that load balancers stop sending first; 0 stops at once.
+    pub drain_delay: Duration,
     /// Time a client has to complete the TLS handshake.
     pub tls_handshake: Duration,
 }
@@ -164,6 +177,7 @@ impl Default for Timeouts {
             send: Duration::from_secs(60),
             idle: Duration::from_secs(75),
             shutdown_grace: Duration::from_secs(30),
+            drain_delay: Duration::from_secs(5),
             tls_handshake: Duration::from_secs(10),
         }
     }
@@ -325,8 +339,12 @@ pub enum ConfigFileError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
+    /// Not TOML: every syntax error, each on its line.
+    #[error("{}", render_problems(path, problems))]
+    Syntax {
+        path: PathBuf,
+        problems: Vec<KeyProblem>,
+    },
     #[error("{}", render_problems(path, problems))]
     Invalid {
         path: PathBuf,
@@ -334,24 +352,68 @@ pub enum ConfigFileError {
     },
 }
 
-/// One invalid value, named by its key.
+impl ConfigFileError {
+    /// The file's problems, each with its line (one for an unreadable file, with none).
+    pub fn problems(&self) -> Vec<KeyProblem> {
+        match self {
+            ConfigFileError::Read { source, .. } => vec![KeyProblem::new(
+                String::new(),
+                format!("cannot read: {source}"),
+            )],
+            ConfigFileError::Syntax { problems, .. }
+            | ConfigFileError::Invalid { problems, .. } => problems.clone(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            ConfigFileError::Read { path, .. }
+            | ConfigFileError::Syntax { path, .. }
+            | ConfigFileError::Invalid { path, .. } => path,
+        }
+    }
+}
+
+/// One problem of a configuration, named by its key (empty for a TOML syntax error) and, when
+/// read from text, with the line where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyProblem {
     pub key: String,
     pub message: String,
+    /// 1-based.
+    pub line: Option<usize>,
+}
+
+impl KeyProblem {
+    pub fn new(key: String, message: String) -> KeyProblem {
+        KeyProblem {
+            key,
+            message,
+            line: None,
+        }
+    }
+
+    /// `FILE:LINE: key: message`, the form editors and CI logs link to the file.
+    pub fn render(&self, file: &Path) -> String {
+        match self.line {
+            Some(line) => format!("{}:{line}: {self}", file.display()),
+            None => format!("{}: {self}", file.display()),
+        }
+    }
 }
 
 impl fmt::Display for KeyProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
     }
 }
 
 fn render_problems(path: &Path, problems: &[KeyProblem]) -> String {
-    let lines: Vec<String> = problems
-        .iter()
-        .map(|p| format!("{}: {p}", path.display()))
-        .collect();
+    let lines: Vec<String> = problems.iter().map(|p| p.render(path)).collect();
     lines.join("\n")
 }
 
@@ -390,6 +452,7 @@ struct RawServer {
     #[serde(default)]
     preflight_cache: RawCache,
     trusted_proxies: Option<Vec<String>>,
+    reuse_port: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -410,6 +473,7 @@ struct RawTimeouts {
     send: Option<String>,
     idle: Option<String>,
     shutdown_grace: Option<String>,
+    drain_delay: Option<String>,
     tls_handshake: Option<String>,
 }
 
@@ -491,14 +555,19 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
+        // In the file's order, as an editor shows it.
+        let by_line = |mut problems: Vec<KeyProblem>| {
+            problems.sort_by_key(|p| p.line);
+            problems
+        };
         let mut config = Config::parse(&text).map_err(|e| match e {
-            ParseError::Syntax(message) => ConfigFileError::Syntax {
+            ParseError::Syntax(problems) => ConfigFileError::Syntax {
                 path: path.to_path_buf(),
-                message,
+                problems: by_line(problems),
             },
             ParseError::Invalid(problems) => ConfigFileError::Invalid {
                 path: path.to_path_buf(),
-                problems,
+                problems: by_line(problems),
             },
         })?;
         config.resolve_paths(path.parent().unwrap_or(Path::new("")));
@@ -534,11 +603,86 @@ impl Config {
         }
     }
 
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text: every problem at once, each with its line (unknown keys
+    /// and wrong types first, then invalid values in the order they are checked).
     pub fn parse(text: &str) -> Result<Config, ParseError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string().trim().into()))?;
-        Config::from_raw(raw).map_err(ParseError::Invalid)
+        let document = document::Document::parse(text).map_err(ParseError::Syntax)?;
+        let mut problems = Vec::new();
+        let checked = document
+            .read::<RawConfig>(&mut problems)
+            .map(Config::from_raw);
+        let config = match checked {
+            Some(Ok(config)) => Some(config),
+            Some(Err(invalid)) => {
+                // A value taken out for its type shows up again as missing: once is enough.
+                let taken_out: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+                let repeated = |key: &str| {
+                    taken_out.iter().any(|out| {
+                        key.strip_prefix(out.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                    })
+                };
+                problems.extend(
+                    invalid
+                        .into_iter()
+                        .filter(|problem| !repeated(&problem.key))
+                        .map(|mut problem| {
+                            problem.line = Some(document.line_of(&problem.key));
+                            problem
+                        }),
+                );
+                None
+            }
+            None => None,
+        };
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ParseError::Invalid(problems)),
+        }
+    }
+
+    /// Reads and checks a configuration file and every rules file it names, as `corsgate check
+    /// --config` does: the configuration (when valid, its relative paths resolved) and every
+    /// problem of the file, each with its line, plus the rules files its routes name (`key`,
+    /// line, path resolved), found even when other keys are wrong.
+    pub fn inspect(path: &Path) -> Result<Inspected, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let rules_files = match document::Document::parse(&text) {
+            Ok(document) => document
+                .rules_files()
+                .into_iter()
+                .map(|(key, line, file)| {
+                    let file = PathBuf::from(file);
+                    let file = if file.is_relative() {
+                        dir.join(file)
+                    } else {
+                        file
+                    };
+                    (key, line, file)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let (config, problems) = match Config::parse(&text) {
+            Ok(mut config) => {
+                config.resolve_paths(dir);
+                (Some(config), Vec::new())
+            }
+            Err(ParseError::Syntax(mut problems) | ParseError::Invalid(mut problems)) => {
+                problems.sort_by_key(|p| p.line);
+                (None, problems)
+            }
+        };
+        Ok(Inspected {
+            config,
+            problems,
+            rules_files,
+            text,
+        })
     }
 
     /// One route, forwarding any host to `origin`: `corsgate serve --origin URL [--rules FILE]`.
@@ -553,7 +697,8 @@ impl Config {
 
     fn from_raw(raw: RawConfig) -> Result<Config, Vec<KeyProblem>> {
         let mut problems = Vec::new();
-        let mut report = |key: String, message: String| problems.push(KeyProblem { key, message });
+        let mut report =
+            |key: String, message: String| problems.push(KeyProblem::new(key, message));
 
         let listen_empty = raw.server.listen.as_ref().is_some_and(Vec::is_empty);
         let listen = raw.server.listen.map(|list| {
@@ -600,6 +745,8 @@ impl Config {
             send: timeout("send", t.send, defaults.send),
             idle: timeout("idle", t.idle, defaults.idle),
             shutdown_grace: timeout("shutdown_grace", t.shutdown_grace, defaults.shutdown_grace),
+            // 0 is allowed: stop accepting at once, as before draining existed.
+            drain_delay: timeout("drain_delay", t.drain_delay, defaults.drain_delay),
             tls_handshake: timeout("tls_handshake", t.tls_handshake, defaults.tls_handshake),
         };
         for (name, value) in [
@@ -800,6 +947,7 @@ impl Config {
                 limits,
                 preflight_cache,
                 trusted_proxies,
+                reuse_port: raw.server.reuse_port.unwrap_or(true),
             },
             routes,
             demo_origin,
@@ -1061,10 +1209,45 @@ fn check_host_overlap(
 /// Why TOML text is not a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
-    #[error("{0}")]
-    Syntax(String),
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    /// Not TOML: every syntax error, each with its line.
+    #[error("{}", render_lines(.0))]
+    Syntax(Vec<KeyProblem>),
+    /// TOML, but unknown keys, values of the wrong type or invalid values: each names its key.
+    #[error("{}", render_lines(.0))]
     Invalid(Vec<KeyProblem>),
+}
+
+fn render_lines(problems: &[KeyProblem]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| match p.line {
+            Some(line) => format!("line {line}: {p}"),
+            None => p.to_string(),
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// A configuration file as `corsgate check --config` sees it (see [`Config::inspect`]).
+#[derive(Debug)]
+pub struct Inspected {
+    /// The configuration, when the file has no problem.
+    pub config: Option<Config>,
+    /// Every problem of the file, each with its line, sorted by line.
+    pub problems: Vec<KeyProblem>,
+    /// `(key, line, path)` of every rules file the routes name.
+    pub rules_files: Vec<(String, usize, PathBuf)>,
+    text: String,
+}
+
+impl Inspected {
+    /// The line where `key` is written (or the nearest table around it), as problems of the
+    /// configuration name keys.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        document::Document::parse(&self.text)
+            .ok()
+            .map(|document| document.line_of(key))
+    }
 }
 
 /// `server.limits`; `server.http2.max_concurrent_streams` is the older spelling of
@@ -1378,6 +1561,83 @@ mod tests {
         )
         .expect_err("overlap");
         assert!(err.to_string().contains("route[2].hosts"), "{err}");
+    }
+
+    #[test]
+    fn drain_delay_and_reuse_port_have_their_defaults_and_are_read() {
+        let route = "[[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:9000\"\n";
+        let c = Config::parse(route).expect("valid");
+        assert_eq!(c.server.timeouts.drain_delay, Duration::from_secs(5));
+        assert!(c.server.reuse_port);
+        let c = Config::parse(&format!(
+            "[server]\nreuse_port = false\n[server.timeouts]\ndrain_delay = \"0s\"\n{route}"
+        ))
+        .expect("0s stops accepting at once");
+        assert_eq!(c.server.timeouts.drain_delay, Duration::ZERO);
+        assert!(!c.server.reuse_port);
+        let Err(ParseError::Invalid(problems)) = Config::parse(&format!(
+            "[server]\nreuse_port = \"yes\"\n[server.timeouts]\ndrain_delay = \"soon\"\n{route}"
+        )) else {
+            panic!("bad values accepted")
+        };
+        let found: Vec<(&str, Option<usize>)> =
+            problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("server.reuse_port", Some(2)),
+                ("server.timeouts.drain_delay", Some(4))
+            ]
+        );
+    }
+
+    #[test]
+    fn every_misspelt_key_is_reported_at_once_with_its_line_and_the_key_meant() {
+        let text = "[server]\nlsiten = [\"127.0.0.1:8080\"]\n\
+                    [server.timeouts]\nconect = \"5s\"\nidle = 75\n\
+                    [[route]]\nhosts = [\"*\"]\norigin = \"ftp://x\"\npreserve_hots = true\n";
+        let Err(ParseError::Invalid(problems)) = Config::parse(text) else {
+            panic!("typos accepted")
+        };
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}:{p}", p.line.unwrap_or(0)))
+            .collect();
+        for expected in [
+            "2:server.lsiten: unknown key, did you mean `listen`?",
+            "4:server.timeouts.conect: unknown key, did you mean `connect`?",
+            "5:server.timeouts.idle: invalid type: integer `75`, expected a string",
+            "9:route[1].preserve_hots: unknown key, did you mean `preserve_host`?",
+            "8:route[1].origin: \"ftp://x\" must start with http:// or https://",
+        ] {
+            assert!(
+                lines.contains(&expected.to_string()),
+                "{expected}\n{lines:#?}"
+            );
+        }
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+    }
+
+    #[test]
+    fn a_file_lists_its_problems_in_line_order_as_file_line_key_message() {
+        let dir =
+            std::env::temp_dir().join(format!("corsgate-config-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("typos.toml");
+        std::fs::write(
+            &file,
+            "[[route]]\nhosts = [\"*\"]\norigin = \"ftp://x\"\n[server]\nlsiten = []\n",
+        )
+        .expect("write");
+        let err = Config::load(&file).expect_err("invalid");
+        let name = file.display();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{name}:3: route[1].origin: \"ftp://x\" must start with http:// or https://\n\
+                 {name}:5: server.lsiten: unknown key, did you mean `listen`?"
+            )
+        );
     }
 
     #[test]

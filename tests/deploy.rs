@@ -292,7 +292,12 @@ fn the_kubernetes_configuration_loads_and_points_at_the_mounted_rules() {
     let pre_stop = seconds_after(&deployment, "seconds:");
     assert_eq!(Duration::from_secs(pre_stop), DRAIN_DELAY);
     let grace = seconds_after(&deployment, "terminationGracePeriodSeconds:");
-    let needed = DRAIN_DELAY + DRAIN_DELAY + config.server.timeouts.shutdown_grace;
+    let timeouts = config.server.timeouts;
+    assert_eq!(
+        timeouts.drain_delay, DRAIN_DELAY,
+        "drain_delay is the preStop pause"
+    );
+    let needed = DRAIN_DELAY + timeouts.drain_delay + timeouts.shutdown_grace;
     assert!(
         Duration::from_secs(grace) > needed,
         "terminationGracePeriodSeconds {grace} must exceed preStop, drain_delay and shutdown_grace"
@@ -303,7 +308,9 @@ fn the_kubernetes_configuration_loads_and_points_at_the_mounted_rules() {
 fn the_systemd_unit_waits_for_the_drain_and_checks_before_it_starts() {
     let unit = read("deploy/systemd/corsgate.service");
     let stop = seconds_after(&unit, "TimeoutStopSec=");
-    let needed = DRAIN_DELAY + Timeouts::default().shutdown_grace;
+    let defaults = Timeouts::default();
+    assert_eq!(defaults.drain_delay, DRAIN_DELAY);
+    let needed = defaults.drain_delay + defaults.shutdown_grace;
     assert!(Duration::from_secs(stop) > needed, "TimeoutStopSec={stop}s");
     let config = "--config /etc/corsgate/corsgate.toml";
     assert!(unit.contains(&format!("\nExecStartPre={IMAGE_BINARY} check {config}\n")));

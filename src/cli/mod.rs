@@ -38,6 +38,12 @@ pub enum Command {
     /// at its root element (XML), its "CORSRules" key (JSON) or 1:1. Each file ends with one line
     /// `FILE: valid (...)` or `FILE: invalid (...)`.
     ///
+    /// With `--config FILE`, the gateway configuration too, as `serve` reads it, and every rules
+    /// file it names: each problem of the configuration as `FILE:LINE: key: message` (with the
+    /// key probably meant when one is misspelt), each rules file as above, then
+    /// `FILE: valid (...)` or `FILE: invalid (...)`. An unreadable rules file is a problem of
+    /// the configuration.
+    ///
     /// Exit status: 0 valid (warnings allowed), 1 invalid (or warnings with --deny-warnings),
     /// 2 usage or I/O error.
     Check(check::CheckArgs),

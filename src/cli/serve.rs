@@ -1,9 +1,13 @@
 //! `corsgate serve`: reads the configuration, starts the gateway, runs until SIGTERM/ctrl-c.
+//!
+//! With a configuration file, a reload (SIGHUP, `POST /-/reload`) reads it again and applies the
+//! same command-line flags to it: `--listen ADDR` keeps replacing `server.listen`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use tracing_subscriber::EnvFilter;
@@ -12,12 +16,12 @@ use crate::config::{
     AdminConfig, Config, DEFAULT_CONFIG_PATH, OriginSigning, OriginUrl, RedirectConfig,
     TlsListenerConfig,
 };
-use crate::gateway;
+use crate::gateway::{self, ConfigSource, ReloadError, Stopped};
 use crate::rules::{BucketSource, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig};
 use crate::s3::Addressing;
 use crate::tls::{CertFiles, UnknownName};
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
     /// The TOML configuration file.
     #[arg(long, value_name = "FILE", conflicts_with = "origin")]
@@ -85,11 +89,16 @@ pub fn run(args: &ServeArgs) -> ExitCode {
 
     let config = match config(args) {
         Ok(config) => config,
-        Err(message) => {
-            eprintln!("{message}");
+        Err(error) => {
+            eprintln!("{error}");
             return ExitCode::from(super::EXIT_USAGE);
         }
     };
+    // `--origin` reads no file: a reload then reloads the rules alone.
+    let source = args.origin.is_none().then(|| {
+        let args = args.clone();
+        Arc::new(move || self::config(&args)) as ConfigSource
+    });
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -97,8 +106,13 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(gateway::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match runtime.block_on(gateway::run(config, source)) {
+        Ok(Stopped::Drained) => ExitCode::SUCCESS,
+        Ok(Stopped::Forced) => {
+            // At once: no waiting for blocking tasks (file reads, DNS) to finish.
+            runtime.shutdown_background();
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("{err}");
             ExitCode::FAILURE
@@ -124,10 +138,12 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-fn config(args: &ServeArgs) -> Result<Config, String> {
+/// The configuration `args` describe: the file (or `--origin`), then the other flags.
+fn config(args: &ServeArgs) -> Result<Config, ReloadError> {
+    let flag = ReloadError::CommandLine;
     let mut config = match &args.origin {
         Some(origin) => {
-            let origin = OriginUrl::parse(origin).map_err(|m| format!("--origin: {m}"))?;
+            let origin = OriginUrl::parse(origin).map_err(|m| flag(format!("--origin: {m}")))?;
             let signing = SigningConfig {
                 region: args.region.clone(),
                 ..SigningConfig::default()
@@ -136,7 +152,9 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
                 (Some(file), _, _) => RulesSource::File(file.clone()),
                 (_, Some(bucket), _) => {
                     if !crate::rules::bucket::is_bucket_name(bucket) {
-                        return Err(format!("--rules-bucket: {bucket:?} is not a bucket name"));
+                        return Err(flag(format!(
+                            "--rules-bucket: {bucket:?} is not a bucket name"
+                        )));
                     }
                     RulesSource::Bucket(BucketSource {
                         bucket: bucket.clone(),
@@ -150,9 +168,9 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
                         "path" => Addressing::Path,
                         "virtual" => Addressing::Virtual,
                         other => {
-                            return Err(format!(
+                            return Err(flag(format!(
                                 "--s3-endpoint: {other:?} is neither \"path\" nor \"virtual\""
-                            ));
+                            )));
                         }
                     })
                 }),
@@ -162,8 +180,8 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
             // An S3 endpoint is addressed by Host (virtual-hosted buckets, signatures).
             config.routes[0].preserve_host = args.s3_endpoint.is_some();
             if let Some(region) = &args.sign_region {
-                let sign =
-                    OriginSigning::for_region(region).map_err(|m| format!("--sign-region: {m}"))?;
+                let sign = OriginSigning::for_region(region)
+                    .map_err(|m| flag(format!("--sign-region: {m}")))?;
                 config.routes[0].sign = Some(sign);
             }
             config
@@ -173,7 +191,7 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
                 .config
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-            Config::load(&path).map_err(|e| e.to_string())?
+            Config::load(&path)?
         }
     };
     if !args.listen.is_empty() {
@@ -181,7 +199,7 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
     }
     if let Some(admin) = &args.admin {
         config.admin.listen =
-            AdminConfig::parse_listen(admin).map_err(|m| format!("--admin: {m}"))?;
+            AdminConfig::parse_listen(admin).map_err(|m| flag(format!("--admin: {m}")))?;
         config.admin.check_exposure().map_err(|p| {
             let mut message = format!("--admin: {}", p.message);
             if args.origin.is_some() {
@@ -190,13 +208,15 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
                     "; admin.token_env is read from a configuration file only (serve --config)",
                 );
             }
-            message
+            flag(message)
         })?;
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let listen = std::mem::take(&mut config.server.listen);
         if listen.is_empty() {
-            return Err("--tls-cert: no address to serve TLS on (give --listen)".into());
+            return Err(flag(
+                "--tls-cert: no address to serve TLS on (give --listen)".into(),
+            ));
         }
         config.server.tls = vec![TlsListenerConfig {
             listen,
@@ -231,7 +251,7 @@ mod tests {
     fn config_of(args: &[&str]) -> Result<Config, String> {
         let command =
             Command::try_parse_from([&["serve"], args].concat()).expect("valid arguments");
-        config(&command.serve)
+        config(&command.serve).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -511,21 +511,34 @@ mod tests {
     }
 
     #[test]
-    fn unknown_tls_keys_and_values_are_syntax_errors_naming_them() {
-        for (text, needle) in [
+    fn unknown_tls_keys_and_values_are_reported_with_their_key_and_line() {
+        for (text, key, line, needle) in [
             (
                 "[server.tls]\ncert = \"c\"\nkey = \"k\"\nciphers = \"all\"",
-                "ciphers",
+                "server.tls.ciphers",
+                4,
+                "unknown key",
             ),
             (
                 "[server.tls]\ncert = \"c\"\nkey = \"k\"\nunknown_name = \"ignore\"",
+                "server.tls.unknown_name",
+                4,
                 "ignore",
             ),
-            ("[server.origin_tls]\nroots = \"os\"", "os"),
+            (
+                "[server.origin_tls]\nroots = \"os\"",
+                "server.origin_tls.roots",
+                2,
+                "os",
+            ),
         ] {
-            let err = parse(text).expect_err(text);
-            assert!(matches!(err, ParseError::Syntax(_)), "{err}");
-            assert!(err.to_string().contains(needle), "{err}");
+            let Err(ParseError::Invalid(problems)) = parse(text) else {
+                panic!("{text}: not refused for its keys")
+            };
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].key, key);
+            assert_eq!(problems[0].line, Some(line), "{text}");
+            assert!(problems[0].message.contains(needle), "{}", problems[0]);
         }
     }
 

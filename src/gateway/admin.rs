@@ -3,9 +3,12 @@
 //!
 //! - `GET /healthz`: 200 while the process serves.
 //! - `GET /readyz`: 200 once every route has rules to judge by (a bucket route whose bucket has
-//!   never answered is not ready), 503 otherwise and during shutdown.
-//! - `POST /-/reload`: reads every rules file and fetches every bucket again, now; 200 when all
-//!   loaded, 422 when one failed (its old rules keep serving), with the outcome as JSON.
+//!   never answered is not ready), 503 otherwise and from the moment the gateway is told to stop
+//!   (SIGTERM), while it still serves: load balancers take it out before it stops accepting.
+//! - `POST /-/reload`: reads the configuration file again (when the gateway runs from one) and
+//!   puts it in force, then reads every rules file and fetches every bucket again, now; 200 when
+//!   all loaded, 422 when one failed (its old rules keep serving) or when the configuration has
+//!   problems (then nothing changes, and the answer lists them), with the outcome as JSON.
 //! - `GET /-/rules`: each route's (and each bucket's) rules in force as JSON: the document,
 //!   generation, source, last load time and last load error (`line`/`col`/S3 `code`).
 //! - `/`, `/ui/…` and `/-/api/…`: the rules control panel and its JSON API ([`panel`]).
@@ -29,27 +32,29 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::{Body, BodyError, Gateway, full, panel};
+use super::{Body, BodyError, Gateway, Instance, full, panel};
 
 /// The admin listener's answer to `req`; its connections are accepted and served by
-/// `server::accept_loop` like every listener's. `stopping`: the gateway is shutting down.
+/// `server::accept_loop` like every listener's.
 pub(crate) async fn respond(
-    gateway: Arc<Gateway>,
+    instance: Arc<Instance>,
     mut req: Request<Incoming>,
-    stopping: bool,
     peer: std::net::SocketAddr,
 ) -> Response<Body> {
     // The panel logs who applied a change.
     req.extensions_mut().insert(panel::Peer(peer));
-    answer(&gateway, req, stopping).await
+    answer(&instance, req).await
 }
 
 /// Answers one admin request, once the guard let it through.
-pub async fn answer<B>(gateway: &Gateway, req: Request<B>, stopping: bool) -> Response<Body>
+pub async fn answer<B>(instance: &Instance, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = bytes::Bytes>,
     B::Error: Into<BodyError>,
 {
+    let current = instance.gateway();
+    let gateway: &Gateway = &current;
+    let stopping = instance.is_draining();
     if let Err(refusal) = gateway.admin.check(&req) {
         tracing::debug!(path = req.uri().path(), "admin request refused: {refusal}");
         return refusal.response();
@@ -82,7 +87,7 @@ where
         "/-/rules" if is_read(method) => json_response(StatusCode::OK, &rules_view(gateway)),
         "/metrics" if is_read(method) => super::metrics::exposition(gateway, &req),
         "/-/reload" if method == Method::POST => {
-            let (ok, outcome) = reload(gateway).await;
+            let (ok, outcome) = super::reload::reload_all(instance, "POST /-/reload").await;
             let status = if ok {
                 StatusCode::OK
             } else {
@@ -116,7 +121,7 @@ pub fn rules_view(gateway: &Gateway) -> Value {
     json!({ "routes": routes })
 }
 
-/// Reloads every route; `true` when every source loaded.
+/// Reloads every route's rules; `true` when every source loaded.
 pub async fn reload(gateway: &Gateway) -> (bool, Value) {
     let mut ok = true;
     let mut routes = Vec::new();

@@ -4,7 +4,15 @@
 //!
 //! [`spawn`] starts everything a [`Config`] describes and hands back a [`Running`] gateway (its
 //! bound addresses, its TLS certificates to reload, and a way to stop it); [`run`] does the same
-//! for the command line, reloads certificates on SIGHUP and stops on SIGTERM or ctrl-c.
+//! for the command line, reloads on SIGHUP and drains, then stops, on SIGTERM or ctrl-c.
+//!
+//! The configuration in force is one [`Gateway`], swapped whole by a reload (see `reload`):
+//! every request reads the one in force when it arrives and keeps it to the end.
+//!
+//! Stopping (see [`run`]) drains first: `/readyz` answers 503 at once while every listener keeps
+//! accepting for `timeouts.drain_delay`, so load balancers stop sending before anything is
+//! refused; then the listeners close (see `server`) and in-flight requests get
+//! `timeouts.shutdown_grace`.
 
 pub mod access_log;
 pub mod admin;
@@ -20,22 +28,26 @@ mod pool;
 pub mod preflight;
 pub mod proxy;
 pub mod redirect;
+pub mod reload;
 pub mod request_id;
 pub mod route;
 pub mod server;
 mod watchdog;
 /// Snapshots live with the rules that make them; re-exported where the request path reads them.
 pub use crate::rules::snapshot;
+pub use reload::{Applied, ConfigSource, ReloadError};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -45,9 +57,10 @@ use crate::tls::{self, CertResolver, OriginTlsError, TlsError};
 use certs::{CertReload, Certificates};
 use preflight::PreflightCache;
 use redirect::Redirect;
+use reload::Reloader;
 use request_id::RequestIds;
 use route::{Route, Routes};
-use server::{ConnectionLimit, Listener, Protocols, Role, Transport};
+use server::{ConnectionLimit, Listener, Protocols, Role, Stopping, Transport};
 
 /// Error type of every body the gateway sends.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -64,17 +77,21 @@ pub(crate) fn empty() -> Body {
     Empty::new().map_err(|e: Infallible| match e {}).boxed()
 }
 
-/// Everything requests share: routes (each with its way to its origin), the preflight cache.
+/// Everything requests share under one configuration: routes (each with its way to its
+/// origin), the preflight cache, the timeouts, and how connections are served.
 pub struct Gateway {
     pub routes: Routes,
     pub preflight_cache: PreflightCache,
-    pub ids: RequestIds,
+    /// Shared by every configuration of a run: IDs stay unique across reloads.
+    pub ids: Arc<RequestIds>,
     pub timeouts: Timeouts,
     /// Who the admin listener answers.
     pub admin: admin::Guard,
+    /// The HTTP/1.1 and HTTP/2 settings of connections begun under this configuration.
+    pub(crate) protocols: Arc<Protocols>,
 }
 
-/// Why the gateway could not start.
+/// Why the gateway could not start (or a configuration could not be put in force).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("route[{route}].rules: {error}")]
@@ -108,19 +125,50 @@ impl Gateway {
     /// Loads every route's rules; any bad rules file stops the start (a gateway must not come up
     /// with less CORS than configured).
     pub fn new(config: &Config) -> Result<Gateway, StartError> {
+        Gateway::build(config, None).map(|(gateway, _)| gateway)
+    }
+
+    /// The gateway `config` describes. With `previous` (the gateway in force and its
+    /// configuration), a route whose rules come from the same source keeps the rules of the
+    /// previous route (no reload from scratch, no second watch or poller): the second value
+    /// says, for each route, which previous route's rules it kept.
+    pub(crate) fn build(
+        config: &Config,
+        previous: Option<(&Gateway, &Config)>,
+    ) -> Result<(Gateway, Vec<Option<usize>>), StartError> {
         let admin = admin::Guard::new(&config.admin)?;
         let origin_tls = &config.server.origin_tls;
         let origin_tls = tls::client_config(origin_tls.roots, origin_tls.ca_file.as_deref())?;
         let fetch_client =
             crate::rules::bucket::fetch_client(config.server.timeouts.connect, origin_tls.clone());
+        let mut taken = vec![false; previous.map_or(0, |(_, old)| old.routes.len())];
+        let mut kept_from = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
-            let label = format!("route[{}]", i + 1);
-            let rules = RouteRules::build(&label, &route.rules, &route.origin, &fetch_client)
-                .map_err(|error| StartError::Rules {
-                    route: i + 1,
-                    error,
+            let kept = previous.and_then(|(gateway, old)| {
+                let (j, _) = old.routes.iter().enumerate().find(|(j, was)| {
+                    !taken[*j] && reload::same_rules((old, was), (config, route))
                 })?;
+                let rules = reload::share(&gateway.routes.all().get(j)?.rules)?;
+                Some((j, rules))
+            });
+            let rules = match kept {
+                Some((j, rules)) => {
+                    taken[j] = true;
+                    kept_from.push(Some(j));
+                    rules
+                }
+                None => {
+                    kept_from.push(None);
+                    let label = format!("route[{}]", i + 1);
+                    RouteRules::build(&label, &route.rules, &route.origin, &fetch_client).map_err(
+                        |error| StartError::Rules {
+                            route: i + 1,
+                            error,
+                        },
+                    )?
+                }
+            };
             let built =
                 Route::new(i + 1, route, rules, &config.server, &origin_tls).map_err(|error| {
                     StartError::Signing {
@@ -130,13 +178,60 @@ impl Gateway {
                 })?;
             routes.push((Arc::new(built), route.hosts.clone()));
         }
-        Ok(Gateway {
+        let server = &config.server;
+        // Keys start with each snapshot's generation, unique across routes and reloads: the
+        // answers cached for kept rules stay right.
+        let preflight_cache = match previous {
+            Some((gateway, old)) if old.server.preflight_cache == server.preflight_cache => {
+                gateway.preflight_cache.clone()
+            }
+            _ => PreflightCache::new(&server.preflight_cache),
+        };
+        let gateway = Gateway {
             routes: Routes::new(routes),
-            preflight_cache: PreflightCache::new(&config.server.preflight_cache),
-            ids: RequestIds::default(),
-            timeouts: config.server.timeouts,
+            preflight_cache,
+            ids: previous.map_or_else(Arc::default, |(gateway, _)| Arc::clone(&gateway.ids)),
+            timeouts: server.timeouts,
             admin,
-        })
+            protocols: Arc::new(Protocols::new(
+                &server.timeouts,
+                &server.http2,
+                &server.limits,
+            )),
+        };
+        Ok((gateway, kept_from))
+    }
+}
+
+/// One running gateway as its connections see it: the configuration in force (swapped whole
+/// by a reload), whether it is draining, and its reloads.
+pub struct Instance {
+    gateway: ArcSwap<Gateway>,
+    /// SIGTERM received: `/readyz` answers 503 while the listeners still accept.
+    draining: AtomicBool,
+    reloader: Mutex<Reloader>,
+}
+
+impl Instance {
+    /// The configuration in force.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.load_full()
+    }
+
+    /// The configuration in force, for one request (no reference count taken unless kept).
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Gateway>> {
+        self.gateway.load()
+    }
+
+    /// Stopping: `/readyz` answers 503 from now on.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Reads the configuration file again (when the gateway runs from one) and puts it in
+    /// force; `Ok(None)` without a file.
+    pub async fn reload_config(&self, why: &str) -> Result<Option<Applied>, ReloadError> {
+        self.reloader.lock().await.reload(self, why).await
     }
 }
 
@@ -153,17 +248,27 @@ pub struct Running {
     pub demo_origin: Option<SocketAddr>,
     /// The admin listener's bound address, unless it is off.
     pub admin: Option<SocketAddr>,
-    pub gateway: Arc<Gateway>,
+    instance: Arc<Instance>,
     certificates: Certificates,
     connections: Arc<ConnectionLimit>,
-    shutdown: watch::Sender<bool>,
+    stop_accepting: watch::Sender<bool>,
+    close: watch::Sender<bool>,
+    /// Ends once every listener has closed its socket.
+    listeners_open: mpsc::Receiver<()>,
     tasks: JoinSet<()>,
+    /// The demo origin, stopped last: requests in flight may still need it.
+    demo: Option<(watch::Sender<bool>, watch::Sender<bool>, JoinSet<()>)>,
 }
 
 impl Running {
     /// The first listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The configuration in force.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.instance.gateway()
     }
 
     /// Re-reads every TLS listener's certificates; a listener whose new files are bad keeps its
@@ -182,90 +287,155 @@ impl Running {
         self.certificates.clone()
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the shutdown grace), and returns
-    /// when every listener is closed.
+    /// Puts `config` in force, as a reload of the configuration file would (the listen
+    /// addresses and other sockets keep their running values).
+    pub async fn reconfigure(&self, config: Config) -> Result<Applied, ReloadError> {
+        let mut reloader = self.instance.reloader.lock().await;
+        reloader.apply(&self.instance, config).await
+    }
+
+    /// What `POST /-/reload` does: the configuration file again (if any), then every rules
+    /// source; `true` when everything loaded.
+    pub async fn reload(&self, why: &str) -> (bool, serde_json::Value) {
+        reload::reload_all(&self.instance, why).await
+    }
+
+    /// The first step of stopping: `/readyz` answers 503 from now on, while every listener
+    /// keeps accepting and serving.
+    pub fn drain(&self) {
+        self.instance.draining.store(true, Ordering::Release);
+    }
+
+    /// Stops accepting (taking what waits in the listen backlogs), lets in-flight requests
+    /// finish (up to the shutdown grace), and returns when every listener is closed.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
+        self.drain();
+        let _ = self.stop_accepting.send(true);
+        self.instance.reloader.lock().await.stop();
+        // Connections are told to close only once no listener can take a new one: a client
+        // told to reconnect must not land in a backlog about to be reset.
+        while self.listeners_open.recv().await.is_some() {}
+        let _ = self.close.send(true);
         while self.tasks.join_next().await.is_some() {}
+        if let Some((stop_accepting, close, mut tasks)) = self.demo.take() {
+            let _ = stop_accepting.send(true);
+            let _ = close.send(true);
+            while tasks.join_next().await.is_some() {}
+        }
     }
 }
 
 /// Starts the demo origin (if configured) and every listener; returns once all are bound.
+/// SIGHUP and `POST /-/reload` reload the rules; see [`spawn_with`] to reload a configuration
+/// file too.
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
-    let gateway = Arc::new(Gateway::new(&config)?);
-    let (shutdown, watcher) = watch::channel(false);
+    spawn_with(config, None).await
+}
+
+/// [`spawn`], with the source a reload reads the configuration from.
+pub async fn spawn_with(
+    config: Config,
+    source: Option<ConfigSource>,
+) -> Result<Running, StartError> {
+    let gateway = Gateway::new(&config)?;
+    let (stop_accepting, accept_signal) = watch::channel(false);
+    let (close, close_signal) = watch::channel(false);
+    let stopping = Stopping {
+        accept: accept_signal.clone(),
+        close: close_signal,
+    };
+    let (open, listeners_open) = mpsc::channel(1);
     let mut tasks = JoinSet::new();
     let server = &config.server;
-    let protocols = Arc::new(Protocols::new(
-        &server.timeouts,
-        &server.http2,
-        &server.limits,
-    ));
+    let reuse_port = server.reuse_port;
     let max_connections = server::connection_cap(server.limits.max_connections);
     // One cap over every client-facing listener (gateway, redirect, admin).
     let connections = Arc::new(ConnectionLimit::new(max_connections));
-    let accept = |listener: Listener, limit: &Arc<ConnectionLimit>| {
+    let instance = Arc::new(Instance {
+        gateway: ArcSwap::from_pointee(gateway),
+        draining: AtomicBool::new(false),
+        reloader: Mutex::new(Reloader::new(
+            source,
+            config.clone(),
+            Arc::clone(&connections),
+        )),
+    });
+    let accept = |listener: Listener,
+                  limit: &Arc<ConnectionLimit>,
+                  stopping: &Stopping,
+                  open: &mpsc::Sender<()>| {
         server::accept_loop(
             listener,
-            Arc::clone(&gateway),
-            Arc::clone(&protocols),
+            Arc::clone(&instance),
             Arc::clone(limit),
-            watcher.clone(),
+            stopping.clone(),
+            open.clone(),
         )
     };
 
+    let mut demo = None;
     let demo_origin = match &config.demo_origin {
         None => None,
-        Some(demo) => {
-            if !demo.root.is_dir() {
-                return Err(StartError::DemoRoot(demo.root.clone()));
+        Some(settings) => {
+            if !settings.root.is_dir() {
+                return Err(StartError::DemoRoot(settings.root.clone()));
             }
-            let socket = bind(demo.listen).await?;
-            let addr = local_addr(&socket, demo.listen)?;
+            let socket = bind(settings.listen, reuse_port)?;
+            let addr = local_addr(&socket, settings.listen)?;
             // The demo origin is the gateway's own origin: under the clients' cap, clients at
             // the cap would leave the gateway no connection to reach it with.
             let own = Arc::new(ConnectionLimit::new(max_connections));
-            let role = Role::Demo(hyper_staticfile::Static::new(demo.root.clone()));
-            tasks.spawn(accept(listener(socket, role), &own));
+            let role = Role::Demo(hyper_staticfile::Static::new(settings.root.clone()));
+            let (stop, accept_signal) = watch::channel(false);
+            let (close, close_signal) = watch::channel(false);
+            let its_own = Stopping {
+                accept: accept_signal,
+                close: close_signal,
+            };
+            // Nobody waits for the demo listener to close: its own channel, dropped at once.
+            let (closed, _) = mpsc::channel(1);
+            let mut demo_tasks = JoinSet::new();
+            demo_tasks.spawn(accept(listener(socket, role), &own, &its_own, &closed));
+            demo = Some((stop, close, demo_tasks));
             Some(addr)
         }
     };
 
+    let mut listeners = Vec::new();
     let admin = match config.admin.listen {
         None => None,
         Some(addr) => {
-            let socket = bind(addr).await?;
+            let socket = bind(addr, reuse_port)?;
             let bound = local_addr(&socket, addr)?;
-            gateway.admin.bound(bound);
-            tasks.spawn(accept(listener(socket, Role::Admin), &connections));
+            instance.gateway().admin.bound(bound);
+            instance.reloader.lock().await.admin_bound(bound);
+            listeners.push(listener(socket, Role::Admin));
             Some(bound)
         }
     };
-    // SIGHUP means "reload", never "terminate", even when no route has anything to reload.
-    if let Ok(mut hangup) = crate::watch::Hangup::subscribe() {
-        let mut stop = watcher.clone();
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    () = hangup.recv() => tracing::info!("SIGHUP: reloading every rules source"),
-                    _ = stop.changed() => return,
-                }
-            }
-        });
+    if let Ok(hangup) = crate::watch::Hangup::subscribe() {
+        tasks.spawn(reload_on_hangup(
+            hangup,
+            Arc::clone(&instance),
+            accept_signal.clone(),
+        ));
     }
     // Watches, pollers and first fetches of bucket rules, before the first request is accepted.
-    for route in gateway.routes.all() {
-        route.rules.start(watcher.clone()).await;
+    {
+        let gateway = instance.gateway();
+        let mut reloader = instance.reloader.lock().await;
+        for route in gateway.routes.all() {
+            reloader.start_route(&route.rules).await;
+        }
     }
 
-    let mut listeners = Vec::new();
     let mut addrs = bind_all(
         &server.listen,
+        reuse_port,
         &Transport::Plain,
         &Role::Gateway,
         &mut listeners,
-    )
-    .await?;
+    )?;
     let mut tls_addrs = Vec::new();
     let mut groups = Vec::with_capacity(server.tls.len());
     for (i, t) in server.tls.iter().enumerate() {
@@ -278,7 +448,13 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
                 .map_err(|error| StartError::TlsConfig { listener, error })?,
         );
         let transport = Transport::Tls(acceptor);
-        let bound = bind_all(&t.listen, &transport, &Role::Gateway, &mut listeners).await?;
+        let bound = bind_all(
+            &t.listen,
+            reuse_port,
+            &transport,
+            &Role::Gateway,
+            &mut listeners,
+        )?;
         tls_addrs.extend_from_slice(&bound);
         groups.push((listener, bound, resolver));
     }
@@ -289,18 +465,32 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
                 .https_port
                 .or_else(|| tls_addrs.first().map(SocketAddr::port))
                 .unwrap_or(443);
-            let hosts = config.routes.iter().flat_map(|r| r.hosts.iter().cloned());
-            let role = Role::Redirect(Arc::new(Redirect::new(port, hosts.collect())));
-            bind_all(&r.listen, &Transport::Plain, &role, &mut listeners).await?
+            let redirect = Arc::new(ArcSwap::from_pointee(Redirect::new(
+                port,
+                reload::hosts(&config.routes),
+            )));
+            instance
+                .reloader
+                .lock()
+                .await
+                .redirect(port, Arc::clone(&redirect));
+            let role = Role::Redirect(redirect);
+            bind_all(
+                &r.listen,
+                reuse_port,
+                &Transport::Plain,
+                &role,
+                &mut listeners,
+            )?
         }
         None => Vec::new(),
     };
     let certificates = Certificates::new(groups);
-    if let Some(reloads) = watch_certificates(&certificates, watcher.clone()) {
+    if let Some(reloads) = watch_certificates(&certificates, accept_signal) {
         tasks.spawn(reloads);
     }
     for listener in listeners {
-        tasks.spawn(accept(listener, &connections));
+        tasks.spawn(accept(listener, &connections, &stopping, &open));
     }
     Ok(Running {
         addrs,
@@ -308,17 +498,50 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         redirect_addrs,
         demo_origin,
         admin,
-        gateway,
+        instance,
         certificates,
         connections,
-        shutdown,
+        stop_accepting,
+        close,
+        listeners_open,
         tasks,
+        demo,
     })
 }
 
-/// `corsgate serve`: starts, logs where it listens, stops gracefully on SIGTERM or ctrl-c.
-pub async fn run(config: Config) -> Result<(), StartError> {
-    let running = spawn(config).await?;
+/// SIGHUP means "reload", never "terminate", even when nothing has anything to reload. The
+/// configuration file is read again here; rules sources and certificates have their own
+/// SIGHUP subscriptions.
+async fn reload_on_hangup(
+    mut hangup: crate::watch::Hangup,
+    instance: Arc<Instance>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = hangup.recv() => {}
+            _ = stop.changed() => return,
+        }
+        // A configuration reload logs its outcome itself, either way.
+        if let Ok(None) = instance.reload_config("SIGHUP").await {
+            tracing::info!("SIGHUP: reloading every rules source");
+        }
+    }
+}
+
+/// How a `corsgate serve` run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Drained: every request that was in flight finished or had its grace.
+    Drained,
+    /// A second SIGTERM or ctrl-c: stopped at once, requests in flight cut.
+    Forced,
+}
+
+/// `corsgate serve`: starts, logs where it listens, reloads on SIGHUP, and on SIGTERM or
+/// ctrl-c drains then stops (a second signal stops at once).
+pub async fn run(config: Config, source: Option<ConfigSource>) -> Result<Stopped, StartError> {
+    let running = spawn_with(config, source).await?;
     if let Some(demo) = running.demo_origin {
         tracing::info!("demo origin serving on http://{demo}");
     }
@@ -338,13 +561,70 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     for addr in &running.redirect_addrs {
         tracing::info!("redirecting http://{addr} to https");
     }
-    for route in running.gateway.routes.all() {
+    for route in running.gateway().routes.all() {
         tracing::info!(route = route.index, origin = %route.origin, "{}", route.rules.describe());
     }
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    running.shutdown().await;
-    Ok(())
+    let mut signals = Signals::new();
+    signals.next().await;
+    running.drain();
+    let delay = running.gateway().timeouts.drain_delay;
+    tracing::info!(
+        "shutting down: /readyz answers 503; accepting for {} more, then finishing in-flight \
+         requests",
+        humantime::format_duration(delay)
+    );
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = signals.next() => return Ok(forced()),
+    }
+    tracing::info!("no longer accepting: finishing in-flight requests");
+    tokio::select! {
+        () = running.shutdown() => {
+            tracing::info!("stopped");
+            Ok(Stopped::Drained)
+        }
+        () = signals.next() => Ok(forced()),
+    }
+}
+
+fn forced() -> Stopped {
+    tracing::warn!("second signal: stopping now, requests in flight are cut");
+    Stopped::Forced
+}
+
+/// SIGTERM and ctrl-c (SIGINT), every time they come.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .map_err(|err| tracing::warn!("cannot listen for SIGTERM: {err}"))
+                .ok();
+            Signals { term }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// `SIGHUP` re-reads the TLS certificates (other subscribers to the signal, if any, get it
@@ -394,21 +674,6 @@ fn watch_certificates(
     })
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 /// A plain-HTTP listener answering as `role`.
 fn listener(socket: TcpListener, role: Role) -> Listener {
     Listener {
@@ -420,15 +685,16 @@ fn listener(socket: TcpListener, role: Role) -> Listener {
 
 /// Binds every address in `addrs` as a listener of this kind, and returns the addresses bound
 /// (port 0 resolved).
-async fn bind_all(
+fn bind_all(
     addrs: &[SocketAddr],
+    reuse_port: bool,
     transport: &Transport,
     role: &Role,
     listeners: &mut Vec<Listener>,
 ) -> Result<Vec<SocketAddr>, StartError> {
     let mut bound = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        let socket = bind(addr).await?;
+        let socket = bind(addr, reuse_port)?;
         bound.push(local_addr(&socket, addr)?);
         listeners.push(Listener {
             socket,
@@ -439,10 +705,8 @@ async fn bind_all(
     Ok(bound)
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, StartError> {
+    server::bind(addr, reuse_port).map_err(|source| StartError::Bind { addr, source })
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {

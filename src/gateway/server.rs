@@ -13,13 +13,27 @@
 //! backlog until one closes (as nginx's `worker_connections`). `accept` failing for want of
 //! descriptors (`EMFILE`, `ENFILE`) must not spin the loop or flood the log: the loop backs off,
 //! and such warnings are logged at most once per [`REPORT_EVERY`], with a count of the others.
+//!
+//! Stopping never refuses a connection the kernel has accepted: a loop told to stop accepts what
+//! is left in its backlog before it closes its socket (a closed socket resets them), and only
+//! once every listener is closed are connections told to close, so that a client told to
+//! reconnect cannot land in a backlog about to be reset. Each connection then closes as soon as
+//! no request is cut short: HTTP/2 with a GOAWAY, HTTP/1 with `Connection: close` on its next
+//! answer, or at once when it has been quiet for [`SETTLE`].
+//!
+//! Every request is answered by the configuration in force when it arrives ([`Instance`]); a
+//! connection's own settings (deadlines, HTTP/2 settings) are those in force when it began.
 
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::Request;
+use arc_swap::ArcSwap;
+use http::header::{CONNECTION, HeaderValue};
+use http::{Request, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_staticfile::Static;
@@ -27,12 +41,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::Gateway;
+use super::Instance;
 use super::handler::{self, Handled};
 use super::proxy::Peer;
 use super::redirect::Redirect;
@@ -43,6 +57,18 @@ use crate::tls::{self, Alpn};
 
 /// At most one warning of a kind (accept failing, the cap reached) per this period.
 pub const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// When the gateway stops, an HTTP/1 connection with no request for this long is closed rather
+/// than left to answer one more with `Connection: close`: long enough that a client sending
+/// request after request is never caught between two, short next to any grace period.
+pub const SETTLE: Duration = Duration::from_millis(250);
+
+/// At most this many connections are taken from a listener's backlog as it closes: a flood
+/// arriving as fast as it is accepted must not keep the gateway from stopping.
+const BACKLOG_MAX: usize = 4096;
+
+/// The listen backlog of every listener (tokio's own default).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// The first pause after `accept` fails for want of resources; it doubles up to
 /// [`ACCEPT_BACKOFF_MAX`] while `accept` keeps failing.
@@ -55,7 +81,7 @@ type ConnBuilder = auto::Builder<StreamExecutor>;
 /// The connection builders of every listener, one per way a connection may start.
 pub struct Protocols {
     /// HTTP/1.1 or HTTP/2, told apart by the first bytes.
-    auto: Arc<ConnBuilder>,
+    pub(crate) auto: Arc<ConnBuilder>,
     http1: Arc<ConnBuilder>,
     http2: Arc<ConnBuilder>,
 }
@@ -70,7 +96,7 @@ impl Protocols {
         }
     }
 
-    fn for_alpn(&self, alpn: Alpn) -> &Arc<ConnBuilder> {
+    pub(crate) fn for_alpn(&self, alpn: Alpn) -> &Arc<ConnBuilder> {
         match alpn {
             Alpn::H2 => &self.http2,
             Alpn::Http11 => &self.http1,
@@ -113,8 +139,8 @@ pub enum Transport {
 pub enum Role {
     /// The gateway itself: preflights, forwarding, decoration.
     Gateway,
-    /// Redirects to HTTPS (health checks excepted).
-    Redirect(Arc<Redirect>),
+    /// Redirects to HTTPS (health checks excepted), to the hosts of the routes in force.
+    Redirect(Arc<ArcSwap<Redirect>>),
     /// The operator's endpoints (see `admin`).
     Admin,
     /// The demo bucket's files (see `demo`).
@@ -132,7 +158,7 @@ pub struct Listener {
 #[derive(Debug)]
 pub struct ConnectionLimit {
     permits: Arc<Semaphore>,
-    max: usize,
+    max: AtomicUsize,
     full: LogThrottle,
     failures: LogThrottle,
 }
@@ -142,15 +168,45 @@ impl ConnectionLimit {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         ConnectionLimit {
             permits: Arc::new(Semaphore::new(max)),
-            max,
+            max: AtomicUsize::new(max),
             full: LogThrottle::new(REPORT_EVERY),
             failures: LogThrottle::new(REPORT_EVERY),
         }
     }
 
-    /// Connections open now.
+    /// Connections open now (approximate while a lowered cap waits for connections to close).
     pub fn open(&self) -> usize {
-        self.max - self.permits.available_permits()
+        self.max
+            .load(Ordering::Acquire)
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// The cap now.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Acquire)
+    }
+
+    /// Changes the cap (a configuration reload). A lower cap than the connections open closes
+    /// none of them: accepting waits until enough have closed on their own.
+    pub fn resize(&self, max: usize) {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        let old = self.max.swap(max, Ordering::AcqRel);
+        if max > old {
+            self.permits.add_permits(max - old);
+            return;
+        }
+        let owed = (old - max) - self.permits.forget_permits(old - max);
+        if owed == 0 {
+            return;
+        }
+        // Places held by open connections: taken back as they close, ahead of any new one.
+        let permits = Arc::clone(&self.permits);
+        let owed = u32::try_from(owed).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(taken) = permits.acquire_many_owned(owed).await {
+                taken.forget();
+            }
+        });
     }
 
     /// Returns once there is room for one more connection, saying so now and then when there
@@ -164,7 +220,7 @@ impl ConnectionLimit {
             tracing::warn!(
                 "{} connections open (server.limits.max_connections): new connections wait in \
                  the listen backlog until one closes{}",
-                self.max,
+                self.max(),
                 repeats(held_back)
             );
         }
@@ -350,58 +406,94 @@ fn descriptor_limit() -> Option<u64> {
     None
 }
 
-/// Accepts connections while `limit` has room, until `shutdown` flips; then lets in-flight
-/// requests finish for the grace period and cuts what is left.
+/// A listening socket on `addr`, with `SO_REUSEPORT` when `reuse_port` (and the system has it):
+/// then another process may listen on the same address at the same time, and the kernel
+/// spreads new connections over both, which is how a new corsgate takes over from an old one
+/// without a moment when nothing listens.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restart may bind while old connections sit in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+    let _ = reuse_port;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// How a listener's accept loop learns that the gateway stops.
+#[derive(Clone)]
+pub struct Stopping {
+    /// Stop accepting: take what waits in the backlog, then close the socket.
+    pub accept: watch::Receiver<bool>,
+    /// Every listener is closed: connections close as soon as they can without cutting a
+    /// request short, and in-flight requests get `timeouts.shutdown_grace`.
+    pub close: watch::Receiver<bool>,
+}
+
+/// Accepts connections while `limit` has room, until told to stop; then accepts what is left in
+/// the backlog, closes the socket, and lets in-flight requests finish for the grace period once
+/// told to close. `open` is dropped once the socket is closed.
 pub async fn accept_loop(
     listener: Listener,
-    gateway: Arc<Gateway>,
-    protocols: Arc<Protocols>,
+    instance: Arc<Instance>,
     limit: Arc<ConnectionLimit>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stopping: Stopping,
+    open: mpsc::Sender<()>,
 ) {
     let Listener {
         socket,
         transport,
         role,
     } = listener;
-    let grace = gateway.timeouts.shutdown_grace;
     let served = Arc::new(Served {
         transport,
         role,
-        gateway,
-        protocols,
+        instance,
     });
     let mut connections = JoinSet::new();
     let mut backoff = AcceptBackoff::default();
+    let stop = &mut stopping.accept;
     loop {
         while connections.try_join_next().is_some() {}
+        if *stop.borrow_and_update() {
+            break;
+        }
         // At the cap, no `accept`: new connections wait in the kernel's backlog.
         tokio::select! {
             () = limit.room() => {}
-            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
         }
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
-            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
         };
         match accepted {
             Ok((stream, addr)) => {
                 backoff.accepted();
                 let permit = tokio::select! {
                     permit = limit.admit() => match permit {
-                        Some(permit) => permit,
+                        Some(permit) => Some(permit),
                         None => break,
                     },
-                    _ = shutdown.changed() => break,
+                    // Accepted: served past the cap rather than reset.
+                    _ = stop.changed() => None,
                 };
-                let _ = stream.set_nodelay(true);
                 // The handshake runs in the connection's own task: a slow or hostile client
                 // never holds up the next accept.
                 connections.spawn(connection(
                     stream,
                     addr,
                     Arc::clone(&served),
-                    shutdown.clone(),
+                    stopping.close.clone(),
                     permit,
                 ));
             }
@@ -415,12 +507,26 @@ pub async fn accept_loop(
                 limit.report_accept_failure(&err, pause);
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
-                    _ = shutdown.changed() => break,
+                    _ = stop.changed() => break,
                 }
             }
         }
     }
-    drop(socket);
+    for (stream, addr) in accept_backlog(socket) {
+        // Past the cap if need be: the alternative is a reset.
+        let permit = Arc::clone(&limit.permits).try_acquire_owned().ok();
+        connections.spawn(connection(
+            stream,
+            addr,
+            Arc::clone(&served),
+            stopping.close.clone(),
+            permit,
+        ));
+    }
+    drop(open);
+    let _ = stopping.close.wait_for(|close| *close).await;
+    // The grace of the configuration in force when the gateway stops.
+    let grace = served.instance.gateway().timeouts.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
     })
@@ -434,45 +540,101 @@ pub async fn accept_loop(
     }
 }
 
+/// Takes every connection waiting in `socket`'s backlog, then closes the socket.
+///
+/// A connection the kernel has completed is reset when its listening socket closes, even though
+/// its client may already have sent a request: under `SO_REUSEPORT` the kernel spreads new
+/// connections over every process's socket, so a process handing over to another must empty its
+/// own before closing it. `accept` is called without waiting (tokio's readiness could still be
+/// stale), until the backlog is empty.
+fn accept_backlog(socket: TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let mut accepted = Vec::new();
+    let socket = match socket.into_std() {
+        Ok(socket) => socket,
+        Err(err) => {
+            tracing::debug!("cannot take the listen backlog: {err}");
+            return accepted;
+        }
+    };
+    // `into_std` leaves the socket non-blocking, but say so rather than rely on it.
+    if let Err(err) = socket.set_nonblocking(true) {
+        tracing::debug!("cannot take the listen backlog: {err}");
+        return accepted;
+    }
+    while accepted.len() < BACKLOG_MAX {
+        match socket.accept() {
+            Ok((stream, addr)) => {
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(stream) => accepted.push((stream, addr)),
+                    Err(err) => {
+                        tracing::debug!(peer = %addr, "cannot serve a backlog connection: {err}")
+                    }
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if concerns_one_connection(&err) => {}
+            Err(err) => {
+                tracing::warn!("cannot take the rest of the listen backlog: {err}");
+                break;
+            }
+        }
+    }
+    accepted
+}
+
 /// What every connection of one listener shares.
 struct Served {
     transport: Transport,
     role: Role,
-    gateway: Arc<Gateway>,
-    protocols: Arc<Protocols>,
+    instance: Arc<Instance>,
 }
 
 /// One accepted socket: the TLS handshake if the listener has TLS, then HTTP.
 async fn connection(
     stream: TcpStream,
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     served: Arc<Served>,
-    mut shutdown: watch::Receiver<bool>,
-    // Holds the connection's place under the cap until it closes.
-    _permit: OwnedSemaphorePermit,
+    close: watch::Receiver<bool>,
+    // Holds the connection's place under the cap until it closes (none for the backlog taken
+    // at the cap while stopping).
+    _permit: Option<OwnedSemaphorePermit>,
 ) {
     let _counted =
         crate::metrics::connection_opened(metrics::listener(&served.role, &served.transport));
-    let gateway = Arc::clone(&served.gateway);
+    let _ = stream.set_nodelay(true);
+    // Settings of the configuration in force when the connection began, for all its life
+    // (only these: a long-lived connection must not keep a replaced configuration's routes and
+    // origin connections alive).
+    let (timeouts, protocols) = {
+        let gateway = served.instance.current();
+        (gateway.timeouts, Arc::clone(&gateway.protocols))
+    };
     let role = served.role.clone();
+    let instance = Arc::clone(&served.instance);
     match &served.transport {
         Transport::Plain => {
             let peer = Peer {
                 addr,
                 scheme: "http",
             };
-            let builder = Arc::clone(&served.protocols.auto);
-            let activity = Activity::new(false);
-            serve_connection(stream, peer, role, gateway, builder, activity, shutdown).await;
+            let conn = Conn {
+                peer,
+                role,
+                instance,
+                timeouts,
+                builder: Arc::clone(&protocols.auto),
+                activity: Activity::new(false),
+            };
+            serve_connection(stream, conn, close).await;
         }
         Transport::Tls(acceptor) => {
-            let limit = gateway.timeouts.tls_handshake;
-            let handshake = tokio::select! {
-                done = tls::handshake(acceptor, stream, limit) => done,
-                // Stopping: a connection that has sent no request yet is simply dropped.
-                _ = shutdown.changed() => return,
-            };
-            let (stream, alpn) = match handshake {
+            // Not cut short when the gateway stops: the client may have sent its request
+            // already, and the handshake has its own deadline.
+            let limit = timeouts.tls_handshake;
+            let (stream, alpn) = match tls::handshake(acceptor, stream, limit).await {
                 Ok(done) => done,
                 Err(err) => {
                     // Scanners, clients that distrust the certificate, names we reject: routine
@@ -485,51 +647,72 @@ async fn connection(
                 addr,
                 scheme: "https",
             };
-            let builder = Arc::clone(served.protocols.for_alpn(alpn));
-            let activity = Activity::new(alpn == Alpn::H2);
-            serve_connection(stream, peer, role, gateway, builder, activity, shutdown).await;
+            let conn = Conn {
+                peer,
+                role,
+                instance,
+                timeouts,
+                builder: Arc::clone(protocols.for_alpn(alpn)),
+                activity: Activity::new(alpn == Alpn::H2),
+            };
+            serve_connection(stream, conn, close).await;
         }
     }
 }
 
+/// One connection, as it is served.
+pub struct Conn {
+    pub peer: Peer,
+    pub role: Role,
+    /// Read for every request: the configuration in force then answers it.
+    pub instance: Arc<Instance>,
+    /// The connection's deadlines, from the configuration in force when it began.
+    pub timeouts: Timeouts,
+    pub builder: Arc<ConnBuilder>,
+    pub activity: Arc<Activity>,
+}
+
 /// Serves one connection until the client closes it, its watchdog fires (a request head too
-/// slow, a socket that takes nothing, idle or stalled too long), or `shutdown` flips (then
-/// in-flight requests finish and the connection closes).
-pub async fn serve_connection<I>(
-    io: I,
-    peer: Peer,
-    role: Role,
-    gateway: Arc<Gateway>,
-    builder: Arc<ConnBuilder>,
-    activity: Arc<Activity>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+/// slow, a socket that takes nothing, idle or stalled too long), or `close` flips: then an
+/// HTTP/2 connection gets a GOAWAY, an HTTP/1 one answers its next request with
+/// `Connection: close` (or is closed once settled with none), and in-flight requests finish.
+pub async fn serve_connection<I>(io: I, conn: Conn, mut close: watch::Receiver<bool>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeouts = gateway.timeouts;
+    let Conn {
+        peer,
+        role,
+        instance,
+        timeouts,
+        builder,
+        activity,
+    } = conn;
     let deadlines = Deadlines::from(&timeouts);
+    // Set by this task when `close` flips, read by every answer after.
+    let closing = Arc::new(AtomicBool::new(false));
     let service = {
         let activity = Arc::clone(&activity);
-        let stopping = shutdown.clone();
+        let closing = Arc::clone(&closing);
         service_fn(move |req: Request<Incoming>| {
             let busy = activity.begin();
+            let http1 = req.version() <= Version::HTTP_11;
             let handled = match &role {
-                Role::Gateway => handler::handle(&gateway, peer, req),
-                Role::Redirect(redirect) => Handled::Now(std::future::ready(redirect.answer(&req))),
-                Role::Admin => {
-                    let stopping = *stopping.borrow();
-                    Handled::Later(Box::pin(admin::respond(
-                        Arc::clone(&gateway),
-                        req,
-                        stopping,
-                        peer.addr,
-                    )))
+                Role::Gateway => handler::handle(&instance.current(), peer, req),
+                Role::Redirect(redirect) => {
+                    Handled::Now(std::future::ready(redirect.load().answer(&req)))
                 }
+                Role::Admin => Handled::Later(Box::pin(admin::respond(
+                    Arc::clone(&instance),
+                    req,
+                    peer.addr,
+                ))),
                 Role::Demo(files) => Handled::Later(Box::pin(demo::respond(files.clone(), req))),
             };
+            let closing = Arc::clone(&closing);
             async move {
                 // The request counts as in flight until its response body is done.
-                let response = match handled {
+                let mut response = match handled {
                     Handled::Now(now) => now.await.map(|body| Tracked::whole(body, busy)),
                     Handled::Later(later) => {
                         let response = {
@@ -539,6 +722,12 @@ pub async fn serve_connection<I>(
                         response.map(|body| Tracked::streamed(body, busy))
                     }
                 };
+                // hyper closes an HTTP/1 connection once an answer saying so is sent.
+                if http1 && closing.load(Ordering::Relaxed) {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok::<_, Infallible>(response)
             }
         })
@@ -551,6 +740,7 @@ pub async fn serve_connection<I>(
     // connection forever: past this deadline the socket is simply dropped.
     let mut give_up: Option<Instant> = None;
     loop {
+        let closing_now = closing.load(Ordering::Relaxed);
         tokio::select! {
             // The connection first: it is what wakes this task on nearly every poll.
             biased;
@@ -560,7 +750,10 @@ pub async fn serve_connection<I>(
                 }
                 return;
             }
-            _ = shutdown.changed(), if !draining => {
+            _ = close.wait_for(|close| *close), if !closing_now => {
+                closing.store(true, Ordering::Relaxed);
+            }
+            () = activity.settled(SETTLE), if closing_now && !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -640,6 +833,70 @@ mod tests {
                 errno
             )));
         }
+    }
+
+    #[tokio::test]
+    async fn a_lowered_cap_waits_for_open_connections_to_close_and_a_raised_one_admits_at_once() {
+        let limit = Arc::new(ConnectionLimit::new(3));
+        let open: Vec<_> = [limit.admit().await, limit.admit().await]
+            .into_iter()
+            .map(|p| p.expect("room"))
+            .collect();
+        limit.resize(1);
+        assert_eq!(limit.max(), 1);
+        let waiting = tokio::spawn({
+            let limit = Arc::clone(&limit);
+            async move { limit.admit().await }
+        });
+        tokio::task::yield_now().await;
+        let mut open = open.into_iter();
+        drop(open.next());
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "admitted with the lowered cap reached"
+        );
+        drop(open.next());
+        let admitted = waiting.await.expect("admission task");
+        assert!(admitted.is_some(), "admitted below the cap");
+        assert_eq!(limit.open(), 1);
+        std::mem::forget(admitted);
+
+        limit.resize(4);
+        for _ in 0..3 {
+            let permit = tokio::time::timeout(Duration::from_secs(5), limit.admit()).await;
+            std::mem::forget(permit.expect("admitted at once").expect("room"));
+        }
+        assert_eq!(limit.open(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_listen_backlog_is_taken_before_the_socket_closes() {
+        let socket = bind(SocketAddr::from(([127, 0, 0, 1], 0)), true).expect("bind");
+        let addr = socket.local_addr().expect("bound address");
+        // Completed by the kernel, never accepted by the loop.
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let accepted = accept_backlog(socket);
+        assert_eq!(accepted.len(), clients.len());
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "the socket is closed once its backlog is taken"
+        );
+    }
+
+    #[test]
+    fn two_sockets_share_an_address_with_reuse_port_and_not_without() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _entered = runtime.enter();
+        let first = bind(SocketAddr::from(([127, 0, 0, 1], 0)), true).expect("bind");
+        let addr = first.local_addr().expect("bound address");
+        assert!(bind(addr, true).is_ok(), "a second process could take over");
+        assert!(bind(addr, false).is_err(), "only where both ask for it");
     }
 
     #[tokio::test]

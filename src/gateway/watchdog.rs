@@ -235,6 +235,35 @@ impl Activity {
         });
     }
 
+    /// Whether the connection speaks HTTP/2 (by ALPN or by its preface).
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection may be closed with the least chance of cutting a request
+    /// short: at once on HTTP/2 (a GOAWAY lets the client retry anything it sent after), and
+    /// on HTTP/1 once no request has been in flight nor any head arriving for `quiet`. A client
+    /// that sends its next request as soon as an answer arrives is never quiet that long: its
+    /// next answer carries `Connection: close` instead. (RFC 9112 §9.6: a client must be ready
+    /// for a kept-alive connection to close, but a request sent at that very moment is lost.)
+    pub async fn settled(&self, quiet: Duration) {
+        let mut seen = self.events.load(Ordering::Acquire);
+        loop {
+            if self.is_http2() {
+                return;
+            }
+            tokio::time::sleep(quiet).await;
+            let now = self.events.load(Ordering::Acquire);
+            if now == seen
+                && self.in_flight.load(Ordering::Acquire) == 0
+                && !self.head_pending.load(Ordering::Acquire)
+            {
+                return;
+            }
+            seen = now;
+        }
+    }
+
     /// Resolves when a deadline passes. While the connection drains (`draining`), only the
     /// deadlines that drop it count: a head too slow, a socket that takes nothing.
     pub async fn expired(&self, deadlines: Deadlines, draining: bool) -> Expired {
@@ -820,6 +849,33 @@ mod tests {
         assert!(polled.is_pending());
         let outlived = tokio::time::timeout(IDLE * 3, activity.expired(DEADLINES, false)).await;
         assert!(outlived.is_err(), "fired: {outlived:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http1_connection_settles_only_after_a_quiet_time_without_a_request() {
+        const QUIET: Duration = Duration::from_millis(200);
+        let activity = Activity::new(false);
+        // A new connection waits for its first head: never settled while it may be on its way.
+        let waiting = tokio::time::timeout(QUIET * 10, activity.settled(QUIET)).await;
+        assert!(waiting.is_err(), "settled before its first request");
+
+        let busy = activity.begin();
+        let in_flight = tokio::time::timeout(QUIET * 10, activity.settled(QUIET)).await;
+        assert!(in_flight.is_err(), "settled with a request in flight");
+        drop(busy);
+        let start = tokio::time::Instant::now();
+        activity.settled(QUIET).await;
+        assert!(start.elapsed() >= QUIET, "{:?}", start.elapsed());
+        assert!(start.elapsed() <= QUIET * 2, "{:?}", start.elapsed());
+
+        let http2 = Activity::new(true);
+        let start = tokio::time::Instant::now();
+        http2.settled(QUIET).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "HTTP/2 closes with a GOAWAY at once"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1205,3 +1205,78 @@ pub fn config_file(toml: &str) -> PathBuf {
     std::fs::write(&path, toml).expect("write configuration");
     path
 }
+
+impl Binary {
+    /// Sends `SIGTERM`: drain, then stop.
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.0.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) only reads its arguments; the pid is our own child's.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill -{signal} {pid}");
+    }
+
+    /// How the binary ended, if it has (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().expect("wait for corsgate")
+    }
+
+    /// Waits up to `within` for the binary to end on its own; how it ended, if it did.
+    pub async fn exits(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits up to `within` for a log line containing `needle`.
+    pub async fn logged(&self, needle: &str, within: Duration) -> bool {
+        eventually(within, || async { !self.log_lines(needle).is_empty() }).await
+    }
+}
+
+/// A loopback port nothing listens on now (bound, then released): for a configuration two
+/// processes must share, which port 0 cannot express.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral loopback port")
+        .port()
+}
+
+/// Sends `method path` with `headers` over a fresh connection and gives the status, or the
+/// error when no answer came: what a client of a gateway being reconfigured or stopped sees.
+pub async fn try_send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    gateway: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<StatusCode, String> {
+    let mut req = Request::builder().uri(format!("http://{gateway}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| "no answer within 30 s".to_string())?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?;
+    Ok(status)
+}
