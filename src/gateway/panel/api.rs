@@ -380,10 +380,9 @@ async fn loaded(selected: &Selected<'_>) {
         target: Target::Bucket(bucket),
         ..
     } = &selected.rules
+        && bucket.current().is_err()
     {
-        if bucket.current().is_err() {
-            let _ = bucket.refresh("opened in the admin panel").await;
-        }
+        let _ = bucket.refresh("opened in the admin panel").await;
     }
 }
 
