@@ -14,6 +14,7 @@ pub mod demo;
 pub mod doorkeeper;
 pub mod error;
 pub mod handler;
+pub mod log_writer;
 mod pool;
 pub mod preflight;
 pub mod proxy;
@@ -38,8 +39,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Timeouts};
+use crate::rules::shadow::ShadowRules;
 use crate::rules::{RouteRules, RulesError};
 use crate::tls::{self, CertResolver, OriginTlsError, TlsError};
+use access_log::AccessLog;
 use certs::{CertReload, Certificates};
 use preflight::PreflightCache;
 use redirect::Redirect;
@@ -70,6 +73,10 @@ pub struct Gateway {
     pub timeouts: Timeouts,
     /// Who the admin listener answers.
     pub admin: admin::Guard,
+    /// `None` when the access log is off.
+    pub access_log: Option<AccessLog>,
+    /// Each route's candidate rules, by route position (`shadow_rules`).
+    pub shadows: Vec<Option<ShadowRules>>,
 }
 
 /// Why the gateway could not start.
@@ -77,6 +84,10 @@ pub struct Gateway {
 pub enum StartError {
     #[error("route[{route}].rules: {error}")]
     Rules { route: usize, error: RulesError },
+    #[error("route[{route}].shadow_rules: {error}")]
+    ShadowRules { route: usize, error: RulesError },
+    #[error(transparent)]
+    AccessLog(#[from] log_writer::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -107,13 +118,25 @@ impl Gateway {
         let fetch_client =
             crate::rules::bucket::fetch_client(config.server.timeouts.connect, origin_tls.clone());
         let mut routes = Vec::with_capacity(config.routes.len());
+        let mut shadows = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
             let label = format!("route[{}]", i + 1);
-            let rules = RouteRules::build(&label, &route.rules, &route.origin, &fetch_client)
-                .map_err(|error| StartError::Rules {
-                    route: i + 1,
-                    error,
-                })?;
+            let rules = RouteRules::build_checked(
+                &label,
+                &route.rules,
+                route.deny_warnings,
+                &route.origin,
+                &fetch_client,
+            )
+            .map_err(|error| StartError::Rules {
+                route: i + 1,
+                error,
+            })?;
+            let shadow = route.shadow_rules.as_ref().map(|source| {
+                ShadowRules::build(i + 1, source, &route.origin, &fetch_client)
+                    .map_err(|error| StartError::ShadowRules { route: i + 1, error })
+            });
+            shadows.push(shadow.transpose()?);
             routes.push((
                 Arc::new(Route::new(i + 1, route, rules, &config.server, &origin_tls)),
                 route.hosts.clone(),
@@ -125,7 +148,14 @@ impl Gateway {
             ids: RequestIds::default(),
             timeouts: config.server.timeouts,
             admin,
+            access_log: AccessLog::start(&config.log)?,
+            shadows,
         })
+    }
+
+    /// The candidate rules of `route`, if it has any.
+    pub fn shadow(&self, route: &Route) -> Option<&ShadowRules> {
+        self.shadows.get(route.index.wrapping_sub(1))?.as_ref()
     }
 }
 
@@ -176,6 +206,10 @@ impl Running {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // Every request has finished (or been cut): their lines are all in the writer's hands.
+        if let Some(log) = self.gateway.access_log.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
     }
 }
 
@@ -245,6 +279,16 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     // Watches, pollers and first fetches of bucket rules, before the first request is accepted.
     for route in gateway.routes.all() {
         route.rules.start(watcher.clone()).await;
+    }
+    for shadow in gateway.shadows.iter().flatten() {
+        shadow.start(watcher.clone()).await;
+    }
+    if let Some(reopen) = gateway
+        .access_log
+        .as_ref()
+        .and_then(|log| log.reopen_on_usr1(watcher.clone()))
+    {
+        tasks.spawn(reopen);
     }
 
     let mut listeners = Vec::new();
