@@ -843,7 +843,9 @@ fn log_config(raw: Option<RawLog>, report: &mut impl FnMut(String, String)) -> L
         Some("json") => log.format = LogFormat::Json,
         Some(other) => report(
             "log.format".into(),
-            format!("{other:?} is neither \"text\" (key=value pairs) nor \"json\" (one object per line)"),
+            format!(
+                "{other:?} is neither \"text\" (key=value pairs) nor \"json\" (one object per line)"
+            ),
         ),
     }
     match raw.access_file {
@@ -1481,7 +1483,10 @@ mod tests {
         let RulesSource::Bucket(bucket) = &shadow.rules else {
             panic!("not bucket rules: {:?}", shadow.rules)
         };
-        assert_eq!((bucket.bucket.as_str(), bucket.poll), ("candidate", Duration::from_secs(5)));
+        assert_eq!(
+            (bucket.bucket.as_str(), bucket.poll),
+            ("candidate", Duration::from_secs(5))
+        );
     }
 
     #[test]

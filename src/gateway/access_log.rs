@@ -86,7 +86,9 @@ impl Outcome {
     /// The rule that granted, 1-based.
     pub fn rule(&self) -> Option<usize> {
         match *self {
-            Outcome::PreflightAllowed { rule, .. } | Outcome::ActualDecorated { rule } => Some(rule),
+            Outcome::PreflightAllowed { rule, .. } | Outcome::ActualDecorated { rule } => {
+                Some(rule)
+            }
             _ => None,
         }
     }
@@ -247,7 +249,12 @@ impl AccessEntry<'_> {
         buf.extend_from_slice(b" denial=");
         buf.extend_from_slice(self.outcome.denial().unwrap_or("-").as_bytes());
         buf.extend_from_slice(b" cache=");
-        buf.extend_from_slice(self.outcome.cache().map_or("-", CacheUse::as_str).as_bytes());
+        buf.extend_from_slice(
+            self.outcome
+                .cache()
+                .map_or("-", CacheUse::as_str)
+                .as_bytes(),
+        );
         buf.extend_from_slice(b" origin_status=");
         push_opt_int(
             buf,

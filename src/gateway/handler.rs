@@ -161,10 +161,9 @@ fn preflight(
         Err(unavailable) => return refuse(gateway, unavailable.into()).into(),
     };
     let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
-    let (response, outcome) =
-        gateway
-            .preflight_cache
-            .respond(&snapshot, &cors, gateway.ids.next());
+    let (response, outcome) = gateway
+        .preflight_cache
+        .respond(&snapshot, &cors, gateway.ids.next());
     if let Some(shadow) = gateway.shadow(route) {
         shadow.judge_preflight(
             &snapshot,

@@ -157,11 +157,7 @@ impl LogWriter {
     /// Writes every line appended so far and stops the writer; returns once they are written.
     /// Later calls do nothing.
     pub fn close(&self) {
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(thread) = thread else { return };
         self.shared.stop.store(true, Ordering::Release);
         self.waker.unpark();
@@ -325,9 +321,15 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("log file");
         // Other tests in this process may drop lines too: only ours are counted here.
         let missing = 4000 - text.lines().count() as u64;
-        assert!(missing <= dropped, "{missing} lines neither written nor counted");
+        assert!(
+            missing <= dropped,
+            "{missing} lines neither written nor counted"
+        );
         assert_eq!(missing, 0, "a writer this far from its cap drops nothing");
-        assert!(text.lines().all(|l| l.split(' ').count() == 2), "whole lines");
+        assert!(
+            text.lines().all(|l| l.split(' ').count() == 2),
+            "whole lines"
+        );
     }
 
     #[test]

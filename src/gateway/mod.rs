@@ -133,8 +133,12 @@ impl Gateway {
                 error,
             })?;
             let shadow = route.shadow_rules.as_ref().map(|source| {
-                ShadowRules::build(i + 1, source, &route.origin, &fetch_client)
-                    .map_err(|error| StartError::ShadowRules { route: i + 1, error })
+                ShadowRules::build(i + 1, source, &route.origin, &fetch_client).map_err(|error| {
+                    StartError::ShadowRules {
+                        route: i + 1,
+                        error,
+                    }
+                })
             });
             shadows.push(shadow.transpose()?);
             routes.push((

@@ -135,7 +135,11 @@ pub struct FileRules {
 
 impl FileRules {
     /// Reads the file once; failing here fails the start.
-    pub fn load(label: String, path: PathBuf, deny_warnings: bool) -> Result<FileRules, RulesError> {
+    pub fn load(
+        label: String,
+        path: PathBuf,
+        deny_warnings: bool,
+    ) -> Result<FileRules, RulesError> {
         let loaded = read_checked(&path, deny_warnings)?;
         let live = LiveRules::named(format!("{label}: {}", path.display()));
         live.offer(loaded);

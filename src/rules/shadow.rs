@@ -661,7 +661,12 @@ mod tests {
         let h = HeaderMap::new();
         let req = CorsRequest::new(&Method::GET, &h, Resource::Object);
         for i in 0..150 {
-            samples.keep(Sample::of(Kind::Actual, Change::NewlyAllowed, &req, &format!("/{i}")));
+            samples.keep(Sample::of(
+                Kind::Actual,
+                Change::NewlyAllowed,
+                &req,
+                &format!("/{i}"),
+            ));
         }
         let views = samples.views();
         assert_eq!(views.len(), SAMPLES_KEPT);
