@@ -189,37 +189,38 @@ impl AccessLog {
     pub fn close(&self) {
         self.writer.close();
     }
+}
 
-    /// Reopens the file on every `SIGUSR1` until `stop` flips; `None` when the signal cannot be
-    /// listened for (the failure is logged).
-    pub fn reopen_on_usr1(
-        &self,
-        mut stop: watch::Receiver<bool>,
-    ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut usr1 = signal(SignalKind::user_defined1())
-                .map_err(|err| tracing::warn!("access log: cannot listen for SIGUSR1: {err}"))
-                .ok()?;
-            let log = self.clone();
-            Some(async move {
-                loop {
-                    tokio::select! {
-                        received = usr1.recv() => match received {
-                            Some(()) => log.reopen(),
-                            None => return,
-                        },
-                        _ = stop.changed() => return,
-                    }
+/// Reopens `log`'s file on every `SIGUSR1` until `stop` flips; `None` when the signal cannot be
+/// listened for (the failure is logged). Listened for even without an access log file, so that
+/// a `logrotate` script left in place never terminates the gateway (the signal's default).
+pub fn reopen_on_usr1(
+    log: Option<AccessLog>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr1 = signal(SignalKind::user_defined1())
+            .map_err(|err| tracing::warn!("cannot listen for SIGUSR1 (access log reopen): {err}"))
+            .ok()?;
+        Some(async move {
+            loop {
+                tokio::select! {
+                    received = usr1.recv() => match (received, &log) {
+                        (None, _) => return,
+                        (Some(()), Some(log)) => log.reopen(),
+                        (Some(()), None) => tracing::info!("SIGUSR1: the access log is off, nothing to reopen"),
+                    },
+                    _ = stop.changed() => return,
                 }
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = &mut stop;
-            None::<std::future::Ready<()>>
-        }
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (log, &mut stop);
+        None::<std::future::Ready<()>>
     }
 }
 
@@ -413,31 +414,52 @@ fn push_addr(buf: &mut Vec<u8>, addr: SocketAddr) {
 }
 
 /// A logfmt value: visible ASCII as is, anything that could break the line (spaces, quotes,
-/// control bytes, non-ASCII) as `\xHH`.
+/// control bytes, non-ASCII) as `\xHH`. Runs of plain bytes are copied whole.
 fn push_text(buf: &mut Vec<u8>, value: &[u8]) {
-    for &b in value {
-        if b.is_ascii_graphic() && b != b'"' && b != b'\\' {
-            buf.push(b);
-        } else {
-            push_hex_escape(buf, b"\\x", b);
-        }
+    let mut rest = value;
+    while let Some(i) = rest.iter().position(|&b| PLAIN[usize::from(b)] & TEXT == 0) {
+        buf.extend_from_slice(&rest[..i]);
+        push_hex_escape(buf, b"\\x", rest[i]);
+        rest = &rest[i + 1..];
     }
+    buf.extend_from_slice(rest);
 }
 
 /// A JSON string. Bytes that are not ASCII are escaped one by one (`\u00HH`): a header value
 /// need not be UTF-8, and the line must stay valid JSON whatever a client or origin sent.
 fn push_json(buf: &mut Vec<u8>, value: &[u8]) {
     buf.push(b'"');
-    for &b in value {
-        match b {
+    let mut rest = value;
+    while let Some(i) = rest.iter().position(|&b| PLAIN[usize::from(b)] & JSON == 0) {
+        buf.extend_from_slice(&rest[..i]);
+        match rest[i] {
             b'"' => buf.extend_from_slice(b"\\\""),
             b'\\' => buf.extend_from_slice(b"\\\\"),
-            0x20..=0x7e => buf.push(b),
-            _ => push_hex_escape(buf, b"\\u00", b),
+            b => push_hex_escape(buf, b"\\u00", b),
         }
+        rest = &rest[i + 1..];
     }
+    buf.extend_from_slice(rest);
     buf.push(b'"');
 }
+
+/// [`PLAIN`]'s bits: written as is in a logfmt value, in a JSON string.
+const TEXT: u8 = 1;
+const JSON: u8 = 2;
+
+/// Which bytes need no escaping, by format: one table lookup per byte instead of a chain of
+/// comparisons (paths and hosts are most of a line's bytes).
+const PLAIN: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0x20;
+    while b <= 0x7e {
+        if b != b'"' as usize && b != b'\\' as usize {
+            table[b] = JSON | if b == b' ' as usize { 0 } else { TEXT };
+        }
+        b += 1;
+    }
+    table
+};
 
 fn push_hex_escape(buf: &mut Vec<u8>, prefix: &[u8], b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
