@@ -287,11 +287,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     for shadow in gateway.shadows.iter().flatten() {
         shadow.start(watcher.clone()).await;
     }
-    if let Some(reopen) = gateway
-        .access_log
-        .as_ref()
-        .and_then(|log| log.reopen_on_usr1(watcher.clone()))
-    {
+    if let Some(reopen) = access_log::reopen_on_usr1(gateway.access_log.clone(), watcher.clone()) {
         tasks.spawn(reopen);
     }
 
@@ -377,6 +373,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     for route in running.gateway.routes.all() {
         tracing::info!(route = route.index, origin = %route.origin, "{}", route.rules.describe());
+    }
+    for shadow in running.gateway.shadows.iter().flatten() {
+        tracing::info!(
+            route = shadow.route(),
+            "shadow rules: {}",
+            shadow.rules().describe()
+        );
     }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
