@@ -1,11 +1,18 @@
 //! What shadow rules and the access log add to a preflight: the gateway's preflight answer
 //! (cache lookup or evaluation, headers, request ID) alone, then with a candidate document
-//! judging the same request (agreeing, then disagreeing), then with an access-log line written
-//! (to `/dev/null`: the request thread's cost, formatting and handing over, is what is measured;
-//! the writer thread's `write` is not on the request path).
+//! judging the same request, then with an access-log line written (to `/dev/null`: the request
+//! thread's cost, formatting and handing over, is what is measured; the writer thread's `write`
+//! is not on the request path).
 //!
-//! `cargo bench --bench shadow` prints every case as a ratio to `preflight-unshadowed` measured
-//! in the same run (the machine is shared and noisy; ratios travel, nanoseconds don't).
+//! The candidates: `agreeing` changes a rule the request does not reach, `disagreeing` changes
+//! the winning rule's `MaxAgeSeconds` (every request a `headers_changed`), both answered from
+//! the two documents' alignment; `evaluated` narrows what the winning rule matches (one allowed
+//! header fewer), so the candidate must evaluate every request that rule grants (the worst
+//! case: a full evaluation per request, without building the answer).
+//!
+//! `cargo bench --bench shadow` prints every case as a ratio to the unshadowed preflight of the
+//! same requests, measured in the same run (the machine is shared and noisy; ratios travel,
+//! nanoseconds don't).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -28,25 +35,15 @@ const PATH: &str = "/uploads/photo.jpg";
 const GROUP: &str = "shadow";
 const BASELINE: &str = "preflight-unshadowed";
 
-/// The candidate: the live document with one value changed. `agreeing` changes a rule the
-/// benchmarked request does not reach; otherwise the winning rule's `MaxAgeSeconds` changes, so
-/// every request is a `headers_changed` disagreement.
-fn candidate(agreeing: bool) -> ShadowRules {
-    let xml = if agreeing {
-        LIVE.replacen("http://localhost:3000", "http://localhost:3001", 1)
-    } else {
-        LIVE.replacen(
-            "<MaxAgeSeconds>3600</MaxAgeSeconds>",
-            "<MaxAgeSeconds>7000</MaxAgeSeconds>",
-            1,
-        )
-    };
+/// The live document with `from` replaced by `to`, as a candidate.
+fn candidate(name: &str, from: &str, to: &str) -> ShadowRules {
+    let xml = LIVE.replacen(from, to, 1);
     assert_ne!(
         xml, LIVE,
         "the bench's candidate must differ from the live rules"
     );
     let path = std::env::temp_dir().join(format!(
-        "corsgate-bench-shadow-{}-{agreeing}.xml",
+        "corsgate-bench-shadow-{}-{name}.xml",
         std::process::id()
     ));
     std::fs::write(&path, xml).expect("write the candidate");
@@ -89,8 +86,32 @@ fn bench(c: &mut Criterion) {
     // The gateway's own cache, as configured by default (these rules are answered without it).
     let cache = PreflightCache::new(&PreflightCacheConfig::default());
     let ids = RequestIds::default();
-    let agreeing = candidate(true);
-    let disagreeing = candidate(false);
+    let agreeing = candidate("agreeing", "http://localhost:3000", "http://localhost:3001");
+    let disagreeing = candidate(
+        "disagreeing",
+        "<MaxAgeSeconds>3600</MaxAgeSeconds>",
+        "<MaxAgeSeconds>7000</MaxAgeSeconds>",
+    );
+    let evaluated = candidate(
+        "evaluated",
+        "<AllowedHeader>content-md5</AllowedHeader>",
+        "",
+    );
+    // Each candidate does what its name says, before anything is measured.
+    for (shadow, disagreements) in [(&agreeing, 0), (&disagreeing, 1), (&evaluated, 0)] {
+        let snapshot = cell.load();
+        let req = CorsRequest::new(&Method::OPTIONS, &headers, Resource::Object);
+        let (response, outcome) = cache.respond(&snapshot, &req, ids.next());
+        shadow.judge_preflight(
+            &snapshot,
+            &outcome,
+            response.status(),
+            response.headers(),
+            &req,
+            PATH,
+        );
+        assert_eq!(shadow.disagreements().total(), disagreements);
+    }
     let text_log = access_log(LogFormat::Text);
     let json_log = access_log(LogFormat::Json);
     let client = SocketAddr::from(([10, 0, 0, 7], 51234));
@@ -106,6 +127,7 @@ fn bench(c: &mut Criterion) {
     for (name, shadow) in [
         ("preflight-shadowed-agreeing", &agreeing),
         ("preflight-shadowed-disagreeing", &disagreeing),
+        ("preflight-shadowed-evaluated", &evaluated),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -150,17 +172,45 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The worst case: every request new (another requested header each time), so neither the
+    // alignment nor the candidate's per-thread memory can answer: a full evaluation each.
+    let unique: Vec<HeaderMap> = (0..100_000)
+        .map(|i| {
+            let mut h = headers.clone();
+            let acrh = format!("content-type,x-amz-meta-h{i}");
+            h.insert(
+                "access-control-request-headers",
+                HeaderValue::from_str(&acrh).expect("a valid header value"),
+            );
+            h
+        })
+        .collect();
+    for (name, shadow) in [
+        ("preflight-unshadowed-unique", None),
+        ("preflight-shadowed-evaluated-unique", Some(&evaluated)),
+    ] {
+        let mut next = unique.iter().cycle();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let headers = next.next().expect("cycle never ends");
+                let snapshot = cell.load();
+                let req = CorsRequest::new(&Method::OPTIONS, headers, Resource::Object);
+                let (response, outcome) = cache.respond(&snapshot, &req, ids.next());
+                if let Some(shadow) = shadow {
+                    shadow.judge_preflight(
+                        &snapshot,
+                        &outcome,
+                        response.status(),
+                        response.headers(),
+                        &req,
+                        PATH,
+                    );
+                }
+                black_box(response)
+            })
+        });
+    }
     group.finish();
-    let disagreements = disagreeing.disagreements().total();
-    assert!(
-        disagreements > 0,
-        "the disagreeing candidate never disagreed"
-    );
-    assert_eq!(
-        agreeing.disagreements().total(),
-        0,
-        "the agreeing candidate disagreed"
-    );
     text_log.close();
     json_log.close();
 }
@@ -181,20 +231,22 @@ fn print_ratios() {
         let estimates: serde_json::Value = serde_json::from_str(&text).ok()?;
         estimates["median"]["point_estimate"].as_f64()
     };
-    let Some(base) = median(BASELINE) else {
-        return;
-    };
-    println!("\n{:40} {:>12} {:>14}", "case", "median", "vs unshadowed");
-    for case in [
-        BASELINE,
-        "preflight-shadowed-agreeing",
-        "preflight-shadowed-disagreeing",
-        "preflight-access-log-text",
-        "preflight-access-log-json",
+    const UNIQUE: &str = "preflight-unshadowed-unique";
+    println!("\n{:48} {:>12} {:>16}", "case", "median", "vs its baseline");
+    // Each case against the unshadowed preflight of the same requests.
+    for (case, baseline) in [
+        (BASELINE, BASELINE),
+        ("preflight-shadowed-agreeing", BASELINE),
+        ("preflight-shadowed-disagreeing", BASELINE),
+        ("preflight-shadowed-evaluated", BASELINE),
+        (UNIQUE, UNIQUE),
+        ("preflight-shadowed-evaluated-unique", UNIQUE),
+        ("preflight-access-log-text", BASELINE),
+        ("preflight-access-log-json", BASELINE),
     ] {
-        if let Some(ns) = median(case) {
+        if let (Some(ns), Some(base)) = (median(case), median(baseline)) {
             println!(
-                "{:40} {:10.1}ns {:13.2}x",
+                "{:48} {:10.1}ns {:15.2}x",
                 format!("{GROUP}/{case}"),
                 ns,
                 ns / base
