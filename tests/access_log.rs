@@ -365,7 +365,7 @@ impl Drop for Quiet {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_access_false_and_the_rust_log_switch_both_turn_it_off() {
+async fn log_access_false_and_the_rust_log_switch_both_turn_it_off_and_sigusr1_is_harmless() {
     let origin = Origin::start(Reply::default()).await;
     let rules = rules_file(RULES);
     let rules = rules.to_str().expect("utf-8 temp path");
@@ -397,11 +397,14 @@ async fn log_access_false_and_the_rust_log_switch_both_turn_it_off() {
         &[("RUST_LOG", "info,corsgate::access=off")],
     );
     for (mut binary, gateway) in [by_config, by_env] {
+        let pid = libc::pid_t::try_from(binary.child.id()).expect("pid fits pid_t");
+        // A logrotate script left in place: SIGUSR1 must not stop a gateway without a log file.
+        // SAFETY: kill(2) only reads its arguments; the pid is our own child's.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
         assert_eq!(
             preflight(gateway, "https://app.example").await.status,
             StatusCode::OK
         );
-        let pid = libc::pid_t::try_from(binary.child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) only reads its arguments; the pid is our own child's.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
         let status = binary.child.wait().expect("corsgate exits");
