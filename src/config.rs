@@ -17,6 +17,7 @@ use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 
+use crate::rules::shadow::ShadowSource;
 use crate::rules::{
     BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig,
 };
@@ -39,6 +40,36 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub demo_origin: Option<DemoOriginConfig>,
     pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+/// `[log]`: the access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// One line per gateway request (`access = false` turns it off).
+    pub access: bool,
+    pub format: LogFormat,
+    /// Where access lines go; `None`: stderr. Reopened on `SIGUSR1`.
+    pub access_file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: true,
+            format: LogFormat::Text,
+            access_file: None,
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `key=value` pairs (logfmt).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[admin]`: the operator's listener (`/healthz`, `/readyz`, `POST /-/reload`, `GET /-/rules`),
@@ -246,6 +277,10 @@ pub struct RouteConfig {
     pub cross_origin_resource_policy: Option<ResourcePolicy>,
     /// Appended to `GET`/`HEAD` paths that end in `/`.
     pub index: Option<String>,
+    /// `rules.deny_warnings`: a document with lint warnings is refused like an invalid one.
+    pub deny_warnings: bool,
+    /// `shadow_rules`: a candidate document every request is also judged by, without effect.
+    pub shadow_rules: Option<ShadowSource>,
 }
 
 /// Which `Host` values a route serves.
@@ -426,6 +461,15 @@ struct RawConfig {
     route: Vec<RawRoute>,
     demo_origin: Option<RawDemoOrigin>,
     admin: Option<RawAdmin>,
+    log: Option<RawLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    access: Option<bool>,
+    format: Option<String>,
+    access_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,6 +542,7 @@ struct RawRoute {
     timing_allow_origin: Option<bool>,
     cross_origin_resource_policy: Option<String>,
     index: Option<String>,
+    shadow_rules: Option<RawRules>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -510,6 +555,7 @@ struct RawRules {
     access_key_env: Option<String>,
     secret_key_env: Option<String>,
     session_token_env: Option<String>,
+    deny_warnings: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -588,6 +634,13 @@ impl Config {
             if let RulesSource::File(file) = &mut route.rules {
                 resolve(file);
             }
+            if let Some(RulesSource::File(file)) = route.shadow_rules.as_mut().map(|s| &mut s.rules)
+            {
+                resolve(file);
+            }
+        }
+        if let Some(file) = &mut self.log.access_file {
+            resolve(file);
         }
         for tls in &mut self.server.tls {
             for files in &mut tls.certs {
@@ -692,6 +745,7 @@ impl Config {
             routes: vec![RouteConfig::new(vec![HostPattern::Any], origin, rules)],
             demo_origin: None,
             admin: AdminConfig::default(),
+            log: LogConfig::default(),
         }
     }
 
@@ -841,6 +895,7 @@ impl Config {
                     .map_err(|m| report(key("origin"), m))
                     .ok(),
             };
+            let checks = RouteChecks::read(r.rules.as_ref(), r.shadow_rules, &key, &mut report);
             let rules = match (r.rules, r.s3) {
                 (None, None) => RulesSource::None,
                 (Some(_), Some(_)) => {
@@ -886,6 +941,7 @@ impl Config {
             route.timing_allow_origin = r.timing_allow_origin.unwrap_or(false);
             route.cross_origin_resource_policy = cross_origin_resource_policy;
             route.index = index;
+            checks.apply(&mut route);
             routes.push(route);
             written_hosts.push((i, hosts));
         }
@@ -932,6 +988,7 @@ impl Config {
         if let Err(problem) = admin.check_exposure() {
             report(problem.key, problem.message);
         }
+        let log = log_config(raw.log, &mut report);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -952,7 +1009,72 @@ impl Config {
             routes,
             demo_origin,
             admin,
+            log,
         })
+    }
+}
+
+/// `[log]`.
+fn log_config(raw: Option<RawLog>, report: &mut impl FnMut(String, String)) -> LogConfig {
+    let mut log = LogConfig::default();
+    let Some(raw) = raw else {
+        return log;
+    };
+    if let Some(access) = raw.access {
+        log.access = access;
+    }
+    match raw.format.as_deref() {
+        None | Some("text") => {}
+        Some("json") => log.format = LogFormat::Json,
+        Some(other) => report(
+            "log.format".into(),
+            format!(
+                "{other:?} is neither \"text\" (key=value pairs) nor \"json\" (one object per line)"
+            ),
+        ),
+    }
+    match raw.access_file {
+        Some(path) if path.as_os_str().is_empty() => report(
+            "log.access_file".into(),
+            "is empty (leave it out to log to stderr)".into(),
+        ),
+        path => log.access_file = path,
+    }
+    log
+}
+
+/// A route's keys about how its documents are checked and tried out: `rules.deny_warnings` and
+/// `shadow_rules`.
+struct RouteChecks {
+    deny_warnings: bool,
+    shadow_rules: Option<ShadowSource>,
+}
+
+impl RouteChecks {
+    fn read(
+        rules: Option<&RawRules>,
+        shadow: Option<RawRules>,
+        key: &dyn Fn(&str) -> String,
+        report: &mut impl FnMut(String, String),
+    ) -> RouteChecks {
+        let shadow_rules = shadow.map(|raw| {
+            let deny_warnings = raw.deny_warnings.unwrap_or(false);
+            // `rules_source` names its keys `rules.*`; these are `shadow_rules.*`.
+            let shadow_key = |field: &str| key(&field.replacen("rules", "shadow_rules", 1));
+            ShadowSource {
+                rules: rules_source(raw, &shadow_key, report),
+                deny_warnings,
+            }
+        });
+        RouteChecks {
+            deny_warnings: rules.and_then(|r| r.deny_warnings).unwrap_or(false),
+            shadow_rules,
+        }
+    }
+
+    fn apply(self, route: &mut RouteConfig) {
+        route.deny_warnings = self.deny_warnings;
+        route.shadow_rules = self.shadow_rules;
     }
 }
 
@@ -1179,6 +1301,8 @@ impl RouteConfig {
             timing_allow_origin: false,
             cross_origin_resource_policy: None,
             index: None,
+            deny_warnings: false,
+            shadow_rules: None,
         }
     }
 }
@@ -1552,6 +1676,85 @@ mod tests {
         )
         .expect_err("bad admin address");
         assert!(err.to_string().contains("admin.listen"), "{err}");
+    }
+
+    #[test]
+    fn the_log_section_and_the_rules_checks_are_read_with_their_defaults() {
+        let route = "[[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:9000\"\n";
+        let c = Config::parse(route).expect("valid");
+        assert_eq!(c.log, LogConfig::default());
+        assert!(c.log.access);
+        assert!(!c.routes[0].deny_warnings);
+        assert_eq!(c.routes[0].shadow_rules, None);
+
+        let c = Config::parse(&format!(
+            "[log]\naccess = false\nformat = \"json\"\naccess_file = \"/var/log/corsgate/access.log\"\n\
+             {route}rules = {{ file = \"live.xml\", deny_warnings = true }}\n\
+             shadow_rules = {{ bucket = \"candidate\", poll = \"5s\", deny_warnings = true }}\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.log,
+            LogConfig {
+                access: false,
+                format: LogFormat::Json,
+                access_file: Some("/var/log/corsgate/access.log".into()),
+            }
+        );
+        let r = &c.routes[0];
+        assert!(r.deny_warnings);
+        let shadow = r.shadow_rules.as_ref().expect("shadow rules");
+        assert!(shadow.deny_warnings);
+        let RulesSource::Bucket(bucket) = &shadow.rules else {
+            panic!("not bucket rules: {:?}", shadow.rules)
+        };
+        assert_eq!(
+            (bucket.bucket.as_str(), bucket.poll),
+            ("candidate", Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn log_and_shadow_mistakes_name_their_key() {
+        let err = Config::parse(
+            "[log]\nformat = \"xml\"\naccess_file = \"\"\n\
+             [[route]]\nhosts = [\"*\"]\norigin = \"http://o\"\n\
+             shadow_rules = { bucket = \"a/b\", region = \"us east\" }\n",
+        )
+        .expect_err("invalid");
+        let ParseError::Invalid(problems) = err else {
+            panic!("not a validation error: {err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "route[1].shadow_rules.bucket",
+                "route[1].shadow_rules.region",
+                "log.format",
+                "log.access_file",
+            ]
+        );
+    }
+
+    #[test]
+    fn shadow_and_log_files_are_resolved_from_the_configuration_directory() {
+        let dir = std::env::temp_dir().join(format!("corsgate-config-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("gateway.toml");
+        std::fs::write(
+            &file,
+            "[log]\naccess_file = \"logs/access.log\"\n\
+             [[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:9000\"\n\
+             shadow_rules = { file = \"next.xml\" }\n",
+        )
+        .expect("write the configuration");
+        let c = Config::load(&file).expect("valid");
+        assert_eq!(c.log.access_file, Some(dir.join("logs/access.log")));
+        assert_eq!(
+            c.routes[0].shadow_rules.as_ref().map(|s| &s.rules),
+            Some(&RulesSource::File(dir.join("next.xml")))
+        );
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub enum Command {
     ///
     /// Reads `config/corsgate.toml` unless `--config` names another file, or serves a single
     /// route (any Host) given with `--origin` and `--rules`. Logs go to stderr; `RUST_LOG`
-    /// filters them (default `info`; the access log is target `corsgate::access`).
+    /// filters them (default `info`). The access log follows `[log]` (stderr by default);
+    /// `RUST_LOG=info,corsgate::access=off` also turns it off.
     Serve(serve::ServeArgs),
 }
 

@@ -77,9 +77,10 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: &ServeArgs) -> ExitCode {
-    // The access log (target `corsgate::access`) is on by default, as operators expect; it costs
-    // more than a preflight answer, so `RUST_LOG=info,corsgate::access=off` is the setting for
-    // preflight-heavy traffic (the load benchmark uses it, as nginx.conf has `access_log off`).
+    // The access log does not go through this subscriber (it has its own writer, see
+    // `gateway::access_log`), but the `corsgate::access` target still switches it: the load
+    // benchmark runs `--origin` gateways, which have no `[log]`, with
+    // `RUST_LOG=info,corsgate::access=off`, as nginx.conf has `access_log off`.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -10,7 +10,10 @@
 //!   all loaded, 422 when one failed (its old rules keep serving) or when the configuration has
 //!   problems (then nothing changes, and the answer lists them), with the outcome as JSON.
 //! - `GET /-/rules`: each route's (and each bucket's) rules in force as JSON: the document,
-//!   generation, source, last load time and last load error (`line`/`col`/S3 `code`).
+//!   generation, source, last load time, last load error (`line`/`col`/S3 `code`) and the
+//!   document's lint warnings (`warnings`: `code`/`message`/`line`/`col`).
+//! - `GET /-/shadow`: each route's candidate rules (`shadow_rules`): their source and state,
+//!   disagreement counts, and the last sampled disagreements.
 //! - `/`, `/ui/…` and `/-/api/…`: the rules control panel and its JSON API ([`panel`]).
 //! - `GET /metrics`: Prometheus metrics (see `crate::metrics`), as OpenMetrics text when the
 //!   scraper accepts it, else the classic text format.
@@ -86,6 +89,7 @@ where
         }
         "/-/rules" if is_read(method) => json_response(StatusCode::OK, &rules_view(gateway)),
         "/metrics" if is_read(method) => super::metrics::exposition(gateway, &req),
+        "/-/shadow" if is_read(method) => json_response(StatusCode::OK, &shadow_view(gateway)),
         "/-/reload" if method == Method::POST => {
             let (ok, outcome) = super::reload::reload_all(instance, "POST /-/reload").await;
             let status = if ok {
@@ -95,7 +99,7 @@ where
             };
             json_response(status, &outcome)
         }
-        "/healthz" | "/readyz" | "/-/rules" | "/metrics" => not_allowed("GET, HEAD"),
+        "/healthz" | "/readyz" | "/-/rules" | "/-/shadow" | "/metrics" => not_allowed("GET, HEAD"),
         "/-/reload" => not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -121,37 +125,55 @@ pub fn rules_view(gateway: &Gateway) -> Value {
     json!({ "routes": routes })
 }
 
+/// Every route's candidate rules; routes without are left out.
+pub fn shadow_view(gateway: &Gateway) -> Value {
+    let routes: Vec<Value> = gateway.shadows.iter().flatten().map(|s| s.view()).collect();
+    json!({ "routes": routes })
+}
+
 /// Reloads every route's rules; `true` when every source loaded.
 pub async fn reload(gateway: &Gateway) -> (bool, Value) {
     let mut ok = true;
     let mut routes = Vec::new();
     for route in gateway.routes.all() {
-        let results: Vec<Value> = route
-            .rules
-            .reload("POST /-/reload")
-            .await
-            .into_iter()
-            .map(|(bucket, result)| {
-                let mut entry = match result {
-                    Ok(changed) => json!({ "changed": changed }),
-                    Err(error) => {
-                        ok = false;
-                        json!({ "error": error.to_string() })
-                    }
-                };
-                if let Some(bucket) = bucket {
-                    entry["bucket"] = json!(bucket);
-                }
-                entry
-            })
-            .collect();
-        routes.push(json!({
+        let results = reload_results(route.rules.reload("POST /-/reload").await, &mut ok);
+        let mut entry = json!({
             "route": route.index,
             "results": results,
             "generation": route.rules.generation(),
-        }));
+        });
+        if let Some(shadow) = gateway.shadow(route) {
+            let shadow_results = shadow.reload("POST /-/reload").await;
+            entry["shadow_results"] = reload_results(shadow_results, &mut ok);
+        }
+        routes.push(entry);
     }
     (ok, json!({ "routes": routes }))
+}
+
+/// One source's reload outcomes (one per bucket on an S3 endpoint route); clears `ok` on an
+/// error.
+fn reload_results(
+    results: Vec<(Option<String>, Result<bool, crate::rules::RulesError>)>,
+    ok: &mut bool,
+) -> Value {
+    let entries: Vec<Value> = results
+        .into_iter()
+        .map(|(bucket, result)| {
+            let mut entry = match result {
+                Ok(changed) => json!({ "changed": changed }),
+                Err(error) => {
+                    *ok = false;
+                    json!({ "error": error.to_string() })
+                }
+            };
+            if let Some(bucket) = bucket {
+                entry["bucket"] = json!(bucket);
+            }
+            entry
+        })
+        .collect();
+    Value::Array(entries)
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {

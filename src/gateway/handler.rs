@@ -13,9 +13,10 @@ use std::time::Instant;
 use http::header::{CONTENT_TYPE, HeaderName, ORIGIN};
 use http::uri::Authority;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 
-use super::access_log::{self, AccessEntry, Outcome};
+use super::access_log::{AccessEntry, LoggedBody, OriginTiming, Outcome, PendingLine};
 use super::decorate::Decoration;
 use super::error::{Fault, GatewayError};
 use super::metrics;
@@ -57,107 +58,150 @@ impl Future for Handled {
 pub fn handle(gateway: &Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Handled {
     // One clock read for the metrics and the access log both.
     let started = Instant::now();
-    let log = access_log::enabled();
     let unrouted = RouteMetrics::unrouted();
     let authority = match request_authority(&req) {
         Ok(authority) => authority,
         Err(miss) => {
-            let answer = refuse(gateway, miss.into());
-            return now(answer, &req, "(invalid)", unrouted, started, log);
+            let answer = refuse(gateway, miss.into()).into();
+            return now(
+                gateway,
+                answer,
+                &req,
+                Some("(invalid)"),
+                peer,
+                unrouted,
+                started,
+            );
         }
     };
-    let host = authority.as_ref().map_or("-", |a| a.as_str());
+    let host = authority.as_ref().map(Authority::as_str);
     let route = match gateway.routes.find(authority.as_ref()) {
         Ok(route) => route,
         Err(miss) => {
-            return now(
-                refuse(gateway, miss.into()),
-                &req,
-                host,
-                unrouted,
-                started,
-                log,
-            );
+            let answer = refuse(gateway, miss.into()).into();
+            return now(gateway, answer, &req, host, peer, unrouted, started);
         }
     };
     // docs/cors-semantics.md#preflight: every OPTIONS is a preflight, answered here and never forwarded.
     if req.method() == Method::OPTIONS
         && let Ok(resolved) = route.rules.resolve_now(req.uri().path())
     {
-        let answer = preflight(gateway, &req, resolved);
-        return now(answer, &req, host, &route.metrics, started, log);
+        let answer = preflight(gateway, route, &req, resolved);
+        return now(gateway, answer, &req, host, peer, &route.metrics, started);
     }
     let gateway = Arc::clone(gateway);
     let route = Arc::clone(route);
     Handled::Later(Box::pin(async move {
         let kind = metrics::kind(req.method());
-        if !log {
-            let (response, outcome) = later(&gateway, &route, peer, authority.as_ref(), req).await;
-            let answer = metrics::answer(outcome, &response, kind);
+        let Some(log) = gateway.access_log.clone() else {
+            let answered = later(&gateway, &route, peer, authority.as_ref(), req).await;
+            let answer = metrics::answer(answered.outcome, &answered.response, kind);
             route.metrics.answered(answer, started.elapsed());
-            return response;
-        }
+            return answered.response;
+        };
         // Cheap clones (refcounted bytes), kept for the log line after `req` has moved on.
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let (response, outcome) = later(&gateway, &route, peer, authority.as_ref(), req).await;
-        let elapsed = started.elapsed();
-        route
-            .metrics
-            .answered(metrics::answer(outcome, &response, kind), elapsed);
-        AccessEntry {
-            method: &method,
-            host: authority.as_ref().map_or("-", |a| a.as_str()),
-            path: uri.path(),
-            status: response.status(),
-            outcome,
-            elapsed,
-        }
-        .log();
-        response
+        let answered = later(&gateway, &route, peer, authority.as_ref(), req).await;
+        let answer = metrics::answer(answered.outcome, &answered.response, kind);
+        route.metrics.answered(answer, started.elapsed());
+        let line = PendingLine {
+            log,
+            client: peer.addr,
+            method,
+            host: authority,
+            uri,
+            status: answered.response.status(),
+            outcome: answered.outcome,
+            origin: answered.origin,
+            request_id: answered.response.headers().get(REQUEST_ID).cloned(),
+            started,
+        };
+        // Logged once the body is sent (or abandoned): its size and the time to its end.
+        answered
+            .response
+            .map(|body| LoggedBody::new(body, line).boxed())
     }))
 }
 
+/// `x-amz-request-id`, which every answer carries (corsgate's own, or the origin's).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-amz-request-id");
+
 /// An answer given at once: counted, and logged if the access log is on.
 fn now(
-    (response, outcome): (Response<Body>, Outcome),
+    gateway: &Gateway,
+    answered: Answered,
     req: &Request<Incoming>,
-    host: &str,
+    host: Option<&str>,
+    peer: Peer,
     counted: &RouteMetrics,
     started: Instant,
-    log: bool,
 ) -> Handled {
+    let response = answered.response;
     let elapsed = started.elapsed();
     let kind = metrics::kind(req.method());
-    counted.answered(metrics::answer(outcome, &response, kind), elapsed);
-    if log {
-        AccessEntry {
+    counted.answered(metrics::answer(answered.outcome, &response, kind), elapsed);
+    if let Some(log) = &gateway.access_log {
+        log.write(&AccessEntry {
+            client: peer.addr,
             method: req.method(),
             host,
             path: req.uri().path(),
             status: response.status(),
-            outcome,
+            bytes: response.body().size_hint().exact(),
             elapsed,
-        }
-        .log();
+            outcome: answered.outcome,
+            origin: None,
+            request_id: response.headers().get(REQUEST_ID),
+        });
     }
     Handled::Now(std::future::ready(response))
+}
+
+/// A request's answer, with what its log line says of it.
+struct Answered {
+    response: Response<Body>,
+    outcome: Outcome,
+    /// Forwarded requests only.
+    origin: Option<OriginTiming>,
+}
+
+impl From<(Response<Body>, Outcome)> for Answered {
+    fn from((response, outcome): (Response<Body>, Outcome)) -> Answered {
+        Answered {
+            response,
+            outcome,
+            origin: None,
+        }
+    }
 }
 
 /// docs/cors-semantics.md#preflight: a preflight's answer under the rules `resolved` found.
 fn preflight(
     gateway: &Gateway,
+    route: &Route,
     req: &Request<Incoming>,
     resolved: Resolved,
-) -> (Response<Body>, Outcome) {
+) -> Answered {
     let snapshot = match resolved.rules {
         Ok(snapshot) => snapshot,
-        Err(unavailable) => return refuse(gateway, unavailable.into()),
+        Err(unavailable) => return refuse(gateway, unavailable.into()).into(),
     };
     let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
-    gateway
+    let (response, outcome) = gateway
         .preflight_cache
-        .respond(&snapshot, &cors, gateway.ids.next())
+        .respond(&snapshot, &cors, gateway.ids.next());
+    if let Some(shadow) = gateway.shadow(route) {
+        shadow.judge_preflight(
+            &snapshot,
+            &outcome,
+            response.status(),
+            response.headers(),
+            &cors,
+            req.uri().path(),
+        );
+    }
+    (response, outcome).into()
 }
 
 /// What cannot be answered at once: a request for the origin, or a preflight on an S3 endpoint
@@ -168,12 +212,12 @@ async fn later(
     peer: Peer,
     authority: Option<&Authority>,
     req: Request<Incoming>,
-) -> (Response<Body>, Outcome) {
+) -> Answered {
     // The rules are loaded once and judge the whole request, however a reload races it.
     let host = authority.map_or("", |a| a.as_str());
     let resolved = route.rules.resolve(host, req.uri().path()).await;
     if req.method() == Method::OPTIONS {
-        return preflight(gateway, &req, resolved);
+        return preflight(gateway, route, &req, resolved);
     }
 
     // docs/cors-semantics.md#actual-decoration: decide the CORS headers now, so no snapshot is
@@ -187,18 +231,22 @@ async fn later(
                 write_granted = grants_own_method(&snapshot, &req, resource);
             }
             let cors = CorsRequest::new(req.method(), req.headers(), resource);
-            Decoration::for_actual(&snapshot, &cors, route.vary_origin_always)
+            let decoration = Decoration::for_actual(&snapshot, &cors, route.vary_origin_always);
+            if let Some(shadow) = gateway.shadow(route) {
+                shadow.judge_actual(&snapshot, decoration.rule, &cors, req.uri().path());
+            }
+            decoration
         }
         // Refused to spare the origin: the request must not reach it either.
         Err(unavailable) if unavailable.is_slow_down() => {
-            return refuse(gateway, unavailable.into());
+            return refuse(gateway, unavailable.into()).into();
         }
         // Rules not loaded: nothing can be granted; the request itself still goes through.
         Err(_) => Decoration::default(),
     }
     .with_route_headers(&route.headers, req.headers().get(ORIGIN));
     if cross_origin_write && !write_granted {
-        return refuse_cross_origin(gateway, &req, resource, &decoration);
+        return refuse_cross_origin(gateway, &req, resource, &decoration).into();
     }
     let outcome = match decoration.rule {
         Some(rule) => Outcome::ActualDecorated { rule },
@@ -211,7 +259,7 @@ async fn later(
             route: route.index,
             method: req.method().clone(),
         };
-        return (failed(gateway, route, &err, &decoration), outcome);
+        return (failed(gateway, route, &err, &decoration), outcome).into();
     }
     // A `PUT`/`DELETE ?cors` is forwarded untouched (the origin checks its signature); if the
     // origin takes it, the bucket's rules are fetched again before the client hears back, so
@@ -220,7 +268,12 @@ async fn later(
         route
             .rules
             .write_through(req.method(), host, req.uri().path(), req.uri().query());
+    let asked = Instant::now();
     let forwarded = proxy::forward(route, req, peer, authority, &gateway.timeouts).await;
+    let origin = OriginTiming {
+        status: forwarded.as_ref().ok().map(Response::status),
+        elapsed: asked.elapsed(),
+    };
     let response = match forwarded {
         Ok(mut response) => {
             if let Some(write_through) = write_through.filter(|_| response.status().is_success()) {
@@ -236,7 +289,11 @@ async fn later(
             failed(gateway, route, &err, &decoration)
         }
     };
-    (response, outcome)
+    Answered {
+        response,
+        outcome,
+        origin: Some(origin),
+    }
 }
 
 /// A request corsgate answers with an error after routing: logged, then decorated like the

@@ -22,6 +22,7 @@ pub mod demo;
 pub mod doorkeeper;
 pub mod error;
 pub mod handler;
+pub mod log_writer;
 pub mod metrics;
 pub mod panel;
 mod pool;
@@ -52,8 +53,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Timeouts};
+use crate::rules::shadow::ShadowRules;
 use crate::rules::{RouteRules, RulesError};
 use crate::tls::{self, CertResolver, OriginTlsError, TlsError};
+use access_log::AccessLog;
 use certs::{CertReload, Certificates};
 use preflight::PreflightCache;
 use redirect::Redirect;
@@ -89,6 +92,10 @@ pub struct Gateway {
     pub admin: admin::Guard,
     /// The HTTP/1.1 and HTTP/2 settings of connections begun under this configuration.
     pub(crate) protocols: Arc<Protocols>,
+    /// `None` when the access log is off.
+    pub access_log: Option<AccessLog>,
+    /// Each route's candidate rules, by route position (`shadow_rules`).
+    pub shadows: Vec<Option<ShadowRules>>,
 }
 
 /// Why the gateway could not start (or a configuration could not be put in force).
@@ -101,6 +108,10 @@ pub enum StartError {
         route: usize,
         error: crate::s3::SigningError,
     },
+    #[error("route[{route}].shadow_rules: {error}")]
+    ShadowRules { route: usize, error: RulesError },
+    #[error(transparent)]
+    AccessLog(#[from] log_writer::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -144,6 +155,7 @@ impl Gateway {
         let mut taken = vec![false; previous.map_or(0, |(_, old)| old.routes.len())];
         let mut kept_from = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
+        let mut shadows = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
             let kept = previous.and_then(|(gateway, old)| {
                 let (j, _) = old.routes.iter().enumerate().find(|(j, was)| {
@@ -161,14 +173,28 @@ impl Gateway {
                 None => {
                     kept_from.push(None);
                     let label = format!("route[{}]", i + 1);
-                    RouteRules::build(&label, &route.rules, &route.origin, &fetch_client).map_err(
-                        |error| StartError::Rules {
-                            route: i + 1,
-                            error,
-                        },
-                    )?
+                    RouteRules::build_checked(
+                        &label,
+                        &route.rules,
+                        route.deny_warnings,
+                        &route.origin,
+                        &fetch_client,
+                    )
+                    .map_err(|error| StartError::Rules {
+                        route: i + 1,
+                        error,
+                    })?
                 }
             };
+            let shadow = route.shadow_rules.as_ref().map(|source| {
+                ShadowRules::build(i + 1, source, &route.origin, &fetch_client).map_err(|error| {
+                    StartError::ShadowRules {
+                        route: i + 1,
+                        error,
+                    }
+                })
+            });
+            shadows.push(shadow.transpose()?);
             let built =
                 Route::new(i + 1, route, rules, &config.server, &origin_tls).map_err(|error| {
                     StartError::Signing {
@@ -198,8 +224,19 @@ impl Gateway {
                 &server.http2,
                 &server.limits,
             )),
+            // One writer for the process's life: a reload that keeps `[log]` keeps it.
+            access_log: match previous {
+                Some((gateway, old)) if old.log == config.log => gateway.access_log.clone(),
+                _ => AccessLog::start(&config.log)?,
+            },
+            shadows,
         };
         Ok((gateway, kept_from))
+    }
+
+    /// The candidate rules of `route`, if it has any.
+    pub fn shadow(&self, route: &Route) -> Option<&ShadowRules> {
+        self.shadows.get(route.index.wrapping_sub(1))?.as_ref()
     }
 }
 
@@ -322,6 +359,10 @@ impl Running {
             let _ = close.send(true);
             while tasks.join_next().await.is_some() {}
         }
+        // Every request has finished (or been cut): their lines are all in the writer's hands.
+        if let Some(log) = self.instance.gateway().access_log.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
     }
 }
 
@@ -426,6 +467,17 @@ pub async fn spawn_with(
         let mut reloader = instance.reloader.lock().await;
         for route in gateway.routes.all() {
             reloader.start_route(&route.rules).await;
+        }
+    }
+    {
+        let gateway = instance.gateway();
+        for shadow in gateway.shadows.iter().flatten() {
+            shadow.start(accept_signal.clone()).await;
+        }
+        if let Some(reopen) =
+            access_log::reopen_on_usr1(gateway.access_log.clone(), accept_signal.clone())
+        {
+            tasks.spawn(reopen);
         }
     }
 
@@ -563,6 +615,13 @@ pub async fn run(config: Config, source: Option<ConfigSource>) -> Result<Stopped
     }
     for route in running.gateway().routes.all() {
         tracing::info!(route = route.index, origin = %route.origin, "{}", route.rules.describe());
+    }
+    for shadow in running.gateway().shadows.iter().flatten() {
+        tracing::info!(
+            route = shadow.route(),
+            "shadow rules: {}",
+            shadow.rules().describe()
+        );
     }
     let mut signals = Signals::new();
     signals.next().await;

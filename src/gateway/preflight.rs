@@ -37,7 +37,7 @@ use http::{HeaderMap, Response, StatusCode};
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::access_log::Outcome;
+use super::access_log::{CacheUse, Outcome};
 use super::doorkeeper::Doorkeeper;
 use super::request_id::RequestId;
 use super::snapshot::Snapshot;
@@ -226,12 +226,12 @@ impl PreflightAnswer {
         respond_with(self.status, self.headers.clone(), id, body)
     }
 
-    pub fn outcome(&self, cached: bool) -> Outcome {
+    pub fn outcome(&self, cache: CacheUse) -> Outcome {
         match self.rule {
-            Some(rule) => Outcome::PreflightAllowed { rule, cached },
+            Some(rule) => Outcome::PreflightAllowed { rule, cache },
             None => Outcome::PreflightDenied {
                 code: self.code,
-                cached,
+                cache,
             },
         }
     }
@@ -358,24 +358,25 @@ impl PreflightCache {
         id: RequestId,
     ) -> (Response<Body>, Outcome) {
         let Some(entries) = &self.entries else {
-            return fresh(snapshot, req, id);
+            return fresh(snapshot, req, id, CacheUse::Skip);
         };
         if snapshot.preflight.wildcard_origins < self.cache_from_wildcards {
-            return fresh(snapshot, req, id);
+            return fresh(snapshot, req, id, CacheUse::Skip);
         }
         let Some(key) = cache_key(snapshot, req) else {
-            return fresh(snapshot, req, id);
+            return fresh(snapshot, req, id, CacheUse::Skip);
         };
+        // A first visit is only noted: not in the cache, so a miss.
         if !self.doorkeeper.seen_before(&key) {
-            return fresh(snapshot, req, id);
+            return fresh(snapshot, req, id, CacheUse::Miss);
         }
         if let Some(answer) = entries.get(key.as_slice()) {
             crate::metrics::preflight_cache_hit();
-            return (answer.render(id), answer.outcome(true));
+            return (answer.render(id), answer.outcome(CacheUse::Hit));
         }
         crate::metrics::preflight_cache_miss();
         let answer = PreflightAnswer::new(&snapshot.preflight, &snapshot.cors.preflight(req));
-        let outcome = answer.outcome(false);
+        let outcome = answer.outcome(CacheUse::Miss);
         if answer.ttl.is_zero() {
             return (answer.render(id), outcome);
         }
@@ -393,12 +394,17 @@ impl PreflightCache {
 }
 
 /// Evaluates afresh and answers straight from the templates: no intermediate answer, no copy.
-fn fresh(snapshot: &Snapshot, req: &CorsRequest<'_>, id: RequestId) -> (Response<Body>, Outcome) {
+fn fresh(
+    snapshot: &Snapshot,
+    req: &CorsRequest<'_>,
+    id: RequestId,
+    cache: CacheUse,
+) -> (Response<Body>, Outcome) {
     match snapshot.cors.preflight(req) {
         Ok(grant) => {
             let outcome = Outcome::PreflightAllowed {
                 rule: grant.rule.index,
-                cached: false,
+                cache,
             };
             let headers = snapshot.preflight.headers(grant, Some(id));
             (response(StatusCode::OK, headers, empty()), outcome)
@@ -407,7 +413,7 @@ fn fresh(snapshot: &Snapshot, req: &CorsRequest<'_>, id: RequestId) -> (Response
             let body = full(denial.to_xml(&id.to_string()));
             let outcome = Outcome::PreflightDenied {
                 code: denial.code(),
-                cached: false,
+                cache,
             };
             (
                 respond_with(denial.status, denial_headers(), id, body),
@@ -610,15 +616,16 @@ mod tests {
             cache.respond(&cell.load(), &req, ids.next()).1
         };
         // First visit: the doorkeeper's; second: cached; third: a hit.
-        for cached in [false, false, true, true] {
-            assert_eq!(outcome(&a), Outcome::PreflightAllowed { rule: 1, cached });
+        for cache in [CacheUse::Miss, CacheUse::Miss, CacheUse::Hit, CacheUse::Hit] {
+            assert_eq!(outcome(&a), Outcome::PreflightAllowed { rule: 1, cache });
         }
+        // MaxAgeSeconds 0: looked up every time, never stored.
         for _ in 0..3 {
             assert_eq!(
                 outcome(&b),
                 Outcome::PreflightAllowed {
                     rule: 2,
-                    cached: false
+                    cache: CacheUse::Miss
                 }
             );
         }
@@ -643,7 +650,7 @@ mod tests {
             cache.respond(&cell.load(), &req, ids.next()).1,
             Outcome::PreflightDenied {
                 code: "AccessForbidden",
-                cached: false
+                cache: CacheUse::Miss
             }
         );
     }
@@ -752,7 +759,7 @@ mod tests {
                 cache.respond(&cell.load(), &req, ids.next()).1,
                 Outcome::PreflightAllowed {
                     rule: 1,
-                    cached: false
+                    cache: CacheUse::Skip
                 }
             );
         }

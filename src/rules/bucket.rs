@@ -96,6 +96,8 @@ pub struct BucketFetcher {
     region: String,
     /// `None`: unsigned requests.
     credentials: Option<Credentials>,
+    /// `deny_warnings`: a document with lint warnings is a failed fetch.
+    deny_warnings: bool,
 }
 
 impl BucketFetcher {
@@ -122,7 +124,14 @@ impl BucketFetcher {
             style,
             region: signing.region.clone(),
             credentials,
+            deny_warnings: false,
         })
+    }
+
+    /// Refuses documents with lint warnings (`deny_warnings`), as invalid ones are.
+    pub fn deny_warnings(mut self, deny: bool) -> BucketFetcher {
+        self.deny_warnings = deny;
+        self
     }
 
     /// With these credentials (or none), whatever the environment says.
@@ -139,6 +148,7 @@ impl BucketFetcher {
             style,
             region,
             credentials,
+            deny_warnings: false,
         }
     }
 
@@ -230,10 +240,15 @@ impl BucketFetcher {
             Err(FetchError::InvalidDocument(_)) => BucketFetch::Invalid,
             Err(_) => BucketFetch::Error,
         });
-        fetched.map_err(|error| RulesError::Fetch {
+        let loaded = fetched.map_err(|error| RulesError::Fetch {
             bucket: bucket.to_string(),
             error,
-        })
+        })?;
+        if self.deny_warnings {
+            loaded.deny_warnings(|| format!("bucket {bucket}"))
+        } else {
+            Ok(loaded)
+        }
     }
 
     async fn fetch_inner(&self, bucket: &str) -> Result<Loaded, FetchError> {
@@ -284,12 +299,13 @@ pub struct BucketRules {
 
 impl BucketRules {
     pub fn new(label: String, bucket: String, fetcher: Arc<BucketFetcher>, poll: Duration) -> Self {
+        let live = LiveRules::named(format!("{label}: bucket {bucket}"));
         BucketRules {
             label,
             bucket,
             fetcher,
             poll,
-            live: LiveRules::empty(),
+            live,
             fetching: Mutex::new(()),
             last_failure: StdMutex::new(None),
             polling: AtomicBool::new(false),

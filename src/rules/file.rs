@@ -1,7 +1,8 @@
 //! Rules from a file: read at start (a bad file stops the start), then read again whenever the
 //! file changes (see [`crate::watch`]), on `SIGHUP`, and on `POST /-/reload`. A file that cannot
 //! be read or does not validate leaves the rules in force untouched; its error (with line, column
-//! and S3 code) goes to the log and to `/-/rules`.
+//! and S3 code) goes to the log and to `/-/rules`. Under `rules.deny_warnings`, so does a file
+//! whose document has lint warnings.
 //!
 //! A rules file must be a regular file of at most 64 KiB (S3 refuses larger CORS documents). It
 //! is opened without blocking and judged by the descriptor it opened, so a FIFO, a device or a
@@ -111,11 +112,23 @@ pub fn read(path: &Path) -> Result<Loaded, RulesError> {
     })
 }
 
+/// [`read`], refusing a document with lint warnings when `deny_warnings`.
+fn read_checked(path: &Path, deny_warnings: bool) -> Result<Loaded, RulesError> {
+    let loaded = read(path)?;
+    if deny_warnings {
+        loaded.deny_warnings(|| path.display().to_string())
+    } else {
+        Ok(loaded)
+    }
+}
+
 /// A route's file rules.
 pub struct FileRules {
     /// `route[N]`, for logs.
     label: String,
     path: PathBuf,
+    /// Documents with lint warnings are refused.
+    deny_warnings: bool,
     live: LiveRules,
     /// One reload at a time, so two triggers cannot install their reads out of order.
     reloading: Mutex<()>,
@@ -123,13 +136,20 @@ pub struct FileRules {
 
 impl FileRules {
     /// Reads the file once; failing here fails the start.
-    pub fn load(label: String, path: PathBuf) -> Result<FileRules, RulesError> {
-        let loaded = read(&path)?;
+    pub fn load(
+        label: String,
+        path: PathBuf,
+        deny_warnings: bool,
+    ) -> Result<FileRules, RulesError> {
+        let loaded = read_checked(&path, deny_warnings)?;
         live::count_load(&label, RulesSource::File, &Ok(true));
+        let live = LiveRules::named(format!("{label}: {}", path.display()));
+        live.offer(loaded);
         Ok(FileRules {
             label,
             path,
-            live: LiveRules::with(loaded),
+            deny_warnings,
+            live,
             reloading: Mutex::new(()),
         })
     }
@@ -146,7 +166,8 @@ impl FileRules {
     pub async fn reload(&self, why: &str) -> Result<bool, RulesError> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self.path.clone();
-        let read = tokio::task::spawn_blocking(move || read(&path))
+        let deny_warnings = self.deny_warnings;
+        let read = tokio::task::spawn_blocking(move || read_checked(&path, deny_warnings))
             .await
             .unwrap_or_else(|join| {
                 Err(RulesError::Read {

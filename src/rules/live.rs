@@ -5,6 +5,12 @@
 //! [`LiveRules::offer`], which swaps only when the rules really changed (so the preflight cache,
 //! keyed by generation, stays warm across no-op reloads), or report a failure with
 //! [`LiveRules::failed`], which never touches the rules in force.
+//!
+//! Rules S3 accepts but that are risky (the warnings of `corsgate check`, see
+//! [`crate::cors::lint`]) are found when a new document is installed: each is logged once, as a
+//! warning with its code, and shown in `GET /-/rules` for as long as the document is in force.
+//! A source that refuses such documents ([`Loaded::deny_warnings`]) turns them into a load
+//! error instead.
 
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
@@ -15,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::RulesError;
 use super::snapshot::Snapshot;
+use crate::cors::lint::{Lint, lint};
 use crate::cors::{BucketCors, Document};
 use crate::metrics::{self, RulesLoad, RulesSource};
 use crate::s3::FetchError;
@@ -44,6 +51,27 @@ impl Loaded {
             BucketCors::NoSuchBucket => 2,
         };
         state(&self.cors) == state(cors) && self.document.as_ref() == document
+    }
+
+    /// The document's lint warnings, in document order.
+    pub fn warnings(&self) -> Vec<Lint> {
+        let mut warnings = self.document.as_ref().map(lint).unwrap_or_default();
+        warnings.sort_by_key(|w| w.pos);
+        warnings
+    }
+
+    /// `rules.deny_warnings`: these rules, unless their document has warnings; then an error
+    /// that names every warning's code, as an invalid document's names its problems. `source`
+    /// names the document in the message (a path, `bucket NAME`).
+    pub fn deny_warnings(self, source: impl FnOnce() -> String) -> Result<Loaded, RulesError> {
+        let warnings = self.warnings();
+        if warnings.is_empty() {
+            return Ok(self);
+        }
+        Err(RulesError::Warnings {
+            document: source(),
+            warnings,
+        })
     }
 }
 
@@ -76,6 +104,8 @@ struct Record {
     changed_at: Option<SystemTime>,
     /// The last load's error; cleared by the next successful load.
     last_error: Option<Failure>,
+    /// The lint warnings of the document in force.
+    warnings: Vec<Lint>,
 }
 
 /// Rules in force plus their history.
@@ -84,6 +114,8 @@ pub struct LiveRules {
     current: ArcSwapOption<Snapshot>,
     // Only loaders and the admin listener take this lock, never a request.
     record: Mutex<Record>,
+    /// Names the rules in log lines (`route[1]: cors.xml`); empty for rules never logged.
+    label: String,
 }
 
 impl LiveRules {
@@ -96,6 +128,14 @@ impl LiveRules {
         let live = LiveRules::empty();
         live.offer(loaded);
         live
+    }
+
+    /// Nothing loaded yet; `label` starts the log lines about these rules (their warnings).
+    pub fn named(label: String) -> LiveRules {
+        LiveRules {
+            label,
+            ..LiveRules::default()
+        }
     }
 
     /// The rules in force, if any were ever loaded. Lock-free.
@@ -118,6 +158,10 @@ impl LiveRules {
             .is_some_and(|s| loaded.same_as(&s.cors, record.document.as_ref()));
         if unchanged {
             return false;
+        }
+        record.warnings = loaded.warnings();
+        for warning in &record.warnings {
+            tracing::warn!("{}:{warning}", self.label);
         }
         record.document = loaded.document;
         record.changed_at = Some(now);
@@ -165,6 +209,7 @@ impl LiveRules {
                 e["at"] = Value::String(timestamp(f.at));
                 e
             }),
+            "warnings": record.warnings.iter().map(warning_view).collect::<Vec<_>>(),
         })
     }
 }
@@ -182,6 +227,7 @@ pub(crate) fn count_load(label: &str, source: RulesSource, loaded: &Result<bool,
         Ok(false) => RulesLoad::Unchanged,
         Err(
             RulesError::Invalid { .. }
+            | RulesError::Warnings { .. }
             | RulesError::Fetch {
                 error: FetchError::InvalidDocument(_),
                 ..
@@ -192,13 +238,24 @@ pub(crate) fn count_load(label: &str, source: RulesSource, loaded: &Result<bool,
     metrics::rules_loaded(route, source, load);
 }
 
+/// One lint warning as `GET /-/rules` shows it.
+fn warning_view(warning: &Lint) -> Value {
+    json!({
+        "code": warning.kind.code(),
+        "message": warning.kind.to_string(),
+        "line": warning.pos.map(|pos| pos.line),
+        "col": warning.pos.map(|pos| pos.col),
+        "rule": warning.rule.index,
+    })
+}
+
 fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// An error as data: the message, and each document problem with its position and S3 code.
 fn error_view(error: &RulesError) -> Value {
-    let problems: Vec<Value> = error
+    let mut problems: Vec<Value> = error
         .problems()
         .iter()
         .map(|p| {
@@ -211,6 +268,9 @@ fn error_view(error: &RulesError) -> Value {
             })
         })
         .collect();
+    if let RulesError::Warnings { warnings, .. } = error {
+        problems.extend(warnings.iter().map(warning_view));
+    }
     let origin_code = match error {
         RulesError::Fetch {
             error: crate::s3::FetchError::Origin { code, status, .. },
@@ -268,6 +328,39 @@ mod tests {
         assert_eq!(view["last_error"]["problems"][0]["line"], 1);
         live.offer(enabled(A));
         assert!(live.view()["last_error"].is_null());
+    }
+
+    #[test]
+    fn warnings_are_shown_while_their_document_is_in_force() {
+        let risky = "<CORSConfiguration>\n<CORSRule>\n  <AllowedOrigin>null</AllowedOrigin>\n  <AllowedMethod>GET</AllowedMethod>\n</CORSRule>\n</CORSConfiguration>";
+        let live = LiveRules::named("route[1]: cors.xml".into());
+        live.offer(enabled(risky));
+        let warnings = live.view()["warnings"].clone();
+        assert_eq!(warnings[0]["code"], "W-NULL-ORIGIN");
+        assert_eq!(warnings[0]["line"], 3);
+        assert_eq!(warnings[0]["col"], 3);
+        assert_eq!(warnings.as_array().map(Vec::len), Some(1));
+        live.offer(enabled(A));
+        assert_eq!(live.view()["warnings"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn deny_warnings_refuses_a_document_naming_every_code() {
+        let risky = "<CORSConfiguration><CORSRule><AllowedOrigin>null</AllowedOrigin><AllowedMethod>PUT</AllowedMethod></CORSRule></CORSConfiguration>";
+        let error = enabled(risky)
+            .deny_warnings(|| "cors.xml".into())
+            .expect_err("warnings");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("cors.xml: refused, the document has warnings and deny_warnings is set: W-ETAG-NOT-EXPOSED, W-NULL-ORIGIN"),
+            "{message}"
+        );
+        assert!(message.contains("\ncors.xml:1:"), "{message}");
+        let live = LiveRules::with(enabled(A));
+        live.failed(&error);
+        let problems = live.view()["last_error"]["problems"].clone();
+        assert_eq!(problems[1]["code"], "W-NULL-ORIGIN");
+        assert!(enabled(A).deny_warnings(|| "cors.xml".into()).is_ok());
     }
 
     #[test]

@@ -9,8 +9,12 @@
 //! [`Snapshot`] that requests read without a lock, plus what the admin listener shows.
 //!
 //! Two promises hold for every source: a swap never blocks or fails a request in flight (it keeps
-//! the snapshot it loaded), and a bad update (unreadable file, invalid document, origin error)
-//! never replaces good rules: the error is logged and shown, the old rules keep serving.
+//! the snapshot it loaded), and a bad update (unreadable file, invalid document, origin error,
+//! or a document with lint warnings under `deny_warnings`) never replaces good rules: the error
+//! is logged and shown, the old rules keep serving.
+//!
+//! A route may also name candidate rules ([`shadow`]): loaded and kept current the same way,
+//! they judge every request beside the live rules without ever changing an answer.
 //!
 //! Nothing here speaks to clients: the gateway asks [`RouteRules::resolve`] which snapshot a
 //! request is judged by, and answers.
@@ -19,6 +23,7 @@ pub mod bucket;
 pub mod endpoint;
 pub mod file;
 pub mod live;
+pub mod shadow;
 pub mod snapshot;
 
 use std::path::PathBuf;
@@ -35,6 +40,7 @@ pub use live::{Current, LiveRules, Loaded};
 pub use snapshot::{Snapshot, SnapshotCell};
 
 use crate::config::OriginUrl;
+use crate::cors::lint::Lint;
 use crate::cors::{BucketCors, ConfigError, Problem, Resource};
 use crate::s3::{Addressing, FetchError, SigningError};
 use crate::watch::Hangup;
@@ -145,6 +151,32 @@ pub enum RulesError {
     Fetch { bucket: String, error: FetchError },
     #[error("{0}")]
     Credentials(#[from] SigningError),
+    /// `deny_warnings`: the document is valid for S3 but has lint warnings.
+    #[error("{}", render_warnings(document, warnings))]
+    Warnings {
+        /// The document, as log lines name it (a path, `bucket NAME`).
+        document: String,
+        warnings: Vec<Lint>,
+    },
+}
+
+/// `SOURCE: refused (...): CODES`, then one `SOURCE:LINE:COL: CODE: warning: ...` line each, as
+/// `corsgate check` prints them.
+fn render_warnings(document: &str, warnings: &[Lint]) -> String {
+    let mut codes: Vec<&str> = Vec::new();
+    for warning in warnings {
+        if !codes.contains(&warning.kind.code()) {
+            codes.push(warning.kind.code());
+        }
+    }
+    let mut text = format!(
+        "{document}: refused, the document has warnings and deny_warnings is set: {}",
+        codes.join(", ")
+    );
+    for warning in warnings {
+        text.push_str(&format!("\n{document}:{warning}"));
+    }
+    text
 }
 
 fn render(path: &std::path::Path, error: &ConfigError) -> String {
@@ -248,17 +280,32 @@ impl RouteRules {
         origin: &OriginUrl,
         client: &FetchClient,
     ) -> Result<RouteRules, RulesError> {
+        RouteRules::build_checked(label, source, false, origin, client)
+    }
+
+    /// [`RouteRules::build`]; with `deny_warnings`, documents with lint warnings are refused
+    /// like invalid ones, at start and on every reload.
+    pub fn build_checked(
+        label: &str,
+        source: &RulesSource,
+        deny_warnings: bool,
+        origin: &OriginUrl,
+        client: &FetchClient,
+    ) -> Result<RouteRules, RulesError> {
         Ok(match source {
             RulesSource::None => RouteRules::Fixed(LiveRules::with(Loaded::without_document(
                 BucketCors::NotConfigured,
             ))),
-            RulesSource::File(path) => {
-                RouteRules::File(Arc::new(FileRules::load(label.into(), path.clone())?))
-            }
+            RulesSource::File(path) => RouteRules::File(Arc::new(FileRules::load(
+                label.into(),
+                path.clone(),
+                deny_warnings,
+            )?)),
             RulesSource::Bucket(source) => {
                 let style = bucket::FetchStyle::for_bucket_route(origin, &source.bucket);
                 let fetcher =
-                    BucketFetcher::new(client.clone(), origin.clone(), style, &source.signing)?;
+                    BucketFetcher::new(client.clone(), origin.clone(), style, &source.signing)?
+                        .deny_warnings(deny_warnings);
                 RouteRules::Bucket(Arc::new(BucketRules::new(
                     label.into(),
                     source.bucket.clone(),
@@ -272,7 +319,8 @@ impl RouteRules {
                     origin.clone(),
                     source.addressing.into(),
                     &source.signing,
-                )?;
+                )?
+                .deny_warnings(deny_warnings);
                 RouteRules::Endpoint(Arc::new(EndpointBuckets::new(
                     label.into(),
                     source,

@@ -325,6 +325,7 @@ pub fn config(routes: Vec<RouteConfig>) -> Config {
             listen: None,
             token_env: None,
         },
+        log: corsgate::config::LogConfig::default(),
     }
 }
 
