@@ -186,7 +186,8 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     response
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+/// A JSON answer, pretty-printed for people reading it with curl; the panel's API answers too.
+pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
     let mut response = Response::new(full(body));
     *response.status_mut() = status;

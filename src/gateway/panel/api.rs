@@ -25,8 +25,9 @@ use super::Peer;
 use super::apply::{self, ApplyError, Target};
 use super::draft::{self, Draft, DraftError, Judgement};
 use super::verdicts::{self, RequestError, TryRequest};
+use crate::gateway::admin::json_response;
 use crate::gateway::route::Route;
-use crate::gateway::{Body, BodyError, Gateway, full};
+use crate::gateway::{Body, BodyError, Gateway};
 use crate::rules::{LiveRules, RouteRules};
 
 /// Largest request body: the largest document S3 accepts, escaped into JSON, with room to spare.
@@ -162,16 +163,6 @@ where
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static(allow));
     }
-    response
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
