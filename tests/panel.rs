@@ -692,91 +692,18 @@ async fn an_s3_endpoint_routes_buckets_are_edited_by_name() {
 #[cfg(feature = "external")]
 mod moto {
     use super::*;
-    use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
-    use std::time::Instant;
 
-    fn program(var: &str, venv: &str) -> PathBuf {
-        let path = std::env::var_os(var).map_or_else(
-            || {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join(".venv/bin")
-                    .join(venv)
-            },
-            PathBuf::from,
-        );
-        assert!(
-            path.is_file(),
-            "{} is missing: run scripts/test.sh (it installs moto[server] and s3cmd into .venv/), or set {var}",
-            path.display()
-        );
-        path
-    }
-
-    /// moto's S3 server on a free loopback port, stopped when dropped.
-    struct Moto(Child, SocketAddr);
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn moto() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(program("CORSGATE_MOTO_SERVER", "moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let moto = Moto(child, SocketAddr::from(([127, 0, 0, 1], port)));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(moto.1).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
-    /// `s3cmd ARGS` against `endpoint` (path-style, SigV4, moto's test keys).
+    /// `s3cmd ARGS` against `endpoint`, which must succeed; what it said.
     fn s3cmd(endpoint: SocketAddr, args: &[&str]) -> String {
-        let config = rules_file("").with_extension("s3cfg");
-        std::fs::write(
-            &config,
-            format!(
-                "[default]\naccess_key = testing\nsecret_key = testing\nhost_base = {endpoint}\n\
-                 host_bucket = {endpoint}\nuse_https = False\nsignature_v2 = False\n\
-                 bucket_location = us-east-1\n"
-            ),
-        )
-        .expect("write s3cmd config");
-        let output = Command::new(program("CORSGATE_S3CMD", "s3cmd"))
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("run s3cmd");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(output.status.success(), "s3cmd {args:?} failed:\n{said}");
+        let (ok, said) = S3cmd::new(endpoint).run(args);
+        assert!(ok, "s3cmd {args:?} failed:\n{said}");
         said
     }
 
     #[test]
     fn an_apply_to_a_bucket_route_is_read_back_by_s3cmd() {
-        let moto = moto();
-        let endpoint = moto.1;
+        let moto = Moto::start();
+        let endpoint = moto.addr;
         s3cmd(endpoint, &["mb", "s3://assets"]);
         let first = rules_file(ALLOW_A);
         s3cmd(

@@ -11,8 +11,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,119 +22,6 @@ const ALLOW_A: &str = "<CORSConfiguration><CORSRule><AllowedOrigin>https://a.exa
 const ALLOW_B: &str = "<CORSConfiguration><CORSRule><AllowedOrigin>https://b.example</AllowedOrigin><AllowedMethod>GET</AllowedMethod><AllowedMethod>PUT</AllowedMethod><ExposeHeader>ETag</ExposeHeader></CORSRule></CORSConfiguration>";
 /// S3 (and moto) refuse a lower-case method.
 const REFUSED: &str = "<CORSConfiguration><CORSRule><AllowedOrigin>https://c.example</AllowedOrigin><AllowedMethod>get</AllowedMethod></CORSRule></CORSConfiguration>";
-
-fn program(var: &str, venv: &str) -> PathBuf {
-    let path = std::env::var_os(var).map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join(".venv/bin")
-                .join(venv)
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/test.sh (it installs moto[server] and s3cmd into .venv/), or set {var}",
-        path.display()
-    );
-    path
-}
-
-/// moto's S3 server on an ephemeral loopback port, stopped when dropped.
-struct Moto {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(program("CORSGATE_MOTO_SERVER", "moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let moto = Moto {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(moto.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// s3cmd, configured for one endpoint, path-style, SigV4, moto's test keys.
-struct S3cmd {
-    config: PathBuf,
-}
-
-impl S3cmd {
-    fn new(endpoint: SocketAddr) -> S3cmd {
-        let config = rules_file("").with_extension("s3cfg");
-        std::fs::write(
-            &config,
-            format!(
-                "[default]\naccess_key = testing\nsecret_key = testing\nhost_base = {endpoint}\n\
-                 host_bucket = {endpoint}\nuse_https = False\nsignature_v2 = False\n\
-                 bucket_location = us-east-1\n"
-            ),
-        )
-        .expect("write s3cmd config");
-        S3cmd { config }
-    }
-
-    /// Runs `s3cmd ARGS`; returns whether it succeeded and what it said.
-    fn run(&self, args: &[&str]) -> (bool, String) {
-        let output = Command::new(program("CORSGATE_S3CMD", "s3cmd"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("run s3cmd");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), said)
-    }
-
-    fn ok(&self, args: &[&str]) {
-        let (ok, said) = self.run(args);
-        assert!(ok, "s3cmd {args:?} failed:\n{said}");
-    }
-
-    fn setcors(&self, xml: &str, bucket: &str) -> (bool, String) {
-        let file = rules_file(xml);
-        self.run(&[
-            "setcors",
-            &file.to_string_lossy(),
-            &format!("s3://{bucket}"),
-        ])
-    }
-}
 
 async fn preflight(gateway: SocketAddr, path: &str, origin: &str) -> Answer {
     send(

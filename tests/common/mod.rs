@@ -667,7 +667,7 @@ pub fn mkfifo(path: &std::path::Path) {
 
 // Outside programs the `external` tests drive: moto's S3 server, s3cmd, nginx.
 #[cfg(feature = "external")]
-#[allow(unused_imports)] // s3_moto.rs still has its own copies
+#[allow(unused_imports)] // not every test binary runs outside programs
 pub use external::*;
 
 #[cfg(feature = "external")]
