@@ -81,6 +81,9 @@ pub struct AdminConfig {
     /// The environment variable holding the bearer token every admin request must carry
     /// (`Authorization: Bearer <token>`); `None`: no token, which only a loopback address allows.
     pub token_env: Option<String>,
+    /// `GET /metrics`, and the counting on the request path behind it (`metrics = false` turns
+    /// both off; so does having no admin listener, since nothing could read the counts).
+    pub metrics: bool,
 }
 
 /// Where the admin listener is when the configuration does not say.
@@ -91,11 +94,17 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
             token_env: None,
+            metrics: true,
         }
     }
 }
 
 impl AdminConfig {
+    /// Whether requests are counted for `/metrics`.
+    pub fn counts(&self) -> bool {
+        self.listen.is_some() && self.metrics
+    }
+
     /// `IP:PORT`, or `off`.
     pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
         if text == "off" {
@@ -477,6 +486,7 @@ struct RawLog {
 struct RawAdmin {
     listen: Option<String>,
     token_env: Option<String>,
+    metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -983,6 +993,9 @@ impl Config {
                         format!("{var:?} is not an environment variable name"),
                     );
                 }
+            }
+            if let Some(metrics) = raw_admin.metrics {
+                admin.metrics = metrics;
             }
         }
         if let Err(problem) = admin.check_exposure() {
@@ -1601,6 +1614,8 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.admin.listen, None);
+        assert!(c.admin.metrics, "metrics default on");
+        assert!(!c.admin.counts(), "nothing to read the counts from");
         let RulesSource::Bucket(bucket) = &c.routes[0].rules else {
             panic!("not bucket rules: {:?}", c.routes[0].rules)
         };
@@ -1630,6 +1645,19 @@ mod tests {
                 .listen,
             Some(SocketAddr::from(([127, 0, 0, 1], 9901)))
         );
+    }
+
+    #[test]
+    fn admin_metrics_turns_counting_off() {
+        let c = Config::parse(
+            "[admin]\nmetrics = false\n[[route]]\nhosts=[\"*\"]\norigin=\"http://o\"\n",
+        )
+        .expect("valid");
+        assert!(c.admin.listen.is_some());
+        assert!(!c.admin.metrics);
+        assert!(!c.admin.counts());
+        let on = Config::parse("[[route]]\nhosts=[\"*\"]\norigin=\"http://o\"\n").expect("valid");
+        assert!(on.admin.counts());
     }
 
     #[test]

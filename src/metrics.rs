@@ -27,8 +27,8 @@
 pub mod histogram;
 pub mod process;
 
-use std::sync::LazyLock;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
@@ -39,6 +39,62 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 pub use histogram::Histogram;
+
+/// Whether the request path counts: off when nothing could read the counts (no admin listener,
+/// or `admin.metrics = false`), so that such a gateway pays nothing for them. Every gateway
+/// alive votes ([`CountingVote`]); counting stays on while any wants it, or none has voted.
+static COUNTING: AtomicBool = AtomicBool::new(true);
+
+/// Gateways alive that want counting, and that do not.
+static VOTES: Mutex<(usize, usize)> = Mutex::new((0, 0));
+
+/// Whether the request path counts (requests, their durations, origin errors, preflight cache
+/// lookups, connections, shadow disagreements); loads, fetches and reloads count either way.
+pub fn counting() -> bool {
+    COUNTING.load(Ordering::Relaxed)
+}
+
+/// The outcome of the votes `(for, against)`: a process where no gateway has voted yet
+/// counts, so that nothing is lost before the first gateway is built.
+fn counts((yes, no): (usize, usize)) -> bool {
+    yes > 0 || no == 0
+}
+
+/// A gateway's vote on [`counting`], held for as long as the gateway is alive.
+#[derive(Debug)]
+pub struct CountingVote {
+    wants: bool,
+}
+
+impl CountingVote {
+    pub fn new(wants: bool) -> CountingVote {
+        CountingVote::tally(|(yes, no)| if wants { *yes += 1 } else { *no += 1 });
+        CountingVote { wants }
+    }
+
+    /// What this gateway asked for.
+    pub fn wants(&self) -> bool {
+        self.wants
+    }
+
+    fn tally(change: impl FnOnce(&mut (usize, usize))) {
+        let mut votes = VOTES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut votes);
+        COUNTING.store(counts(*votes), Ordering::Relaxed);
+    }
+}
+
+impl Drop for CountingVote {
+    fn drop(&mut self) {
+        let wants = self.wants;
+        CountingVote::tally(|(yes, no)| {
+            let side = if wants { yes } else { no };
+            *side = side.saturating_sub(1);
+        });
+    }
+}
 
 /// The route label of requests no route serves (unknown host, no host, a malformed target).
 pub const UNROUTED: &str = "none";
@@ -292,6 +348,13 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    route: String,
+    kind: &'static str,
+    change: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     route: String,
 }
@@ -333,6 +396,7 @@ struct Metrics {
     connections: [(Gauge, Counter); Listener::ALL.len()],
     certificates: Family<CertificateLabel, Gauge>,
     log_lines_dropped: Counter,
+    shadow_disagreements: Family<ShadowLabels, Counter>,
     unrouted: RouteMetrics,
 }
 
@@ -454,6 +518,13 @@ impl Metrics {
             "Access-log lines dropped because the log writer could not keep up",
             log_lines_dropped.clone(),
         );
+        let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "corsgate_shadow_disagreements",
+            "Requests a route's shadow rules would have answered differently, by route, kind \
+             and change (newly_allowed, newly_denied, headers_changed)",
+            shadow_disagreements.clone(),
+        );
         registry.register_collector(Box::new(process::ProcessCollector));
         let unrouted = RouteMetrics::resolve(UNROUTED.to_string(), &requests, &durations, None);
         Metrics {
@@ -471,6 +542,7 @@ impl Metrics {
             connections,
             certificates,
             log_lines_dropped,
+            shadow_disagreements,
             unrouted,
         }
     }
@@ -547,6 +619,9 @@ impl RouteMetrics {
 
     /// One request answered `answer`, `elapsed` after it arrived.
     pub fn answered(&self, answer: Answer, elapsed: Duration) {
+        if !counting() {
+            return;
+        }
         self.answers[answer.index()].inc();
         let kind = usize::from(answer.kind() == Kind::Actual);
         self.durations[kind].observe(elapsed);
@@ -554,7 +629,9 @@ impl RouteMetrics {
 
     /// One forwarded request the origin failed.
     pub fn origin_error(&self, reason: OriginError) {
-        if let Some(counters) = &self.origin_errors {
+        if let Some(counters) = &self.origin_errors
+            && counting()
+        {
             counters[reason as usize].inc();
         }
     }
@@ -562,12 +639,16 @@ impl RouteMetrics {
 
 /// A preflight answered from the cache.
 pub fn preflight_cache_hit() {
-    METRICS.cache_hits.inc();
+    if counting() {
+        METRICS.cache_hits.inc();
+    }
 }
 
 /// A preflight looked up in the cache and not found there.
 pub fn preflight_cache_miss() {
-    METRICS.cache_misses.inc();
+    if counting() {
+        METRICS.cache_misses.inc();
+    }
 }
 
 /// The preflight cache's entry count, as read at a scrape.
@@ -625,21 +706,27 @@ pub fn bucket_fetched(result: BucketFetch) {
 }
 
 /// A client connection, counted open until this is dropped.
+/// (`None`: opened while counting was off, so not counted open.)
 #[derive(Debug)]
-pub struct OpenConnection(&'static Gauge);
+pub struct OpenConnection(Option<&'static Gauge>);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.dec();
+        if let Some(open) = self.0 {
+            open.dec();
+        }
     }
 }
 
 /// A connection accepted on a `listener`; keep the guard for as long as it is open.
 pub fn connection_opened(listener: Listener) -> OpenConnection {
+    if !counting() {
+        return OpenConnection(None);
+    }
     let (open, total) = &METRICS.connections[listener.index()];
     total.inc();
     open.inc();
-    OpenConnection(open)
+    OpenConnection(Some(open))
 }
 
 /// The TLS certificates in use now, each as its name and its expiry (Unix seconds): replaces
@@ -658,6 +745,20 @@ pub fn certificates_in_use(certificates: impl IntoIterator<Item = (String, i64)>
 /// every line it had to drop, whatever the reason (a full queue, a failed write).
 pub fn log_lines_dropped() -> &'static Counter {
     &METRICS.log_lines_dropped
+}
+
+/// The disagreement counter of route `index` (1-based) for one `kind` and `change` of
+/// `corsgate_shadow_disagreements_total`, resolved once by the route's shadow rules; the series
+/// appears at once, at zero, and keeps counting across configuration reloads.
+pub fn shadow_disagreements(index: usize, kind: &'static str, change: &'static str) -> Counter {
+    METRICS
+        .shadow_disagreements
+        .get_or_create(&ShadowLabels {
+            route: index.to_string(),
+            kind,
+            change,
+        })
+        .clone()
 }
 
 /// How an exposition is written.
@@ -721,6 +822,15 @@ pub fn render(format: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counting_is_off_only_when_every_gateway_declines() {
+        assert!(counts((0, 0)), "no gateway yet");
+        assert!(counts((1, 0)));
+        assert!(counts((1, 3)), "one gateway that wants counts is enough");
+        assert!(!counts((0, 1)));
+        assert!(!counts((0, 2)));
+    }
 
     #[test]
     fn openmetrics_is_chosen_only_when_accepted() {

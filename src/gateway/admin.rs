@@ -88,6 +88,10 @@ where
             }
         }
         "/-/rules" if is_read(method) => json_response(StatusCode::OK, &rules_view(gateway)),
+        "/metrics" if !gateway.counting.wants() => text(
+            StatusCode::NOT_FOUND,
+            "metrics are off (admin.metrics = false)\n",
+        ),
         "/metrics" if is_read(method) => super::metrics::exposition(gateway, &req),
         "/-/shadow" if is_read(method) => json_response(StatusCode::OK, &shadow_view(gateway)),
         "/-/reload" if method == Method::POST => {

@@ -96,6 +96,8 @@ pub struct Gateway {
     pub access_log: Option<AccessLog>,
     /// Each route's candidate rules, by route position (`shadow_rules`).
     pub shadows: Vec<Option<ShadowRules>>,
+    /// Whether `/metrics` is served and the request path counts for it.
+    pub(crate) counting: crate::metrics::CountingVote,
 }
 
 /// Why the gateway could not start (or a configuration could not be put in force).
@@ -230,6 +232,7 @@ impl Gateway {
                 _ => AccessLog::start(&config.log)?,
             },
             shadows,
+            counting: crate::metrics::CountingVote::new(config.admin.counts()),
         };
         Ok((gateway, kept_from))
     }

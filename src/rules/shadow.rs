@@ -37,6 +37,7 @@ use arc_swap::{ArcSwapOption, Guard};
 use arrayvec::ArrayVec;
 use http::header::{HeaderName, VARY};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -48,6 +49,7 @@ use crate::cors::header::RequestedHeaders;
 use crate::cors::{BucketCors, CorsMethod, CorsRequest, Rule};
 use crate::gateway::access_log::Outcome;
 use crate::gateway::snapshot::Snapshot;
+use crate::metrics;
 
 /// Disagreements sampled (logged and kept) per second, at most, per route.
 pub const SAMPLES_PER_SECOND: u32 = 10;
@@ -264,8 +266,10 @@ pub struct ShadowRules {
     rules: RouteRules,
     /// The latest live and candidate generations lined up.
     alignment: ArcSwapOption<Alignment>,
-    /// By kind, then change.
+    /// By kind, then change: since this candidate was built (`GET /-/shadow`).
     counts: [[AtomicU64; 3]; 2],
+    /// The same, as `corsgate_shadow_disagreements_total` (which outlives reloads).
+    counters: [[Counter; 3]; 2],
     samples: Samples,
 }
 
@@ -286,6 +290,11 @@ impl ShadowRules {
             rules,
             alignment: ArcSwapOption::empty(),
             counts: Default::default(),
+            counters: Kind::ALL.map(|kind| {
+                Change::ALL.map(|change| {
+                    metrics::shadow_disagreements(route, kind.as_str(), change.as_str())
+                })
+            }),
             samples: Samples::new(),
         })
     }
@@ -457,6 +466,9 @@ impl ShadowRules {
 
     fn disagree(&self, kind: Kind, change: Change, sample: impl FnOnce() -> Sample) {
         self.counts[kind as usize][change as usize].fetch_add(1, Ordering::Relaxed);
+        if metrics::counting() {
+            self.counters[kind as usize][change as usize].inc();
+        }
         if !self.samples.admit() {
             return;
         }

@@ -324,6 +324,7 @@ pub fn config(routes: Vec<RouteConfig>) -> Config {
         admin: AdminConfig {
             listen: None,
             token_env: None,
+            metrics: true,
         },
         log: corsgate::config::LogConfig::default(),
     }
