@@ -46,6 +46,12 @@
 #                  uploads and one HTTP/2 connection fanning out stalled uploads against it; beside
 #                  the same instance measured unattacked just before (attack-calm-*); its peak RSS
 #                  and open descriptors under attack
+#  metrics         preflights (as h1-32) against a corsgate instance with its admin listener on,
+#                  so every request is counted for /metrics, beside the main instance (admin off:
+#                  nothing counted), alternating
+#  access-log      preflights (as h1-32) against a corsgate instance and an nginx whose access logs
+#                  are on (each one's default format, to a file), beside the main instances (logs
+#                  off), alternating; same answers
 #  idle            corsgate's RSS after start and one request, and after the whole load
 #
 # The machine is small and shared: medians of alternating runs are the figures to read, and CPU
@@ -123,7 +129,10 @@ trap cleanup EXIT
 BASE=${CORSGATE_BENCH_PORT:-18080}
 P_GATE=$BASE P_BARE=$((BASE + 1)) P_NGINX=$((BASE + 2)) P_NGINX_H2=$((BASE + 3))
 P_GATE100=$((BASE + 4)) P_RELOAD=$((BASE + 5)) P_ATTACK=$((BASE + 6)) P_ORIGIN=$((BASE + 10))
-for port in $P_GATE $P_BARE $P_NGINX $P_NGINX_H2 $P_GATE100 $P_RELOAD $P_ATTACK $P_ORIGIN; do
+P_GATE_LOG=$((BASE + 7)) P_GATE_METRICS=$((BASE + 8)) P_NGINX_LOG=$((BASE + 9))
+P_NGINX_LOG_H2=$((BASE + 11)) P_METRICS_ADMIN=$((BASE + 12))
+for port in $P_GATE $P_BARE $P_NGINX $P_NGINX_H2 $P_GATE100 $P_RELOAD $P_ATTACK $P_ORIGIN \
+  $P_GATE_LOG $P_GATE_METRICS $P_NGINX_LOG $P_NGINX_LOG_H2 $P_METRICS_ADMIN; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "run.sh: port $port is in use (set CORSGATE_BENCH_PORT)" >&2
     exit 2
@@ -205,8 +214,34 @@ origin = "$ORIGIN_URL"
 rules = { file = "$ROOT/config/cors.xml" }
 EOF
 start attacked 0 "$CORSGATE" serve --config "$TMP/attack.toml"
+# The metrics scenario's instance: the main one's rules, with an admin listener, which turns
+# counting on.
+start metrics 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE_METRICS" --origin "$ORIGIN_URL" \
+  --rules config/cors.xml --admin "127.0.0.1:$P_METRICS_ADMIN"
+# The access-log scenario's instances: corsgate and nginx as the main ones, each with its access
+# log on in its default format, written to a file as a production server's is.
+cat >"$TMP/log.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$P_GATE_LOG"]
+[admin]
+listen = "off"
+[log]
+access = true
+access_file = "$TMP/corsgate-access.log"
+[[route]]
+hosts = ["*"]
+origin = "$ORIGIN_URL"
+rules = { file = "$ROOT/config/cors.xml" }
+EOF
+start corsgate-log 0 env RUST_LOG=info "$CORSGATE" serve --config "$TMP/log.toml"
+sed -e "s/127\.0\.0\.1:$P_NGINX /127.0.0.1:$P_NGINX_LOG /; s/127\.0\.0\.1:$P_NGINX_H2 /127.0.0.1:$P_NGINX_LOG_H2 /" \
+  -e "s#$TMP/nginx#$TMP/nginxlog#g" -e "s#^\( *\)access_log off;#\1access_log $TMP/nginx-access.log;#" \
+  "$TMP/nginx.conf" >"$TMP/nginx-log.conf"
+grep -q "access_log $TMP/nginx-access.log;" "$TMP/nginx-log.conf" ||
+  { echo "run.sh: could not turn nginx's access log on" >&2; exit 2; }
 start nginx 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx.conf"
 start bare 0 "$BARE" --listen "127.0.0.1:$P_BARE" --rules config/cors.xml
+start nginx-log 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx-log.conf"
 wait_port "$P_GATE" corsgate
 wait_port "$P_GATE100" corsgate100
 wait_port "$P_RELOAD" reload
@@ -214,6 +249,9 @@ wait_port "$P_ATTACK" attacked
 wait_port "$P_NGINX" nginx
 wait_port "$P_NGINX_H2" nginx
 wait_port "$P_BARE" bare
+wait_port "$P_GATE_METRICS" metrics
+wait_port "$P_GATE_LOG" corsgate-log
+wait_port "$P_NGINX_LOG" nginx-log
 
 CLK_TCK=$(getconf CLK_TCK)
 # CPU ticks (user + system) of a process, its threads and its child processes (nginx's worker).
@@ -255,6 +293,12 @@ if [ -z "$ONLY" ] || wanted h1-32 || wanted h2 || wanted rules-100; then
   check corsgate-100-rules "http://127.0.0.1:$P_GATE100/" "$RULES100" -c 8
   check nginx-h1 "http://127.0.0.1:$P_NGINX/" config/cors.xml -c 8
   check nginx-h2 "http://127.0.0.1:$P_NGINX_H2/" config/cors.xml --http2 -c 2
+fi
+if wanted access-log; then
+  check corsgate-log "http://127.0.0.1:$P_GATE_LOG/" config/cors.xml -c 8
+  check nginx-log "http://127.0.0.1:$P_NGINX_LOG/" config/cors.xml -c 8
+  [ -s "$TMP/corsgate-access.log" ] && [ -s "$TMP/nginx-access.log" ] ||
+    { echo "run.sh: an access log stayed empty" >&2; exit 1; }
 fi
 
 # --- 5. measurements ------------------------------------------------------------------------
@@ -372,6 +416,9 @@ B=http://127.0.0.1:$P_BARE
 G100=http://127.0.0.1:$P_GATE100
 GR=http://127.0.0.1:$P_RELOAD
 GA=http://127.0.0.1:$P_ATTACK
+GM=http://127.0.0.1:$P_GATE_METRICS
+GL=http://127.0.0.1:$P_GATE_LOG
+NL=http://127.0.0.1:$P_NGINX_LOG
 pid() { echo "${PID_OF[$1]}"; }
 
 # reloader: until killed, every 100 ms, swaps the other document into place and sends SIGHUP.
@@ -442,6 +489,28 @@ for round in warm $(seq 1 "$ROUNDS"); do
     wrk_run attack-get corsgate "$round" "$ap" "$GA" "$TMP/get.lua" 32 "$secs"
     printf '%s\t%s\n' "$round" "$(rss_kib "$ap" VmHWM)" >>"$TMP/attack-rss"
     kill "$attacker"; wait "$attacker" 2>/dev/null || true
+  fi
+  if wanted metrics; then
+    # Alternate which instance goes first from round to round.
+    order="corsgate metrics"; [ "$round" != warm ] && [ $((round % 2)) = 0 ] && order="metrics corsgate"
+    for instance in $order; do
+      case $instance in corsgate) url=$G ;; metrics) url=$GM ;; esac
+      wrk_run metrics "$instance" "$round" "$(pid "$instance")" "$url" "$TMP/preflight.lua" 32 "$secs"
+    done
+  fi
+  if wanted access-log; then
+    order="corsgate corsgate-log nginx nginx-log"
+    [ "$round" != warm ] && [ $((round % 2)) = 0 ] && order="nginx-log nginx corsgate-log corsgate"
+    for instance in $order; do
+      case $instance in
+        corsgate) url=$G ;; corsgate-log) url=$GL ;; nginx) url=$N ;; nginx-log) url=$NL ;;
+      esac
+      wrk_run access-log "$instance" "$round" "$(pid "$instance")" "$url" "$TMP/preflight.lua" 32 "$secs"
+    done
+    # The logs grow by a hundred megabytes a round: keep the scratch directory small (both
+    # servers append, so truncating in place is safe).
+    : >"$TMP/corsgate-access.log"
+    : >"$TMP/nginx-access.log"
   fi
   if wanted get-1k; then
     for server in corsgate nginx; do
@@ -557,6 +626,16 @@ if [ -n "$(median attack-preflight 4 corsgate)" ]; then
   row attack-get corsgate "×calm $(ratio "$(median attack-get 4 corsgate)" "$(median attack-calm-get 4 corsgate)"), \
 peak RSS $(awk -F'\t' '{ if ($2 > m) m = $2 } END { printf "%.1f MiB", m / 1024 }' "$TMP/attack-rss"), \
 descriptors under attack $(awk -F'\t' '{ if ($2 > m) m = $2 } END { print m }' "$TMP/attack-fds")"
+fi
+if [ -n "$(median metrics 4 metrics)" ]; then
+  row metrics corsgate "admin off: nothing counted; the next row's baseline"
+  row metrics metrics "counted for /metrics: req/s ×uncounted $(ratio "$(median metrics 4 metrics)" "$(median metrics 4 corsgate)"), cpu ×uncounted $(ratio "$(median metrics 7 metrics)" "$(median metrics 7 corsgate)") (goal: req/s ≥ 0.97)"
+fi
+if [ -n "$(median access-log 4 corsgate-log)" ]; then
+  row access-log corsgate "log off"
+  row access-log corsgate-log "log on: ×log-off $(ratio "$(median access-log 4 corsgate-log)" "$(median access-log 4 corsgate)") (goal ≥ 0.85), ×nginx-log $(ratio "$(median access-log 4 corsgate-log)" "$(median access-log 4 nginx-log)") (goal ≥ 1.0)"
+  row access-log nginx "log off"
+  row access-log nginx-log "log on: ×log-off $(ratio "$(median access-log 4 nginx-log)" "$(median access-log 4 nginx)")"
 fi
 printf '%-12s %-9s %10s %9s %9s %10s %8s %8s  %s\n' idle corsgate - - - - - - \
   "RSS $(awk -v a="$IDLE_RSS_FRESH" -v b="$IDLE_RSS_AFTER" 'BEGIN { printf "%.1f MiB after start, %.1f MiB after the load", a / 1024, b / 1024 }')"
