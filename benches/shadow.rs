@@ -7,8 +7,10 @@
 //! The candidates: `agreeing` changes a rule the request does not reach, `disagreeing` changes
 //! the winning rule's `MaxAgeSeconds` (every request a `headers_changed`), both answered from
 //! the two documents' alignment; `evaluated` narrows what the winning rule matches (one allowed
-//! header fewer), so the candidate must evaluate every request that rule grants (the worst
-//! case: a full evaluation per request, without building the answer).
+//! header fewer), so each request that rule grants is checked against the header it lost;
+//! `inserted` puts a new rule in front of every other, so that nothing lines up and only an
+//! evaluation of the candidate tells (the worst case: a full evaluation per request, without
+//! building the answer). The `-unique` cases send a request never seen before every time.
 //!
 //! `cargo bench --bench shadow` prints every case as a ratio to the unshadowed preflight of the
 //! same requests, measured in the same run (the machine is shared and noisy; ratios travel,
@@ -97,8 +99,19 @@ fn bench(c: &mut Criterion) {
         "<AllowedHeader>content-md5</AllowedHeader>",
         "",
     );
+    let inserted = candidate(
+        "inserted",
+        "<CORSRule>",
+        "<CORSRule><AllowedOrigin>https://new.example.com</AllowedOrigin>\
+         <AllowedMethod>GET</AllowedMethod></CORSRule><CORSRule>",
+    );
     // Each candidate does what its name says, before anything is measured.
-    for (shadow, disagreements) in [(&agreeing, 0), (&disagreeing, 1), (&evaluated, 0)] {
+    for (shadow, disagreements) in [
+        (&agreeing, 0),
+        (&disagreeing, 1),
+        (&evaluated, 0),
+        (&inserted, 0),
+    ] {
         let snapshot = cell.load();
         let req = CorsRequest::new(&Method::OPTIONS, &headers, Resource::Object);
         let (response, outcome) = cache.respond(&snapshot, &req, ids.next());
@@ -172,8 +185,8 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    // The worst case: every request new (another requested header each time), so neither the
-    // alignment nor the candidate's per-thread memory can answer: a full evaluation each.
+    // Every request new (another requested header each time), so that the candidate's
+    // per-thread memory cannot answer: with `inserted`, a full evaluation each.
     let unique: Vec<HeaderMap> = (0..100_000)
         .map(|i| {
             let mut h = headers.clone();
@@ -188,6 +201,7 @@ fn bench(c: &mut Criterion) {
     for (name, shadow) in [
         ("preflight-unshadowed-unique", None),
         ("preflight-shadowed-evaluated-unique", Some(&evaluated)),
+        ("preflight-shadowed-inserted-unique", Some(&inserted)),
     ] {
         let mut next = unique.iter().cycle();
         group.bench_function(name, |b| {
@@ -241,6 +255,7 @@ fn print_ratios() {
         ("preflight-shadowed-evaluated", BASELINE),
         (UNIQUE, UNIQUE),
         ("preflight-shadowed-evaluated-unique", UNIQUE),
+        ("preflight-shadowed-inserted-unique", UNIQUE),
         ("preflight-access-log-text", BASELINE),
         ("preflight-access-log-json", BASELINE),
     ] {

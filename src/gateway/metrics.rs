@@ -17,7 +17,7 @@ use super::server::{Role, Transport};
 use super::{Body, Gateway, full, proxy};
 use crate::metrics::{self, Answer, Format, Kind, Listener, OriginError};
 
-/// Spec §3: every `OPTIONS` is a preflight.
+/// docs/cors-semantics.md#preflight: every `OPTIONS` is a preflight.
 pub fn kind(method: &Method) -> Kind {
     if method == Method::OPTIONS {
         Kind::Preflight

@@ -26,7 +26,7 @@
 //! preflight again and again. Only a disagreement touches shared counters, and only a sampled
 //! one builds anything or takes a lock.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +45,7 @@ use super::bucket::FetchClient;
 use super::live::Current;
 use super::{RouteRules, RulesError, RulesSource};
 use crate::config::OriginUrl;
-use crate::cors::header::RequestedHeaders;
+use crate::cors::header::{HeaderPattern, RequestedHeaders};
 use crate::cors::{BucketCors, CorsMethod, CorsRequest, Rule};
 use crate::gateway::access_log::Outcome;
 use crate::gateway::snapshot::Snapshot;
@@ -135,7 +135,7 @@ enum Verdict<'p> {
     Denied(StatusCode),
 }
 
-/// Spec §3's verdict, in the core's order, without building the answer: the same winner and
+/// The preflight verdict (docs/cors-semantics.md#preflight-checks), in the core's order, without building the answer: the same winner and
 /// status as [`BucketCors::preflight`] (a test holds them together), at the cost of the checks
 /// alone.
 fn preflight_verdict<'p>(cors: &'p BucketCors, req: &CorsRequest<'_>) -> Verdict<'p> {
@@ -155,6 +155,20 @@ fn preflight_verdict<'p>(cors: &'p BucketCors, req: &CorsRequest<'_>) -> Verdict
         Some(rule) => Verdict::Allowed(rule),
         None => Verdict::Denied(StatusCode::FORBIDDEN),
     }
+}
+
+/// Whether none of the headers `req` asks for is matched by one of `lost`. Asked only of
+/// requests the live rules granted, whose ACRH is therefore well-formed: the names are split
+/// here without validating them again.
+fn none_requested(lost: &[HeaderPattern], req: &CorsRequest<'_>) -> bool {
+    req.acrh.iter().all(|line| {
+        line.as_bytes().split(|&b| b == b',').all(|item| {
+            // Header values hold no white space but SP and HTAB: trimming ASCII white space
+            // trims exactly the list's optional white space.
+            let name = item.trim_ascii();
+            name.is_empty() || !lost.iter().any(|p| p.matches(name))
+        })
+    })
 }
 
 /// How `candidate` differs from `live`, if it does.
@@ -182,15 +196,20 @@ fn same_headers(a: &Rule, b: &Rule) -> bool {
 /// headers). Sufficient, not necessary: each of `narrower`'s patterns must be covered by one of
 /// `wider`'s, as the lint for unreachable rules checks.
 fn covers(wider: &Rule, narrower: &Rule) -> bool {
+    covers_origins_and_methods(wider, narrower)
+        && narrower
+            .headers
+            .iter()
+            .all(|n| wider.headers.iter().any(|w| w.covers(n)))
+}
+
+/// [`covers`] without the requested headers: what an actual request is matched on.
+fn covers_origins_and_methods(wider: &Rule, narrower: &Rule) -> bool {
     narrower.method_set.is_subset(wider.method_set)
         && narrower
             .origins
             .iter()
             .all(|n| wider.origins.iter().any(|w| w.covers(n)))
-        && narrower
-            .headers
-            .iter()
-            .all(|n| wider.headers.iter().any(|w| w.covers(n)))
 }
 
 /// One live snapshot's rules lined up with one candidate snapshot's, position by position.
@@ -198,19 +217,39 @@ fn covers(wider: &Rule, narrower: &Rule) -> bool {
 /// S3's winner is the first rule that matches. So a request the live rules granted by rule `i`
 /// is granted by the candidate's rule `i` whenever each candidate rule before `i` matches no
 /// more than the live rule in its place (it cannot match: the live one did not) and the
-/// candidate's rule `i` matches at least what the live one does (it matches). Likewise, if no
-/// candidate rule matches more than the live rule in its place, whatever the live rules refuse
-/// the candidate refuses the same way. Changed rules only cost an evaluation for the requests
-/// they might change.
+/// candidate's rule `i` matches at least what the live one does (it matches). When that rule
+/// matches at least the live one's origins and methods but not all its requested headers (a
+/// header taken out), whether it wins is one check of the request's headers against it, not an
+/// evaluation. Likewise, if no candidate rule matches more than the live rule in its place,
+/// whatever the live rules refuse the candidate refuses the same way. Changed rules only cost
+/// an evaluation for the requests they might change.
 #[derive(Debug)]
 struct Alignment {
     live: u64,
     candidate: u64,
-    /// By live rule: `Some(same headers)` when the candidate's winner for the requests it
-    /// grants is known to be the candidate's rule in the same place.
-    granted: Box<[Option<bool>]>,
+    /// By live rule: what the candidate's rule in the same place does with the requests the
+    /// live one grants.
+    granted: Box<[Granted]>,
     /// Whatever the live rules refuse, the candidate refuses the same way (both enabled).
     same_refusals: bool,
+}
+
+/// What the candidate's rule in a live rule's place does with the requests the live one grants
+/// (`same`: the two grant the same headers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Granted {
+    /// It wins every one of them.
+    Wins { same: bool },
+    /// It matches their origins and methods, and every requested header the live rule allows
+    /// except, perhaps, those of the `lost` patterns (the live rule's patterns no candidate
+    /// pattern covers): it wins those that request none of these; the others need an
+    /// evaluation.
+    WinsUnlessLost {
+        same: bool,
+        lost: Box<[HeaderPattern]>,
+    },
+    /// Only an evaluation tells.
+    Unknown,
 }
 
 impl Alignment {
@@ -221,14 +260,28 @@ impl Alignment {
         let (a, b) = (rules(live), rules(candidate));
         // Every candidate rule so far matches no more than the live rule in its place.
         let mut narrower_so_far = true;
-        let granted: Box<[Option<bool>]> = a
+        let granted: Box<[Granted]> = a
             .iter()
             .enumerate()
             .map(|(i, live_rule)| {
                 let candidate_rule = b.get(i);
-                let known = candidate_rule
-                    .filter(|c| narrower_so_far && covers(c, live_rule))
-                    .map(|c| same_headers(live_rule, c));
+                let known = match candidate_rule {
+                    Some(c) if narrower_so_far && covers(c, live_rule) => Granted::Wins {
+                        same: same_headers(live_rule, c),
+                    },
+                    Some(c) if narrower_so_far && covers_origins_and_methods(c, live_rule) => {
+                        Granted::WinsUnlessLost {
+                            same: same_headers(live_rule, c),
+                            lost: live_rule
+                                .headers
+                                .iter()
+                                .filter(|l| !c.headers.iter().any(|p| p.covers(l)))
+                                .cloned()
+                                .collect(),
+                        }
+                    }
+                    _ => Granted::Unknown,
+                };
                 // A missing candidate rule matches nothing.
                 narrower_so_far &= candidate_rule.is_none_or(|c| covers(live_rule, c));
                 known
@@ -247,11 +300,21 @@ impl Alignment {
     }
 
     /// The change the candidate makes to a request the live rules granted by `rule` (1-based)
-    /// or refused (`None`), when the alignment alone tells: `Some(None)` for no change.
-    fn known(&self, rule: Option<usize>) -> Option<Option<Change>> {
+    /// or refused (`None`), when the alignment tells: `Some(None)` for no change.
+    /// `none_requested` says whether the request asks for no header these patterns match; it
+    /// is asked only when that alone decides.
+    fn known(
+        &self,
+        rule: Option<usize>,
+        none_requested: impl FnOnce(&[HeaderPattern]) -> bool,
+    ) -> Option<Option<Change>> {
         match rule {
             Some(rule) => {
-                let same = (*self.granted.get(rule.checked_sub(1)?)?)?;
+                let same = match self.granted.get(rule.checked_sub(1)?)? {
+                    Granted::Wins { same } => *same,
+                    Granted::WinsUnlessLost { same, lost } if none_requested(lost) => *same,
+                    Granted::WinsUnlessLost { .. } | Granted::Unknown => return None,
+                };
                 Some((!same).then_some(Change::HeadersChanged))
             }
             None => self.same_refusals.then_some(None),
@@ -372,11 +435,14 @@ impl ShadowRules {
         &self,
         live: &Snapshot,
         candidate: &Snapshot,
+        req: &CorsRequest<'_>,
         live_rule: Option<usize>,
         evaluate: impl FnOnce() -> Option<Change>,
     ) -> Option<Change> {
         if let Some(alignment) = self.alignment(live, candidate)
-            && let Some(known) = alignment.as_deref().and_then(|a| a.known(live_rule))
+            && let Some(known) = alignment
+                .as_deref()
+                .and_then(|a| a.known(live_rule, |lost| none_requested(lost, req)))
         {
             return known;
         }
@@ -411,7 +477,7 @@ impl ShadowRules {
         let Some(candidate) = self.candidate() else {
             return;
         };
-        let Some(change) = self.change(live, &candidate, live_rule, || {
+        let Some(change) = self.change(live, &candidate, req, live_rule, || {
             Recent::remembered(live.generation, candidate.generation, req, || {
                 change(live_verdict, preflight_verdict(&candidate.cors, req))
             })
@@ -454,7 +520,7 @@ impl ShadowRules {
                 (Some(_), Some(_)) => Some(Change::HeadersChanged),
             }
         };
-        let Some(change) = self.change(live, &candidate, live_rule, evaluate) else {
+        let Some(change) = self.change(live, &candidate, req, live_rule, evaluate) else {
             return;
         };
         self.disagree(Kind::Actual, change, || Sample {
@@ -507,6 +573,9 @@ impl ShadowRules {
 
 /// Requests whose candidate outcome [`Recent`] remembers, per thread.
 const RECENT_SLOTS: usize = 256;
+/// Misses in a row after which lookups are only made now and then, and how often then.
+const RECENT_MISSES: u32 = 64;
+const RECENT_PROBE: u32 = 16;
 /// Longest request key remembered (origin, ACRM and ACRH with their lengths); longer ones are
 /// evaluated every time.
 const RECENT_KEY: usize = 192;
@@ -543,6 +612,16 @@ impl Recent {
     ) -> Option<Change> {
         thread_local! {
             static SLOTS: RefCell<Option<Box<[Recent]>>> = const { RefCell::new(None) };
+            /// Lookups in a row that found nothing.
+            static MISSES: Cell<u32> = const { Cell::new(0) };
+        }
+        // A stream of requests never seen before (a flood of new origins or headers) would pay
+        // for a key, a lookup and a store each time for nothing: after a run of misses, only
+        // every `RECENT_PROBE`th request looks, until one finds its outcome again.
+        let misses = MISSES.get();
+        MISSES.set(misses.wrapping_add(1));
+        if misses >= RECENT_MISSES && misses % RECENT_PROBE != 0 {
+            return evaluate();
         }
         let Some(key) = Recent::key(req) else {
             return evaluate();
@@ -557,6 +636,7 @@ impl Recent {
                 && slot.candidate == candidate
                 && slot.key.get(..slot.len) == Some(key.as_slice())
             {
+                MISSES.set(0);
                 return slot.change;
             }
             let change = evaluate();
@@ -608,7 +688,7 @@ impl Answer {
                 status: Some(StatusCode::OK.as_u16()),
                 headers: cors_headers(grant.headers()),
             },
-            // Spec §3: a refusal carries no CORS header.
+            // docs/cors-semantics.md#preflight-errors: a refusal carries no CORS header.
             Err(denial) => Answer {
                 status: Some(denial.status.as_u16()),
                 headers: Vec::new(),
@@ -986,7 +1066,8 @@ mod tests {
                         };
                         (a.map(|g| g.rule.index), evaluated)
                     };
-                    if let Some(known) = alignment.known(live_rule) {
+                    let none = |lost: &[HeaderPattern]| none_requested(lost, &req);
+                    if let Some(known) = alignment.known(live_rule, none) {
                         told += 1;
                         assert_eq!(known, evaluated, "{xml}\n{method} {pairs:?}");
                     }
@@ -994,6 +1075,49 @@ mod tests {
             }
         }
         assert!(told >= 20, "the alignment told only {told} answers");
+    }
+
+    #[test]
+    fn a_narrowed_rule_is_judged_by_the_headers_it_lost_alone() {
+        let live = Snapshot::new(cors(LIVE));
+        // The first rule keeps `x-amz-acl` of the `x-amz-*` it had, and lasts an hour.
+        let candidate = Snapshot::new(cors(&LIVE.replace(
+            "<AllowedHeader>x-amz-*</AllowedHeader>",
+            "<AllowedHeader>x-amz-acl</AllowedHeader><MaxAgeSeconds>3600</MaxAgeSeconds>",
+        )));
+        let alignment = Alignment::new(&live, &candidate);
+        assert!(
+            matches!(&alignment.granted[0], Granted::WinsUnlessLost { same: false, lost }
+            if **lost == [HeaderPattern::parse("x-amz-*").expect("a pattern")])
+        );
+        let judged = |acrh: &'static str| {
+            let h = headers(&[
+                ("origin", "https://a.example"),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", acrh),
+            ]);
+            let req = CorsRequest::new(&Method::OPTIONS, &h, Resource::Object);
+            let told = alignment.known(Some(1), |lost| none_requested(lost, &req));
+            let evaluated = change(
+                preflight_verdict(&live.cors, &req),
+                preflight_verdict(&candidate.cors, &req),
+            );
+            (told, evaluated)
+        };
+        // No header requested: the candidate's rule wins, with its own max age.
+        assert_eq!(
+            judged(""),
+            (
+                Some(Some(Change::HeadersChanged)),
+                Some(Change::HeadersChanged)
+            )
+        );
+        // A header of the lost pattern: evaluated (here the candidate refuses it).
+        assert_eq!(
+            judged("x-amz-acl,x-amz-date"),
+            (None, Some(Change::NewlyDenied))
+        );
+        assert_eq!(judged("x-amz-acl"), (None, Some(Change::HeadersChanged)));
     }
 
     /// One generated rule, from a few origins, methods, header patterns and max ages.
@@ -1063,7 +1187,8 @@ mod tests {
                 Verdict::Allowed(rule) => Some(rule.index),
                 Verdict::Denied(_) => None,
             };
-            if let Some(known) = alignment.known(rule) {
+            let none = |lost: &[HeaderPattern]| none_requested(lost, &req);
+            if let Some(known) = alignment.known(rule, none) {
                 prop_assert_eq!(known, change(verdict, preflight_verdict(&candidate.cors, &req)));
             }
         }
@@ -1105,6 +1230,44 @@ mod tests {
             ],
         );
         assert_eq!(evaluations.get(), 6);
+    }
+
+    #[test]
+    fn after_a_flood_of_new_requests_a_repeated_one_is_remembered_again() {
+        let evaluations = std::cell::Cell::new(0);
+        let judge = |acrh: &str| {
+            let mut h = headers(&[
+                ("origin", "https://a.example"),
+                ("access-control-request-method", "PUT"),
+            ]);
+            h.insert(
+                "access-control-request-headers",
+                HeaderValue::from_str(acrh).expect("a header value"),
+            );
+            let req = CorsRequest::new(&Method::OPTIONS, &h, Resource::Object);
+            Recent::remembered(7, 8, &req, || {
+                evaluations.set(evaluations.get() + 1);
+                None
+            });
+        };
+        for i in 0..1000 {
+            judge(&format!("x-new-{i}"));
+        }
+        assert_eq!(evaluations.get(), 1000, "every new request is evaluated");
+        // Looked up only now and then during the flood, the repeated request is found within
+        // two probes, and from then on every time.
+        for _ in 0..2 * RECENT_PROBE {
+            judge("x-amz-acl");
+        }
+        let before = evaluations.get();
+        for _ in 0..100 {
+            judge("x-amz-acl");
+        }
+        assert_eq!(
+            evaluations.get(),
+            before,
+            "the repeated request is remembered"
+        );
     }
 
     #[test]
