@@ -620,7 +620,7 @@ impl Recent {
         // every `RECENT_PROBE`th request looks, until one finds its outcome again.
         let misses = MISSES.get();
         MISSES.set(misses.wrapping_add(1));
-        if misses >= RECENT_MISSES && misses % RECENT_PROBE != 0 {
+        if misses >= RECENT_MISSES && !misses.is_multiple_of(RECENT_PROBE) {
             return evaluate();
         }
         let Some(key) = Recent::key(req) else {
