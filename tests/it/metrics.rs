@@ -1,8 +1,8 @@
 //! `GET /metrics` on the admin listener: after known traffic, every family has its name, its
 //! type and the exact count of what was sent.
 //!
-//! The registry is one per process, so this binary holds a single test: no other gateway in it
-//! adds to the counters it reads.
+//! The registry is one per process, so the test runs in a process of its own: no other test's
+//! gateway adds to the counters it reads.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -154,8 +154,18 @@ fn host_route(host: &str, origin: &str, rules: RulesSource) -> RouteConfig {
     )
 }
 
-#[tokio::test]
-async fn known_traffic_is_counted_exactly_and_served_in_both_formats() {
+#[test]
+fn known_traffic_is_counted_exactly_and_served_in_both_formats() {
+    alone_in_a_process(
+        "metrics::known_traffic_is_counted_exactly_and_served_in_both_formats",
+        || {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            runtime.block_on(known_traffic());
+        },
+    );
+}
+
+async fn known_traffic() {
     let started = SystemTime::now();
     let origin = Origin::start(Reply::default()).await;
     let rules = rules_file(&cached_rules());

@@ -255,6 +255,35 @@ pub async fn raw(gateway: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Runs `body` in a process of its own: this test binary again, running only `test` (its name
+/// as the harness lists it, `module::function`). For a test that reads state the whole process
+/// shares, such as the metrics registry, which the other tests' in-process gateways add to.
+pub fn alone_in_a_process(test: &str, body: impl FnOnce()) {
+    const ALONE: &str = "CORSGATE_TEST_ALONE";
+    if std::env::var_os(ALONE).is_some_and(|name| name == test) {
+        body();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ALONE, test)
+        .output()
+        .expect("run the test binary again");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "{test}, alone in a process, failed:\n{stdout}{stderr}"
+    );
+    // A name that matches no test would run nothing and succeed.
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{test} did not run alone in a process:\n{stdout}{stderr}"
+    );
+}
+
 /// Makes a FIFO (named pipe) at `path`.
 pub fn mkfifo(path: &std::path::Path) {
     use std::os::unix::ffi::OsStrExt;
