@@ -124,10 +124,45 @@ proptest! {
     }
 
     #[test]
-    fn every_truncation_and_corruption_of_a_valid_document_is_handled(cut in 0..VALID.len(), flip in 0..VALID.len(), byte in any::<u8>()) {
-        let _ = Policy::parse(&VALID.as_bytes()[..cut]);
+    fn every_corruption_of_a_valid_document_is_parsed_or_refused_with_a_problem(flip in 0..VALID.len(), byte in any::<u8>()) {
         let mut corrupted = VALID.as_bytes().to_vec();
         corrupted[flip] = byte;
-        let _ = Policy::parse(&corrupted);
+        // A flipped byte may leave the document valid (a letter of an origin, a blank): only a
+        // refusal must say why.
+        if let Err(err) = Policy::parse(&corrupted) {
+            prop_assert!(!err.problems.is_empty(), "a refusal without a problem");
+        }
+    }
+}
+
+/// Every cut before the root element's end tag is finished: refused as malformed XML, at a
+/// line the cut document has.
+#[test]
+fn every_truncation_of_a_valid_document_is_malformed_at_a_line_it_has() {
+    let end = VALID.trim_end().len();
+    assert!(
+        Policy::parse(&VALID.as_bytes()[..end]).is_ok(),
+        "the whole document is valid"
+    );
+    for cut in 0..end {
+        let truncated = &VALID[..cut];
+        let err = Policy::parse(truncated.as_bytes())
+            .expect_err(&format!("cut at byte {cut} must be refused"));
+        let first = err.problems.first().expect("a refusal names its problem");
+        assert_eq!(
+            first.kind.code(),
+            S3Code::MalformedXML,
+            "cut at byte {cut}: {err}"
+        );
+        // A cut just after a newline ends on the (empty) line that follows it.
+        let lines = truncated.matches('\n').count() + 1;
+        let pos = first
+            .pos
+            .unwrap_or_else(|| panic!("cut at byte {cut}: no position: {err}"));
+        assert!(
+            (1..=lines).contains(&(pos.line as usize)),
+            "cut at byte {cut}: line {} of {lines}: {err}",
+            pos.line
+        );
     }
 }

@@ -380,7 +380,10 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     let gateway = gateway_for(&origin, None).await;
     let addr = gateway.addr();
     let in_flight = tokio::spawn(async move { send(addr, "GET", "/k", &[]).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { origin.count() == 1 }).await,
+        "the request reaches the origin"
+    );
     gateway.shutdown().await;
     let answer = in_flight.await.expect("request task");
     assert_eq!(answer.status, 200);

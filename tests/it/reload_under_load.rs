@@ -337,6 +337,10 @@ fn spawn_load(
         .collect()
 }
 
+/// Slow on purpose, and never skipped: the gateway stays under full load through the warm-up,
+/// the reload-free stretch and the reload phase (`CORSGATE_RELOAD_STEADY_SECS` and
+/// `CORSGATE_RELOAD_SECS` shorten them), because an answer torn or dropped by a swap is rare and
+/// only shows when many swaps meet many requests in flight.
 #[test]
 fn rules_alternating_under_load_drop_nothing_and_never_mix() {
     let reload_phase = secs("CORSGATE_RELOAD_SECS", 10.0);

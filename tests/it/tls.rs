@@ -480,7 +480,8 @@ async fn http2_settings_are_announced_as_configured() {
         .await
         .expect("handshake");
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
-    let (client, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+    let (client, mut connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+    let mut ping_pong = connection.ping_pong().expect("the connection's pings");
     tokio::spawn(connection);
     let mut client = client.ready().await.expect("ready");
     let req = http::Request::post("https://a.test/upload")
@@ -492,7 +493,12 @@ async fn http2_settings_are_announced_as_configured() {
     while upload.capacity() < 100_000 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Any window the server granted before answering a ping has been applied once the answer
+    // is read.
+    ping_pong
+        .ping(h2::Ping::opaque())
+        .await
+        .expect("the server answers a ping");
     assert_eq!(
         upload.capacity(),
         100_000,
