@@ -28,10 +28,11 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
 }
 
 #[test]
-fn check_accepts_the_shipped_examples() {
-    let out = corsgate(&["check", "config/cors.xml", "config/cors-app.xml"]);
+fn check_accepts_the_shipped_rules_and_the_benchmark_fixture() {
+    let out = corsgate(&["check", "config/cors-app.xml", "benches/fixtures/cors.xml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("config/cors-app.xml: valid (3 rules, 0 warnings)"));
+    assert!(stdout(&out).contains("benches/fixtures/cors.xml: valid (1 rule, 0 warnings)"));
 }
 
 #[test]
@@ -176,7 +177,7 @@ fn explain_text_says_why_each_rule_did_not_match() {
 fn explain_rejects_a_malformed_header_flag_with_exit_2() {
     let out = corsgate(&[
         "explain",
-        "config/cors.xml",
+        "config/cors-app.xml",
         "-X",
         "OPTIONS",
         "-H",

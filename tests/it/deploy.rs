@@ -332,6 +332,30 @@ fn the_image_health_check_runs_the_binary_the_image_installs() {
     );
 }
 
+/// The build stage copies what `cargo build --release --locked --bin corsgate` reads, all of
+/// which exists, and nothing else: the tests and benchmarks stay out of the image's build.
+#[test]
+fn the_image_build_copies_only_what_the_binary_is_built_from() {
+    let dockerfile = read("Dockerfile");
+    let build_stage = dockerfile
+        .split("\nFROM ")
+        .find(|stage| stage.contains(" AS build"))
+        .expect("a build stage");
+    let mut copied: Vec<&str> = build_stage
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .flat_map(|args| {
+            let words: Vec<&str> = args.split_whitespace().collect();
+            words[..words.len() - 1].to_vec()
+        })
+        .collect();
+    copied.sort_unstable();
+    assert_eq!(copied, ["Cargo.lock", "Cargo.toml", "build.rs", "src"]);
+    for path in copied {
+        assert!(manifest_dir().join(path).exists(), "COPY {path}: missing");
+    }
+}
+
 #[cfg(feature = "external")]
 mod external {
     use super::*;
