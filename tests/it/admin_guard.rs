@@ -23,21 +23,11 @@ async fn admin_gateway() -> (corsgate::gateway::Running, SocketAddr) {
 
 /// A configuration file naming `TOKEN_VAR`, for the binary.
 fn token_config() -> PathBuf {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("corsgate-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = dir.join(format!("admin-token-{n}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             token_env = \"{TOKEN_VAR}\"\n\n[[route]]\nhosts = [\"*\"]\n\
-             origin = \"http://127.0.0.1:1\"\n"
-        ),
-    )
-    .expect("write configuration");
-    path
+    config_file(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         token_env = \"{TOKEN_VAR}\"\n\n[[route]]\nhosts = [\"*\"]\n\
+         origin = \"http://127.0.0.1:1\"\n"
+    ))
 }
 
 #[tokio::test]

@@ -5,11 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::common::*;
-use bytes::Bytes;
 use corsgate::rules::{BucketSource, EndpointSource, RulesSource, SigningConfig};
 use corsgate::s3::Addressing;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 
 const ALLOW_A: &str = "<CORSConfiguration><CORSRule><AllowedOrigin>https://a.example</AllowedOrigin><AllowedMethod>GET</AllowedMethod><MaxAgeSeconds>100</MaxAgeSeconds></CORSRule></CORSConfiguration>";
 const ALLOW_B: &str = "<CORSConfiguration><CORSRule><AllowedOrigin>https://b.example</AllowedOrigin><AllowedMethod>GET</AllowedMethod><AllowedMethod>PUT</AllowedMethod></CORSRule></CORSConfiguration>";
@@ -49,13 +47,9 @@ async fn preflight(gateway: SocketAddr, path: &str, origin: &str) -> Answer {
 }
 
 async fn put(gateway: SocketAddr, path: &str, body: &str) -> StatusCode {
-    let req = Request::put(format!("http://{gateway}{path}"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let response = client().request(req).await.expect("gateway answers");
-    let status = response.status();
-    let _ = response.into_body().collect().await;
-    status
+    send_body(gateway, "PUT", path, &[], body.to_string())
+        .await
+        .status
 }
 
 #[tokio::test]

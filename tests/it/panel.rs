@@ -8,12 +8,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::*;
-use bytes::Bytes;
+use crate::common::{self, *};
 use corsgate::rules::{BucketSource, EndpointSource, RulesSource, SigningConfig};
 use corsgate::s3::Addressing;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 use serde_json::{Value, json};
 
 const ALLOW_A: &str = "<CORSConfiguration><CORSRule><AllowedOrigin>https://a.example</AllowedOrigin><AllowedMethod>GET</AllowedMethod></CORSRule></CORSConfiguration>";
@@ -41,24 +39,10 @@ async fn post_from(
     body: &Value,
     origin: &str,
 ) -> (StatusCode, Value) {
-    let request = Request::post(format!("http://{admin}{path}"))
-        .header("content-type", "application/json")
-        .header("origin", origin)
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(30), client().request(request))
-        .await
-        .expect("an answer within 30 s")
-        .expect("the admin listener answers");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("whole body")
-        .to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, json)
+    let headers = [("content-type", "application/json"), ("origin", origin)];
+    let answer = send_body(admin, "POST", path, &headers, body.to_string()).await;
+    let json = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    (answer.status, json)
 }
 
 async fn preflight(gateway: SocketAddr, origin: &str, method: &str) -> StatusCode {
@@ -88,15 +72,10 @@ async fn file_gateway(xml: &str) -> (corsgate::gateway::Running, SocketAddr, std
 }
 
 async fn generation(admin: SocketAddr, route: &str) -> u64 {
-    let (status, rules) = admin_json(admin, &format!("/-/api/routes/{route}/rules")).await;
+    let (status, rules) =
+        common::admin(admin, "GET", &format!("/-/api/routes/{route}/rules")).await;
     assert_eq!(status, StatusCode::OK, "{rules}");
     rules["generation"].as_u64().expect("a generation")
-}
-
-async fn admin_json(admin: SocketAddr, path: &str) -> (StatusCode, Value) {
-    let answer = send(admin, "GET", path, &[]).await;
-    let json = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    (answer.status, json)
 }
 
 #[cfg(unix)]
@@ -161,7 +140,7 @@ async fn routes_show_hosts_source_generation_and_lints() {
     ]))
     .await;
     let admin = gateway.admin.expect("admin listener");
-    let (status, view) = admin_json(admin, "/-/api/routes").await;
+    let (status, view) = common::admin(admin, "GET", "/-/api/routes").await;
     assert_eq!(status, StatusCode::OK);
     let first = &view["routes"][0];
     assert_eq!(first["route"], 1);
@@ -188,7 +167,7 @@ async fn routes_show_hosts_source_generation_and_lints() {
             .is_some_and(|e| e.contains("no rules file or bucket")),
         "{refused}"
     );
-    let (status, _) = admin_json(admin, "/-/api/routes/9/rules").await;
+    let (status, _) = common::admin(admin, "GET", "/-/api/routes/9/rules").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -597,7 +576,7 @@ async fn a_bucket_routes_rules_are_stored_in_the_bucket_and_followed_at_once() {
     );
     let gateway = start(config_with_admin(vec![route])).await;
     let admin = gateway.admin.expect("admin listener");
-    let (_, rules) = admin_json(admin, "/-/api/routes/1/rules").await;
+    let (_, rules) = common::admin(admin, "GET", "/-/api/routes/1/rules").await;
     assert_eq!(
         rules["source"],
         json!({ "kind": "bucket", "bucket": "photos" })
@@ -630,7 +609,7 @@ async fn a_bucket_routes_rules_are_stored_in_the_bucket_and_followed_at_once() {
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
-    let (status, other) = admin_json(admin, "/-/api/routes/1/rules?bucket=videos").await;
+    let (status, other) = common::admin(admin, "GET", "/-/api/routes/1/rules?bucket=videos").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{other}");
 }
 
@@ -647,7 +626,7 @@ async fn an_s3_endpoint_routes_buckets_are_edited_by_name() {
     );
     let gateway = start(config_with_admin(vec![route])).await;
     let admin = gateway.admin.expect("admin listener");
-    let (status, need) = admin_json(admin, "/-/api/routes/1/rules").await;
+    let (status, need) = common::admin(admin, "GET", "/-/api/routes/1/rules").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         need["error"]
@@ -655,10 +634,10 @@ async fn an_s3_endpoint_routes_buckets_are_edited_by_name() {
             .is_some_and(|e| e.contains("?bucket=")),
         "{need}"
     );
-    let (status, bad) = admin_json(admin, "/-/api/routes/1/rules?bucket=a%2Fb").await;
+    let (status, bad) = common::admin(admin, "GET", "/-/api/routes/1/rules?bucket=a%2Fb").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
 
-    let (status, rules) = admin_json(admin, "/-/api/routes/1/rules?bucket=photos").await;
+    let (status, rules) = common::admin(admin, "GET", "/-/api/routes/1/rules?bucket=photos").await;
     assert_eq!(status, StatusCode::OK, "{rules}");
     assert_eq!(rules["source"]["kind"], "s3");
     assert_eq!(
@@ -680,7 +659,7 @@ async fn an_s3_endpoint_routes_buckets_are_edited_by_name() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
-    let (_, view) = admin_json(admin, "/-/api/routes").await;
+    let (_, view) = common::admin(admin, "GET", "/-/api/routes").await;
     assert_eq!(view["routes"][0]["buckets"][0]["bucket"], "photos");
 }
 

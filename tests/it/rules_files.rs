@@ -3,7 +3,7 @@
 //! limit, at start and on reload; nothing hangs, and a later valid file is picked up.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
@@ -13,15 +13,6 @@ use http::StatusCode;
 const ALLOW_A: &str = "<CORSConfiguration><CORSRule><AllowedOrigin>https://a.example</AllowedOrigin><AllowedMethod>GET</AllowedMethod></CORSRule></CORSConfiguration>";
 const ALLOW_B: &str = "<CORSConfiguration><CORSRule><AllowedOrigin>https://b.example</AllowedOrigin><AllowedMethod>GET</AllowedMethod></CORSRule></CORSConfiguration>";
 const LIMIT: usize = 64 * 1024;
-
-/// A fresh path in the tests' temporary directory (nothing created there).
-fn fresh_path(name: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("corsgate-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(format!("{n}-{name}"))
-}
 
 /// `ALLOW_A` padded with spaces to exactly `len` bytes.
 fn padded(len: usize) -> String {
@@ -58,7 +49,7 @@ async fn allowed(gateway: SocketAddr, origin: &str) -> bool {
 
 #[test]
 fn a_fifo_as_the_rules_file_stops_the_start_naming_it_without_hanging() {
-    let fifo = fresh_path("rules.fifo");
+    let fifo = scratch_path("rules.fifo");
     mkfifo(&fifo);
     let path = fifo.to_str().expect("utf-8 temp path");
     let exited = run_to_exit(
@@ -96,7 +87,7 @@ async fn a_fifo_swapped_in_fails_the_reload_and_a_later_valid_file_is_picked_up(
     let admin_addr = gateway.admin.expect("admin listener");
     assert!(allowed(gateway.addr(), "https://a.example").await);
 
-    let fifo = fresh_path("swap.fifo");
+    let fifo = scratch_path("swap.fifo");
     mkfifo(&fifo);
     std::fs::rename(&fifo, &path).expect("FIFO renamed over the rules file");
     // The watch sees the rename and reloads on its own too; that reload must not hang either,
@@ -125,7 +116,7 @@ async fn a_fifo_swapped_in_fails_the_reload_and_a_later_valid_file_is_picked_up(
 
 #[tokio::test]
 async fn a_directory_as_the_rules_file_is_an_error_naming_it() {
-    let dir = fresh_path("rules-dir");
+    let dir = scratch_path("rules-dir");
     std::fs::create_dir_all(&dir).expect("directory");
     let error = start_error(&dir).await;
     assert!(
@@ -159,9 +150,9 @@ async fn a_rules_file_of_exactly_64_kib_is_read() {
 #[test]
 fn corsgate_check_reads_rules_files_as_the_gateway_does() {
     let large = rules_file(&padded(LIMIT + 1));
-    let dir = fresh_path("check-dir");
+    let dir = scratch_path("check-dir");
     std::fs::create_dir_all(&dir).expect("directory");
-    let fifo = fresh_path("check.fifo");
+    let fifo = scratch_path("check.fifo");
     mkfifo(&fifo);
     let exact = rules_file(&padded(LIMIT));
     let cases = [

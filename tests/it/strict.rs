@@ -31,15 +31,29 @@ fn host(gateway: &corsgate::gateway::Running, name: &str) -> String {
     format!("{name}:{}", gateway.addr().port())
 }
 
+/// `method path` to the route serving `host` (as [`host`] gives it), with `headers` besides.
+async fn send_to(
+    gateway: &corsgate::gateway::Running,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut all = vec![("host", host)];
+    all.extend_from_slice(headers);
+    send(gateway.addr(), method, path, &all).await
+}
+
 #[tokio::test]
 async fn a_cross_origin_write_no_rule_grants_is_refused_before_the_origin() {
     let (gateway, origin, _) = two_routes().await;
     let strict = host(&gateway, "strict.test");
-    let answer = send(
-        gateway.addr(),
+    let answer = send_to(
+        &gateway,
+        &strict,
         "POST",
         "/uploads/cat.txt",
-        &[("host", &strict), ("origin", EVIL)],
+        &[("origin", EVIL)],
     )
     .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
@@ -53,26 +67,24 @@ async fn a_cross_origin_write_no_rule_grants_is_refused_before_the_origin() {
     assert_eq!(origin.count(), 0, "the origin never saw it");
 
     // A method no rule names at all, from the granted origin.
-    let answer = send(
-        gateway.addr(),
+    let answer = send_to(
+        &gateway,
+        &strict,
         "DELETE",
         "/uploads/cat.txt",
-        &[("host", &strict), ("origin", APP)],
+        &[("origin", APP)],
     )
     .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     assert_eq!(answer.xml("Method").as_deref(), Some("DELETE"));
     // S3 judges a request carrying Access-Control-Request-Method by it; a write cannot pass by
     // naming a method the rules grant.
-    let answer = send(
-        gateway.addr(),
+    let answer = send_to(
+        &gateway,
+        &strict,
         "DELETE",
         "/uploads/cat.txt",
-        &[
-            ("host", &strict),
-            ("origin", APP),
-            ("access-control-request-method", "GET"),
-        ],
+        &[("origin", APP), ("access-control-request-method", "GET")],
     )
     .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
@@ -85,48 +97,31 @@ async fn granted_same_origin_and_originless_writes_reach_the_origin() {
     let (gateway, origin, _) = two_routes().await;
     let strict = host(&gateway, "strict.test");
 
-    let answer = send(
-        gateway.addr(),
-        "POST",
-        "/form",
-        &[("host", &strict), ("origin", APP)],
-    )
-    .await;
+    let answer = send_to(&gateway, &strict, "POST", "/form", &[("origin", APP)]).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.header("access-control-allow-origin"), Some(APP));
     assert_eq!(origin.count(), 1, "a granted origin's write is forwarded");
 
     // The route's own origin: the listener's scheme, a host it serves, the port it came to.
     let own = format!("http://{strict}");
-    let answer = send(
-        gateway.addr(),
-        "POST",
-        "/form",
-        &[("host", &strict), ("origin", &own)],
-    )
-    .await;
+    let answer = send_to(&gateway, &strict, "POST", "/form", &[("origin", &own)]).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(origin.count(), 2, "a same-origin write is forwarded");
 
     // What a non-browser client sends, and a same-site browser request without Origin.
-    send(gateway.addr(), "PUT", "/k", &[("host", &strict)]).await;
-    send(
-        gateway.addr(),
+    send_to(&gateway, &strict, "PUT", "/k", &[]).await;
+    send_to(
+        &gateway,
+        &strict,
         "PUT",
         "/k",
-        &[("host", &strict), ("sec-fetch-site", "same-site")],
+        &[("sec-fetch-site", "same-site")],
     )
     .await;
     assert_eq!(origin.count(), 4);
 
     // Reads are never refused here: the browser keeps a refused read's answer from the page.
-    let answer = send(
-        gateway.addr(),
-        "GET",
-        "/k",
-        &[("host", &strict), ("origin", EVIL)],
-    )
-    .await;
+    let answer = send_to(&gateway, &strict, "GET", "/k", &[("origin", EVIL)]).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.cors_headers().is_empty());
     assert_eq!(origin.count(), 5);
@@ -142,13 +137,7 @@ async fn the_same_host_on_another_scheme_or_port_is_another_origin() {
         "http://strict.test:1".to_string(),
         "null".to_string(),
     ] {
-        let answer = send(
-            gateway.addr(),
-            "POST",
-            "/form",
-            &[("host", &strict), ("origin", &foreign)],
-        )
-        .await;
+        let answer = send_to(&gateway, &strict, "POST", "/form", &[("origin", &foreign)]).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{foreign}");
     }
     assert_eq!(origin.count(), 0);
@@ -159,11 +148,12 @@ async fn the_same_host_on_another_scheme_or_port_is_another_origin() {
 async fn a_cross_site_write_without_origin_is_refused() {
     let (gateway, origin, _) = two_routes().await;
     let strict = host(&gateway, "strict.test");
-    let answer = send(
-        gateway.addr(),
+    let answer = send_to(
+        &gateway,
+        &strict,
         "POST",
         "/form",
-        &[("host", &strict), ("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "cross-site")],
     )
     .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
@@ -176,20 +166,15 @@ async fn a_cross_site_write_without_origin_is_refused() {
 async fn on_an_s3_route_every_write_reaches_the_origin_as_on_s3() {
     let (gateway, strict_origin, s3_origin) = two_routes().await;
     let s3 = host(&gateway, "s3.test");
-    let answer = send(
-        gateway.addr(),
-        "POST",
-        "/form",
-        &[("host", &s3), ("origin", EVIL)],
-    )
-    .await;
+    let answer = send_to(&gateway, &s3, "POST", "/form", &[("origin", EVIL)]).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.cors_headers().is_empty());
-    let answer = send(
-        gateway.addr(),
+    let answer = send_to(
+        &gateway,
+        &s3,
         "POST",
         "/form",
-        &[("host", &s3), ("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "cross-site")],
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);

@@ -48,14 +48,18 @@ where
     false
 }
 
-/// Writes `contents` to a fresh file named `{stem}-N.{extension}` in this process's temp
-/// directory: every test of the binary gets files of its own.
-fn scratch_file(stem: &str, extension: &str, contents: &str) -> PathBuf {
+/// A path nothing uses yet, `N-{name}` in this process's temp directory (which exists): every
+/// test of the binary gets paths of its own.
+pub fn scratch_path(name: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!("corsgate-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("{stem}-{n}.{extension}"));
+    dir.join(format!("{}-{name}", N.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Writes `contents` to a fresh file named `N-{stem}.{extension}`.
+fn scratch_file(stem: &str, extension: &str, contents: &str) -> PathBuf {
+    let path = scratch_path(&format!("{stem}.{extension}"));
     std::fs::write(&path, contents).expect("write a scratch file");
     path
 }
@@ -210,6 +214,28 @@ pub async fn send_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Answer {
+    exchange(client, gateway, method, path, headers, Bytes::new()).await
+}
+
+/// Like [`send`], with a request body.
+pub async fn send_body(
+    gateway: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    exchange(&client(), gateway, method, path, headers, body.into()).await
+}
+
+async fn exchange(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    gateway: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Answer {
     let mut req = Request::builder()
         .method(method)
         .uri(format!("http://{gateway}{path}"));
@@ -219,7 +245,7 @@ pub async fn send_with(
             HeaderValue::from_str(value).expect("header value"),
         );
     }
-    let req = req.body(Full::new(Bytes::new())).expect("request");
+    let req = req.body(Full::new(body)).expect("request");
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
         .expect("answer within 30 s")
