@@ -1,11 +1,11 @@
 //! The end-to-end tests, one binary: each module is a former test file, and `common` is the
 //! harness they share (a real origin, corsgate in-process or as the real binary, clients).
 //!
-//! The modules run side by side in one process, so a test never relies on being alone in it:
-//! no `std::env::set_var`, no change of working directory, ephemeral ports, and counters read
-//! from a gateway of its own (the metrics registry is one per process: `metrics` reads it from
-//! the real binary). Modules behind the `external` feature drive outside programs
-//! (`scripts/test.sh` installs them).
+//! The modules run side by side in one process, so a test never relies on being alone in it: no
+//! `std::env::set_var`, no change of working directory, ephemeral ports, files of its own. A test
+//! that reads what the whole process shares (the metrics registry, which every in-process
+//! gateway adds to) runs itself again in a child process: `common::alone_in_a_process`. Modules
+//! behind the `external` feature drive outside programs (`scripts/test.sh` installs them).
 
 mod common;
 

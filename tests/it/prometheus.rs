@@ -129,8 +129,20 @@ fn promtool_check(exposition: &[u8]) -> (bool, String) {
     (output.status.success(), said)
 }
 
-#[tokio::test]
-async fn promtool_accepts_the_exposition_and_prometheus_reads_back_the_counts_sent() {
+/// Alone in a process: the metrics registry is one per process, and other tests' in-process
+/// gateways would add to the counts Prometheus must read back exactly.
+#[test]
+fn promtool_accepts_the_exposition_and_prometheus_reads_back_the_counts_sent() {
+    alone_in_a_process(
+        "prometheus::promtool_accepts_the_exposition_and_prometheus_reads_back_the_counts_sent",
+        || {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            runtime.block_on(exposition_and_counts());
+        },
+    );
+}
+
+async fn exposition_and_counts() {
     let origin = Origin::start(Reply::default()).await;
     let gateway = start(config_with_admin(vec![route(&["*"], &origin, Some(RULES))])).await;
     let admin = gateway.admin.expect("an admin listener");
