@@ -36,8 +36,7 @@ fn the_readme_curl_commands_show_an_allowed_preflight_a_denied_one_and_a_decorat
             "\"cors-app.xml\"",
             &format!("\"{root}/config/cors-app.xml\""),
         );
-    let path = rules_file(&config).with_extension("toml");
-    std::fs::write(&path, config).expect("write config");
+    let path = config_file(&config);
     let (_gateway, addr) = Binary::start(&["serve", "--config", &path.to_string_lossy()], root);
     let url = format!("http://{addr}/hello.txt");
 

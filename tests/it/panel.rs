@@ -477,16 +477,11 @@ async fn the_admin_guard_covers_the_panel() {
 #[test]
 fn with_a_token_the_pages_load_and_the_api_wants_it() {
     const TOKEN_VAR: &str = "CORSGATE_TEST_PANEL_TOKEN";
-    let config = rules_file("").with_extension("toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             token_env = \"{TOKEN_VAR}\"\n\n[[route]]\nhosts = [\"*\"]\n\
-             origin = \"http://127.0.0.1:1\"\n"
-        ),
-    )
-    .expect("write configuration");
+    let config = config_file(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         token_env = \"{TOKEN_VAR}\"\n\n[[route]]\nhosts = [\"*\"]\n\
+         origin = \"http://127.0.0.1:1\"\n"
+    ));
     let (binary, _) = Binary::start_with_env(
         &["serve", "--config", config.to_str().expect("utf-8 path")],
         env!("CARGO_MANIFEST_DIR"),

@@ -44,19 +44,13 @@ fn program(var: &str, default: PathBuf, install: &str) -> PathBuf {
 
 /// Three routes, so the routes page shows each kind: a rules file, none, an S3 endpoint.
 fn configuration(rules: &Path) -> PathBuf {
-    let path = rules.with_extension("toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n\
-             [[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:1\"\nrules = {{ file = {rules:?} }}\n\n\
-             [[route]]\nhosts = [\"static.example.com\"]\norigin = \"http://127.0.0.1:1\"\n\n\
-             [[route]]\nhosts = [\"s3.example.com\"]\norigin = \"http://127.0.0.1:1\"\n\
-             s3 = {{ addressing = \"path\" }}\n"
-        ),
-    )
-    .expect("write configuration");
-    path
+    config_file(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n\
+         [[route]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:1\"\nrules = {{ file = {rules:?} }}\n\n\
+         [[route]]\nhosts = [\"static.example.com\"]\norigin = \"http://127.0.0.1:1\"\n\n\
+         [[route]]\nhosts = [\"s3.example.com\"]\norigin = \"http://127.0.0.1:1\"\n\
+         s3 = {{ addressing = \"path\" }}\n"
+    ))
 }
 
 #[test]

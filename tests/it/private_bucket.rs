@@ -6,8 +6,7 @@
 //! The real binary runs the gateway (its keys come from its environment, and its log is read).
 //! Needs `.venv/bin/moto_server` (`scripts/test.sh` installs it) or `CORSGATE_MOTO_SERVER`.
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::common::*;
 use bytes::Bytes;
@@ -31,43 +30,17 @@ fn object() -> Vec<u8> {
 
 /// moto with IAM authentication on, its user and key made, the bucket and object uploaded.
 struct PrivateS3 {
-    child: Child,
-    addr: SocketAddr,
+    moto: Moto,
     access_key: String,
     secret_key: String,
 }
 
-impl Drop for PrivateS3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl PrivateS3 {
     async fn start() -> PrivateS3 {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = scratch_dir("moto-auth").join("moto.log");
-        let child = Command::new(venv_program("CORSGATE_MOTO_SERVER", "moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
-            // CreateUser, PutUserPolicy, CreateAccessKey: then every request is checked.
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("moto log"))
-            .spawn()
-            .expect("start moto_server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {addr}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // CreateUser, PutUserPolicy, CreateAccessKey: then every request is checked.
+        let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
         let mut s3 = PrivateS3 {
-            child,
-            addr,
+            moto,
             access_key: String::new(),
             secret_key: String::new(),
         };
@@ -94,13 +67,13 @@ impl PrivateS3 {
     }
 
     fn url(&self) -> String {
-        format!("http://{}/{BUCKET}", self.addr)
+        format!("http://{}/{BUCKET}", self.moto.addr)
     }
 
     /// One of the unauthenticated IAM calls; its XML answer. The Authorization header only
     /// tells moto which service is meant: nothing is checked yet.
     async fn iam(&self, form: &str) -> String {
-        let req = Request::post(format!("http://{}/", self.addr))
+        let req = Request::post(format!("http://{}/", self.moto.addr))
             .header("content-type", "application/x-www-form-urlencoded")
             .header(
                 "authorization",
@@ -128,14 +101,14 @@ impl PrivateS3 {
         let mut headers = HeaderMap::new();
         headers.insert(
             "host",
-            HeaderValue::from_str(&self.addr.to_string()).expect("host"),
+            HeaderValue::from_str(&self.moto.addr.to_string()).expect("host"),
         );
         signer
             .sign(&method, &uri, &mut headers, SystemTime::now())
             .expect("signs");
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr));
+            .uri(format!("http://{}{path}", self.moto.addr));
         for (name, value) in &headers {
             req = req.header(name, value);
         }

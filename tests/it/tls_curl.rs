@@ -137,8 +137,7 @@ async fn curl_gets_the_certificate_for_each_name_from_one_listener() {
         b.files.key,
         origin.url()
     );
-    let path = rules_file("").with_extension("toml");
-    std::fs::write(&path, config).expect("write config");
+    let path = config_file(&config);
     let (_gateway, addr) = Binary::start(
         &["serve", "--config", &path.to_string_lossy()],
         env!("CARGO_MANIFEST_DIR"),

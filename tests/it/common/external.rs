@@ -84,11 +84,17 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with_env(&[])
+    }
+
+    /// moto with these environment variables besides (its switches are variables).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = scratch_dir("moto").join("moto.log");
         let out = std::fs::File::create(&log).expect("moto log file");
         let child = Command::new(venv_program("CORSGATE_MOTO_SERVER", "moto_server"))
             .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
