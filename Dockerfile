@@ -13,9 +13,10 @@
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+# Only what the binary is built from: the tests and the benchmarks (a package of their own,
+# benches/Cargo.toml) stay out of the build context's copy.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
-COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin corsgate \

@@ -53,7 +53,7 @@ fn doc(rules: &[String]) -> String {
 
 fn benches(c: &mut Criterion) {
     let options = Method::OPTIONS;
-    let seed = policy(include_str!("../config/cors.xml"));
+    let seed = policy(include_str!("fixtures/cors.xml"));
     let app = policy(include_str!("../config/cors-app.xml"));
     let browser_acrh = Some("content-type,x-amz-acl".to_string());
 

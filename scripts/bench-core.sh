@@ -3,7 +3,7 @@
 # preflight measured in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "${1:-}" = "--table-only" ] || cargo bench --bench decision -- "$@"
+[ "${1:-}" = "--table-only" ] || cargo bench --manifest-path benches/Cargo.toml --target-dir target --bench decision -- "$@"
 python3 - <<'PY'
 import json, pathlib
 root = pathlib.Path("target/criterion")

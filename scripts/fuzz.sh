@@ -98,7 +98,7 @@ def patterns(xml, element):
     return [e.text or "" for e in ET.fromstring(xml).iter() if local(e.tag) == element]
 
 documents = list(configs.values())
-for path in ["tests/data/app.xml", *sorted(map(str, pathlib.Path("config").glob("*.xml")))]:
+for path in ["benches/fixtures/cors.xml", *sorted(map(str, pathlib.Path("config").glob("*.xml")))]:
     documents.append(pathlib.Path(path).read_text())
 write_seeds("document", documents + [to_json(d) for d in documents])
 

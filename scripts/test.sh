@@ -5,7 +5,8 @@
 # every test, those behind the `external` feature included.
 #
 # Plain `cargo test` runs everything that needs only Rust. A test whose outside program is
-# missing fails loudly; it never skips.
+# missing fails loudly; it never skips. Arguments go to cargo test: `scripts/test.sh --test it
+# replicas::` runs one module of the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +21,9 @@ declare -A APT_PACKAGES=(
   # package, as Debian's own kubernetes-client is too old) renders the Kubernetes base.
   [systemd-analyze]=systemd
   [kubectl]=kubectl
-  # tests/prometheus.rs: promtool lints /metrics, a Prometheus server scrapes it (same package).
+  # tests/it/prometheus.rs: promtool lints /metrics, a Prometheus server scrapes it (same package).
   [promtool]=prometheus
-  # tests/fleet.rs: a new process takes over a port under load without a failed request.
+  # tests/it/fleet.rs: a new process takes over a port under load without a failed request.
   [wrk]=wrk
 )
 
@@ -64,5 +65,9 @@ if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/s3cmd ] ||
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
-
 cargo test --features external "$@"
+# The load benchmark's programs are a package of their own (benches/Cargo.toml), with tests of
+# their own; run with the whole suite, not when arguments pick some tests.
+if [ $# -eq 0 ]; then
+  cargo test --manifest-path benches/Cargo.toml --target-dir target --bins
+fi

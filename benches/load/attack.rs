@@ -11,8 +11,8 @@
 //! server cut it off.
 //!
 //! ```text
-//! cargo build --release --example attack
-//! target/release/examples/attack --target 127.0.0.1:8080 --slowloris 1000 --slow-uploads 200 --h2-streams 200
+//! cargo build --release --manifest-path benches/Cargo.toml --target-dir target --bin attack
+//! target/release/attack --target 127.0.0.1:8080 --slowloris 1000 --slow-uploads 200 --h2-streams 200
 //! ```
 
 use std::net::SocketAddr;

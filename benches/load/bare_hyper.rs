@@ -4,13 +4,13 @@
 //! drift apart). Whatever corsgate does beyond this (routing, evaluation, caching) is its
 //! overhead; the load benchmark reports corsgate's req/s as a ratio to this server's.
 //!
-//! Build and run (an example, so that it builds with the release profile and the crate's own
-//! dependencies, and never ships in the binary):
+//! Build and run (a program of the benchmark package, benches/Cargo.toml, built with the same
+//! release profile as corsgate, and never part of the gateway's build):
 //!
 //! ```text
-//! cargo build --release --example bare_hyper
-//! target/release/examples/bare_hyper --listen 127.0.0.1:8081            # auto builder (h1 + h2c)
-//! target/release/examples/bare_hyper --listen 127.0.0.1:8081 --http1-only
+//! cargo build --release --manifest-path benches/Cargo.toml --target-dir target --bin bare_hyper
+//! target/release/bare_hyper --listen 127.0.0.1:8081            # auto builder (h1 + h2c)
+//! target/release/bare_hyper --listen 127.0.0.1:8081 --http1-only
 //! ```
 //!
 //! The knobs the comparison should try before calling a figure the ceiling: `--http1-only`
@@ -53,7 +53,7 @@ struct Args {
     #[arg(long)]
     pipeline_flush: bool,
     /// The rules whose answer is served.
-    #[arg(long, default_value = "config/cors.xml")]
+    #[arg(long, default_value = "benches/fixtures/cors.xml")]
     rules: PathBuf,
     /// The preflight whose answer is served: its Origin ...
     #[arg(long, default_value = "https://app.example.com")]

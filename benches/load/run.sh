@@ -15,9 +15,10 @@
 # What it does, all on 127.0.0.1 and nowhere else:
 #  1. installs what is missing (apt: nginx-light, wrk, nghttp2-client for h2load, curl,
 #     util-linux for taskset), non-interactively; nothing when all is there;
-#  2. builds the release binaries: corsgate, and the examples bare_hyper and static_origin;
-#  3. starts static_origin (the origin), corsgate with config/cors.xml, corsgate with a generated
-#     100-rule configuration whose matching rule is last, nginx with benches/load/nginx.conf
+#  2. builds the release binaries: corsgate, and bare_hyper, static_origin and attack (the
+#     package benches/Cargo.toml);
+#  3. starts static_origin (the origin), corsgate with benches/fixtures/cors.xml, corsgate with a
+#     generated 100-rule configuration whose matching rule is last, nginx with benches/load/nginx.conf
 #     (ports rewritten; h1 and h2c on two ports, as Debian's nginx 1.22 needs), and bare_hyper
 #     (a constant answer: the ceiling for a hyper-based server). Servers are pinned to core 0;
 #     the load generators and the origin to core 1;
@@ -42,7 +43,7 @@
 #                  instance measured without reloads just before (reload-steady); failed requests
 #                  and reloads done are counted
 #  attack          preflights (as h1-32) and proxied 1 KiB GETs (as get-1k) against a corsgate
-#                  instance while the `attack` example holds 1,000 slowloris connections, 200 slow
+#                  instance while the `attack` program holds 1,000 slowloris connections, 200 slow
 #                  uploads and one HTTP/2 connection fanning out stalled uploads against it; beside
 #                  the same instance measured unattacked just before (attack-calm-*); its peak RSS
 #                  and open descriptors under attack
@@ -105,13 +106,15 @@ fi
 # --- 2. binaries ----------------------------------------------------------------------------
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$BUILD" = 1 ]; then
-  cargo build --release --quiet --bin corsgate --example bare_hyper --example static_origin \
-    --example attack
+  cargo build --release --quiet --bin corsgate
+  # The load tools are a package of their own (benches/Cargo.toml), built into the same target.
+  cargo build --release --quiet --manifest-path benches/Cargo.toml --target-dir "$TARGET" \
+    --bin bare_hyper --bin static_origin --bin attack
 fi
 CORSGATE=${CORSGATE_BIN:-$TARGET/release/corsgate}
-BARE=$TARGET/release/examples/bare_hyper
-ORIGIN_BIN=$TARGET/release/examples/static_origin
-ATTACK_BIN=$TARGET/release/examples/attack
+BARE=$TARGET/release/bare_hyper
+ORIGIN_BIN=$TARGET/release/static_origin
+ATTACK_BIN=$TARGET/release/attack
 for b in "$CORSGATE" "$BARE" "$ORIGIN_BIN" "$ATTACK_BIN"; do
   [ -x "$b" ] || { echo "run.sh: $b missing (drop --no-build)" >&2; exit 2; }
 done
@@ -161,14 +164,14 @@ start() {
 }
 
 # The 100-rule configuration: 99 wildcard-origin rules that the benchmark's origin does not
-# match, then config/cors.xml's rule, so the answer is the same as with config/cors.xml.
+# match, then benches/fixtures/cors.xml's rule, so the answer is the same as with that file.
 RULES100=$TMP/cors-100.xml
 {
   echo '<CORSConfiguration>'
   for i in $(seq 1 99); do
     echo "<CORSRule><AllowedOrigin>https://*.tenant$i.example</AllowedOrigin><AllowedMethod>PUT</AllowedMethod><AllowedHeader>x-amz-*</AllowedHeader><MaxAgeSeconds>3000</MaxAgeSeconds></CORSRule>"
   done
-  sed -n '/<CORSRule>/,/<\/CORSRule>/p' config/cors.xml
+  sed -n '/<CORSRule>/,/<\/CORSRule>/p' benches/fixtures/cors.xml
   echo '</CORSConfiguration>'
 } >"$RULES100"
 "$CORSGATE" check "$RULES100" >/dev/null
@@ -183,15 +186,15 @@ export RUST_LOG=${RUST_LOG:-info,corsgate::access=off}
 start origin 1 "$ORIGIN_BIN" --listen "127.0.0.1:$P_ORIGIN" --size 1024 --cors
 wait_port "$P_ORIGIN" origin
 start corsgate 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE" --origin "$ORIGIN_URL" \
-  --rules config/cors.xml --admin off
+  --rules benches/fixtures/cors.xml --admin off
 start corsgate100 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE100" --origin "$ORIGIN_URL" \
   --rules "$RULES100" --admin off
 # The reload scenario's own instance: two documents giving the benchmark's preflight the same
 # status (they differ in MaxAgeSeconds), swapped into place by rename as editors and deploy
 # tools do.
 RELOAD_RULES=$TMP/reload.xml
-cp config/cors.xml "$TMP/reload-a.xml"
-sed 's#<MaxAgeSeconds>[0-9]*</MaxAgeSeconds>#<MaxAgeSeconds>600</MaxAgeSeconds>#' config/cors.xml \
+cp benches/fixtures/cors.xml "$TMP/reload-a.xml"
+sed 's#<MaxAgeSeconds>[0-9]*</MaxAgeSeconds>#<MaxAgeSeconds>600</MaxAgeSeconds>#' benches/fixtures/cors.xml \
   >"$TMP/reload-b.xml"
 cmp -s "$TMP/reload-a.xml" "$TMP/reload-b.xml" && { echo "run.sh: reload documents are identical" >&2; exit 2; }
 cp "$TMP/reload-a.xml" "$RELOAD_RULES"
@@ -211,13 +214,13 @@ listen = "off"
 [[route]]
 hosts = ["*"]
 origin = "$ORIGIN_URL"
-rules = { file = "$ROOT/config/cors.xml" }
+rules = { file = "$ROOT/benches/fixtures/cors.xml" }
 EOF
 start attacked 0 "$CORSGATE" serve --config "$TMP/attack.toml"
 # The metrics scenario's instance: the main one's rules, with an admin listener, which turns
 # counting on.
 start metrics 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GATE_METRICS" --origin "$ORIGIN_URL" \
-  --rules config/cors.xml --admin "127.0.0.1:$P_METRICS_ADMIN"
+  --rules benches/fixtures/cors.xml --admin "127.0.0.1:$P_METRICS_ADMIN"
 # The access-log scenario's instances: corsgate and nginx as the main ones, each with its access
 # log on in its default format, written to a file as a production server's is.
 cat >"$TMP/log.toml" <<EOF
@@ -231,7 +234,7 @@ access_file = "$TMP/corsgate-access.log"
 [[route]]
 hosts = ["*"]
 origin = "$ORIGIN_URL"
-rules = { file = "$ROOT/config/cors.xml" }
+rules = { file = "$ROOT/benches/fixtures/cors.xml" }
 EOF
 start corsgate-log 0 env RUST_LOG=info "$CORSGATE" serve --config "$TMP/log.toml"
 sed -e "s/127\.0\.0\.1:$P_NGINX /127.0.0.1:$P_NGINX_LOG /; s/127\.0\.0\.1:$P_NGINX_H2 /127.0.0.1:$P_NGINX_LOG_H2 /" \
@@ -240,7 +243,7 @@ sed -e "s/127\.0\.0\.1:$P_NGINX /127.0.0.1:$P_NGINX_LOG /; s/127\.0\.0\.1:$P_NGI
 grep -q "access_log $TMP/nginx-access.log;" "$TMP/nginx-log.conf" ||
   { echo "run.sh: could not turn nginx's access log on" >&2; exit 2; }
 start nginx 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx.conf"
-start bare 0 "$BARE" --listen "127.0.0.1:$P_BARE" --rules config/cors.xml
+start bare 0 "$BARE" --listen "127.0.0.1:$P_BARE" --rules benches/fixtures/cors.xml
 start nginx-log 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx-log.conf"
 wait_port "$P_GATE" corsgate
 wait_port "$P_GATE100" corsgate100
@@ -288,15 +291,15 @@ if [ -z "$ONLY" ] || wanted h1-32 || wanted h2 || wanted rules-100; then
     # The top-level "requests" sorts after "by_kind", whose entries have their own.
     echo "   $name: ok ($(grep -o '"requests": *[0-9]*' "$TMP/check-$name.json" | tail -1 | grep -o '[0-9]*$') requests, 0 mismatches)"
   }
-  check corsgate-h1 "http://127.0.0.1:$P_GATE/" config/cors.xml -c 8
-  check corsgate-h2 "http://127.0.0.1:$P_GATE/" config/cors.xml --http2 -c 2
+  check corsgate-h1 "http://127.0.0.1:$P_GATE/" benches/fixtures/cors.xml -c 8
+  check corsgate-h2 "http://127.0.0.1:$P_GATE/" benches/fixtures/cors.xml --http2 -c 2
   check corsgate-100-rules "http://127.0.0.1:$P_GATE100/" "$RULES100" -c 8
-  check nginx-h1 "http://127.0.0.1:$P_NGINX/" config/cors.xml -c 8
-  check nginx-h2 "http://127.0.0.1:$P_NGINX_H2/" config/cors.xml --http2 -c 2
+  check nginx-h1 "http://127.0.0.1:$P_NGINX/" benches/fixtures/cors.xml -c 8
+  check nginx-h2 "http://127.0.0.1:$P_NGINX_H2/" benches/fixtures/cors.xml --http2 -c 2
 fi
 if wanted access-log; then
-  check corsgate-log "http://127.0.0.1:$P_GATE_LOG/" config/cors.xml -c 8
-  check nginx-log "http://127.0.0.1:$P_NGINX_LOG/" config/cors.xml -c 8
+  check corsgate-log "http://127.0.0.1:$P_GATE_LOG/" benches/fixtures/cors.xml -c 8
+  check nginx-log "http://127.0.0.1:$P_NGINX_LOG/" benches/fixtures/cors.xml -c 8
   [ -s "$TMP/corsgate-access.log" ] && [ -s "$TMP/nginx-access.log" ] ||
     { echo "run.sh: an access log stayed empty" >&2; exit 1; }
 fi
@@ -396,7 +399,7 @@ loadtest_rate() {
   local scenario=$1 server=$2 round=$3 pid=$4 url=$5 rate=$6
   local out=$TMP/loadtest-$scenario-$server-$round.json before
   before=$(cpu_ticks "$pid")
-  taskset -c 1 "$CORSGATE" loadtest "$url" --rules config/cors.xml --mix get=100 -c 32 \
+  taskset -c 1 "$CORSGATE" loadtest "$url" --rules benches/fixtures/cors.xml --mix get=100 -c 32 \
     --rate "$rate" -d "${DURATION}s" --json >"$out" 2>"$out.err" ||
     echo "   warning: $server $scenario: loadtest reported errors or mismatches ($out)" >&2
   # With GETs only, every "requests"/"p50"/"p99" in the report (overall or by kind) is the same.

@@ -7,8 +7,8 @@
 //! bucket with its own CORS configuration would: a proxy in front must drop them (docs/cors-semantics.md#actual).
 //!
 //! ```text
-//! cargo build --release --example static_origin
-//! target/release/examples/static_origin --listen 127.0.0.1:8090 --size 1024 --cors
+//! cargo build --release --manifest-path benches/Cargo.toml --target-dir target --bin static_origin
+//! target/release/static_origin --listen 127.0.0.1:8090 --size 1024 --cors
 //! ```
 
 use std::convert::Infallible;

@@ -563,7 +563,7 @@ mod tests {
     use super::*;
     use http::HeaderMap;
 
-    const APP: &str = include_str!("../../tests/data/app.xml");
+    const APP: &str = include_str!("../../config/cors-app.xml");
 
     /// A problem as (kind, rule index, (line, column)).
     type Found = (ProblemKind, Option<usize>, Option<(u32, u32)>);

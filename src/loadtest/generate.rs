@@ -353,7 +353,7 @@ mod tests {
     use super::*;
 
     const APP: &[u8] = include_bytes!("../../config/cors-app.xml");
-    const SEED: &[u8] = include_bytes!("../../config/cors.xml");
+    const SEED: &[u8] = include_bytes!("../../benches/fixtures/cors.xml");
 
     fn options(mix: &str, size: usize) -> GenerateOptions {
         GenerateOptions {
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_catch_all_rule_is_still_refused_by_method() {
-        // config/cors.xml allows every origin and header, but only POST, PUT and DELETE.
+        // benches/fixtures/cors.xml allows every origin and header, but only POST, PUT and DELETE.
         let policy = Policy::parse(SEED).unwrap();
         let pool = generate(&policy, &options("preflight-denied=1", 200)).unwrap();
         assert_eq!(count(&pool, RequestKind::PreflightDenied), 200);

@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn answers_map_to_bucket_states() {
-        let rules = include_bytes!("../../config/cors.xml");
+        let rules = include_bytes!("../../benches/fixtures/cors.xml");
         assert!(matches!(
             interpret(StatusCode::OK, rules),
             Ok(BucketCors::Enabled(_))
