@@ -119,6 +119,9 @@ fn config(duration_ms: u64) -> RunConfig {
         max_requests: None,
         timeout: Duration::from_secs(2),
         checker: Checker::default(),
+        threads: 2,
+        new_connections: false,
+        tls: None,
     }
 }
 
