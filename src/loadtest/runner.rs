@@ -24,9 +24,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version, header};
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -457,15 +454,15 @@ impl Worker {
         Ok(head.close)
     }
 
-    /// One h2 exchange on `sender`.
+    /// One h2 exchange on `sender`, which has room for a stream.
     async fn h2_exchange(
         &mut self,
         shared: &Shared,
-        sender: &mut SendRequest<Empty<Bytes>>,
+        sender: &mut h2::client::SendRequest<Bytes>,
         ticket: &Ticket,
     ) -> Result<(), ErrorKind> {
         let prepared = &shared.pool[ticket.index];
-        let mut req = Request::new(Empty::new());
+        let mut req = Request::new(());
         *req.method_mut() = prepared.request.method.clone();
         *req.uri_mut() = prepared.uri.clone();
         *req.headers_mut() = prepared.request.headers.clone();
@@ -473,19 +470,15 @@ impl Worker {
         self.body.clear();
         let body = &mut self.body;
         let answer = tokio::time::timeout(shared.config.timeout, async {
-            let response = sender
-                .send_request(req)
-                .await
-                .map_err(|e| ErrorKind::of_hyper(&e))?;
-            let (parts, mut incoming) = response.into_parts();
+            let (response, _) = sender.send_request(req, true).map_err(|e| h2_kind(&e))?;
+            let (parts, mut incoming) = response.await.map_err(|e| h2_kind(&e))?.into_parts();
             let mut received = 0u64;
-            while let Some(frame) = incoming.frame().await {
-                let frame = frame.map_err(|e| ErrorKind::of_hyper(&e))?;
-                if let Some(data) = frame.data_ref() {
-                    received += data.len() as u64;
-                    let room = BODY_KEPT - body.len();
-                    body.extend_from_slice(&data[..data.len().min(room)]);
-                }
+            while let Some(data) = incoming.data().await {
+                let data = data.map_err(|e| h2_kind(&e))?;
+                received += data.len() as u64;
+                let room = BODY_KEPT - body.len();
+                body.extend_from_slice(&data[..data.len().min(room)]);
+                let _ = incoming.flow_control().release_capacity(data.len());
             }
             Ok((parts, received))
         })
@@ -507,6 +500,16 @@ impl Worker {
             describe_response(parts.status.as_u16(), &parts.headers, body)
         });
         Ok(())
+    }
+}
+
+fn h2_kind(e: &h2::Error) -> ErrorKind {
+    if e.is_io() {
+        ErrorKind::Io
+    } else if e.is_go_away() || e.is_reset() || e.is_remote() {
+        ErrorKind::Closed
+    } else {
+        ErrorKind::Protocol
     }
 }
 
@@ -616,9 +619,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut tally = Tally::default();
-    let handshake =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await;
-    let Ok((mut sender, conn)) = handshake else {
+    let Ok((sender, conn)) = h2::client::handshake(stream).await else {
         tally.error(ErrorKind::Connect);
         shared.progress.error();
         return (tally, true);
@@ -626,12 +627,14 @@ where
     let driver = tokio::spawn(conn);
     if let Some(ticket) = first {
         let mut worker = Worker::new();
-        if sender.ready().await.is_err() {
-            worker.error(shared, ErrorKind::Closed);
-        } else if let Err(kind) = worker.h2_exchange(shared, &mut sender, &ticket).await {
-            worker.error(shared, kind);
+        match sender.ready().await {
+            Ok(mut sender) => {
+                if let Err(kind) = worker.h2_exchange(shared, &mut sender, &ticket).await {
+                    worker.error(shared, kind);
+                }
+            }
+            Err(e) => worker.error(shared, h2_kind(&e)),
         }
-        drop(sender);
         driver.abort();
         tally.merge(worker.finish(shared));
         return (tally, true);
@@ -643,16 +646,19 @@ where
             tokio::spawn(async move {
                 let mut worker = Worker::new();
                 let mut more = true;
-                while sender.ready().await.is_ok() {
+                loop {
+                    sender = match sender.ready().await {
+                        Ok(ready) => ready,
+                        Err(_) => break,
+                    };
                     let Some(ticket) = shared.next().await else {
                         more = false;
                         break;
                     };
+                    // A failed stream leaves the connection to the next `ready`, which fails
+                    // once the connection is gone, and the slot then reconnects.
                     if let Err(kind) = worker.h2_exchange(&shared, &mut sender, &ticket).await {
                         worker.error(&shared, kind);
-                        if sender.is_closed() {
-                            break;
-                        }
                     }
                 }
                 (worker.finish(&shared), more)
