@@ -620,13 +620,16 @@ generator() {
     --tls-key "$TMP/generator-key.pem"
   wait_port "$P_GEN_BARE" gen-bare
   wait_port "$P_GEN_TLS" gen-tls
-  local GB=http://127.0.0.1:$P_GEN_BARE GT=https://127.0.0.1:$P_GEN_TLS d=${DURATION}s round
-  local lt=("$CORSGATE" loadtest --json -d "$d" --mix preflight-allowed=100 -c 32)
-  local h2=(h2load -t1 -c32 -m10 -D "$DURATION" -H ':method: OPTIONS'
-    -H 'origin: https://app.example.com' -H 'access-control-request-method: PUT')
+  local GB=http://127.0.0.1:$P_GEN_BARE GT=https://127.0.0.1:$P_GEN_TLS round secs d lt h2
   echo "== generator: $ROUNDS round(s) of ${DURATION}s per generator; server on core 0, generator on core 1"
   : >"$TMP/gen.tsv"
   for round in warm $(seq 1 "$ROUNDS"); do
+    secs=$DURATION
+    [ "$round" = warm ] && secs=1
+    d=${secs}s
+    lt=("$CORSGATE" loadtest --json -d "$d" --mix preflight-allowed=100 -c 32)
+    h2=(h2load -t1 -c32 -m10 -D "$secs" -H ':method: OPTIONS'
+      -H 'origin: https://app.example.com' -H 'access-control-request-method: PUT')
     gen_run h1-wrk wrk wrk -t1 -c32 -d"$d" -s "$TMP/generator.lua" "$GB"
     gen_run h1-loadtest loadtest "${lt[@]}" --threads 1 --rules "$TMP/generator.xml" "$GB/"
     gen_run h1-loadtest-2t loadtest "${lt[@]}" --threads 2 --rules "$TMP/generator.xml" "$GB/"
