@@ -28,6 +28,7 @@ pub use expect::Answer;
 pub use generate::{GenerateError, GenerateOptions, PooledRequest, generate};
 pub use mix::{Mix, RequestKind};
 pub use report::{Report, Settings};
-pub use runner::{ConnectError, Outcome, RunConfig, probe, run};
+pub(crate) use runner::{ConnectError, probe};
+pub use runner::{Outcome, RunConfig, run};
 pub use secure::Trust;
 pub use target::Target;
