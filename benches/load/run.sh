@@ -54,6 +54,11 @@
 #                  are on (each one's default format, to a file), beside the main instances (logs
 #                  off), alternating; same answers
 #  idle            corsgate's RSS after start and one request, and after the whole load
+#  generator       the load generators themselves (server on core 0, generator on core 1): wrk
+#                  vs `corsgate loadtest` on h1 and h2load vs `corsgate loadtest --http2` on h2,
+#                  against a bare hyper whose one answer is right for every request drawn, then
+#                  `--threads 2`, then https against corsgate's TLS listener; req/s and the
+#                  generator's CPU per request, in a table of its own
 #
 # The machine is small and shared: medians of alternating runs are the figures to read, and CPU
 # time per request is steadier than req/s.
@@ -642,6 +647,117 @@ if [ -n "$(median access-log 4 corsgate-log)" ]; then
 fi
 printf '%-12s %-9s %10s %9s %9s %10s %8s %8s  %s\n' idle corsgate - - - - - - \
   "RSS $(awk -v a="$IDLE_RSS_FRESH" -v b="$IDLE_RSS_AFTER" 'BEGIN { printf "%.1f MiB after start, %.1f MiB after the load", a / 1024, b / 1024 }')"
+# --- generator: the load generators measured ----------------------------------------------
+# gen_run NAME KIND ARGS...: runs one generator on core 1 and appends "NAME req/s cpu-us/req" to
+# $TMP/gen.tsv; KIND (wrk, h2load, loadtest) says how to read its output. The generator's CPU is
+# read from /proc/PID/stat as cpu_ticks reads a server's, but from the cutime and cstime of the
+# shell that waited for it, since the generator's own entry is gone once it exits.
+gen_run() {
+  local name=$1 kind=$2 out=$TMP/gen-$1-$round.out ticks requests secs
+  shift 2
+  ticks=$(sh -c '"$@" >"$0" 2>&1; sed "s/^.*) //" /proc/$$/stat' "$out" taskset -c 1 "$@" |
+    awk '{ print $14 + $15 }')
+  case $kind in
+    wrk) requests=$(awk '/requests in/ { print $1 }' "$out")
+      secs=$(awk '/requests in/ { sub(/s,$/, "", $4); print $4 }' "$out") ;;
+    h2load) requests=$(awk '/^requests:/ { print $8 }' "$out")
+      secs=$(awk '/^finished in/ { sub(/s,$/, "", $3); print $3 }' "$out") ;;
+    loadtest) requests=$(grep -o '"requests": *[0-9]*' "$out" | tail -1 | grep -o '[0-9]*$')
+      secs=$(grep -o '"duration_s": *[0-9.]*' "$out" | grep -o '[0-9.]*$')
+      if grep -oE '"(mismatches|errors)": *[0-9]+' "$out" | grep -qvE ': *0$'; then
+        echo "   warning: generator $name: mismatches or errors ($out)" >&2
+      fi ;;
+  esac
+  [ "$round" = warm ] && return 0
+  awk -v n="$name" -v r="${requests:-0}" -v s="${secs:-0}" -v t="${ticks:-0}" -v hz="$CLK_TCK" \
+    'BEGIN { printf "%s\t%.0f\t%.2f\n", n, (s > 0 ? r / s : 0), (r > 0 ? t / hz * 1e6 / r : 0) }' \
+    >>"$TMP/gen.tsv"
+}
+
+generator() {
+  local P_GEN_BARE=$((BASE + 7)) P_GEN_TLS=$((BASE + 8)) port
+  for port in $P_GEN_BARE $P_GEN_TLS; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "run.sh: port $port is in use (set CORSGATE_BENCH_PORT)" >&2
+      exit 2
+    fi
+  done
+  # Rules whose every allowed preflight gets the same answer (no AllowedHeader: only preflights
+  # without Access-Control-Request-Headers are allowed), so that bare_hyper's one constant answer
+  # is right for every request `corsgate loadtest` draws and every check passes.
+  printf '%s\n' '<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin>' \
+    '<AllowedMethod>PUT</AllowedMethod><AllowedMethod>POST</AllowedMethod>' \
+    '<ExposeHeader>ETag</ExposeHeader><MaxAgeSeconds>3000</MaxAgeSeconds>' \
+    '</CORSRule></CORSConfiguration>' >"$TMP/generator.xml"
+  printf '%s\n' 'wrk.method = "OPTIONS"' "wrk.path = \"$PREFLIGHT_PATH\"" \
+    'wrk.headers["Origin"] = "https://app.example.com"' \
+    'wrk.headers["Access-Control-Request-Method"] = "PUT"' >"$TMP/generator.lua"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$TMP/generator-key.pem" -out "$TMP/generator-cert.pem" 2>/dev/null
+  start gen-bare 0 "$BARE" --listen "127.0.0.1:$P_GEN_BARE" --rules "$TMP/generator.xml" \
+    --request-headers ""
+  start gen-tls 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GEN_TLS" --origin "$ORIGIN_URL" \
+    --rules config/cors.xml --admin off --tls-cert "$TMP/generator-cert.pem" \
+    --tls-key "$TMP/generator-key.pem"
+  wait_port "$P_GEN_BARE" gen-bare
+  wait_port "$P_GEN_TLS" gen-tls
+  local GB=http://127.0.0.1:$P_GEN_BARE GT=https://127.0.0.1:$P_GEN_TLS round secs d lt h2
+  echo "== generator: $ROUNDS round(s) of ${DURATION}s per generator; server on core 0, generator on core 1"
+  : >"$TMP/gen.tsv"
+  for round in warm $(seq 1 "$ROUNDS"); do
+    secs=$DURATION
+    [ "$round" = warm ] && secs=1
+    d=${secs}s
+    lt=("$CORSGATE" loadtest --json -d "$d" --mix preflight-allowed=100 -c 32)
+    h2=(h2load -t1 -c32 -m10 -D "$secs" -H ':method: OPTIONS'
+      -H 'origin: https://app.example.com' -H 'access-control-request-method: PUT')
+    gen_run h1-wrk wrk wrk -t1 -c32 -d"$d" -s "$TMP/generator.lua" "$GB"
+    gen_run h1-loadtest loadtest "${lt[@]}" --threads 1 --rules "$TMP/generator.xml" "$GB/"
+    gen_run h1-loadtest-2t loadtest "${lt[@]}" --threads 2 --rules "$TMP/generator.xml" "$GB/"
+    gen_run h2-h2load h2load "${h2[@]}" "$GB$PREFLIGHT_PATH"
+    gen_run h2-loadtest loadtest "${lt[@]}" --threads 1 --http2 --streams 10 \
+      --rules "$TMP/generator.xml" "$GB/"
+    gen_run h2-loadtest-2t loadtest "${lt[@]}" --threads 2 --http2 --streams 10 \
+      --rules "$TMP/generator.xml" "$GB/"
+    gen_run tls-h1-wrk wrk wrk -t1 -c32 -d"$d" -s "$TMP/generator.lua" "$GT"
+    gen_run tls-h1-loadtest loadtest "${lt[@]}" --threads 1 --insecure --rules config/cors.xml "$GT/"
+    gen_run tls-h2-h2load h2load "${h2[@]}" "$GT$PREFLIGHT_PATH"
+    gen_run tls-h2-loadtest loadtest "${lt[@]}" --threads 1 --insecure --http2 --streams 10 \
+      --rules config/cors.xml "$GT/"
+  done
+  gmed() { # median of column $2 for generator row $1
+    awk -F'\t' -v n="$1" -v c="$2" '$1 == n { print $c }' "$TMP/gen.tsv" | sort -g |
+      awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+  }
+  echo
+  echo "load generators: medians of $ROUNDS round(s) x ${DURATION}s; server on core 0, generator on core 1"
+  printf '%-16s %-30s %10s %10s %7s %7s\n' row generator 'req/s' 'gen cpu' '×rps' '×cpu'
+  local name base label
+  for name in h1-wrk h1-loadtest h1-loadtest-2t h2-h2load h2-loadtest h2-loadtest-2t \
+    tls-h1-wrk tls-h1-loadtest tls-h2-h2load tls-h2-loadtest; do
+    case $name in
+      tls-h1-*) base=tls-h1-wrk ;;
+      tls-h2-*) base=tls-h2-h2load ;;
+      h1-*) base=h1-wrk ;;
+      h2-*) base=h2-h2load ;;
+    esac
+    case $name in
+      *-wrk) label="wrk -t1 (checks nothing)" ;;
+      *-h2load) label="h2load -t1 (checks status)" ;;
+      *-2t) label="corsgate loadtest --threads 2" ;;
+      *) label="corsgate loadtest (checks all)" ;;
+    esac
+    [ -z "$(gmed "$name" 2)" ] && continue
+    printf '%-16s %-30s %10.0f %8.2fus %7s %7s\n' "$name" "$label" "$(gmed "$name" 2)" \
+      "$(gmed "$name" 3)" "$(ratio "$(gmed "$name" 2)" "$(gmed "$base" 2)")" \
+      "$(ratio "$(gmed "$name" 3)" "$(gmed "$base" 3)")"
+  done
+  echo "h1-*, h2-*: against bare hyper; tls-*: against corsgate's TLS listener (the server is the"
+  echo "bottleneck there: compare gen cpu). gen cpu: the generator's user+system CPU per request;"
+  echo "×rps, ×cpu: to wrk (h1) or h2load (h2) in the same round; --threads 2 shares core 1."
+}
+if wanted generator; then generator; fi
 echo
 echo "cpu/req: the server's user+system CPU time per request (all its threads and processes)."
 echo "Raw results: $RESULTS$( [ "$KEEP" = 1 ] || echo ' (pass --keep to keep them)')"

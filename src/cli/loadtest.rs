@@ -12,7 +12,8 @@ use crate::config::parse_duration;
 use crate::cors::Policy;
 use crate::loadtest::progress::{Progress, display};
 use crate::loadtest::{
-    Checker, GenerateOptions, Mix, Report, RunConfig, Settings, Target, generate, plot, run,
+    Checker, ConnectError, GenerateOptions, Mix, Report, RunConfig, Settings, Target, Trust,
+    generate, plot, probe, run, secure,
 };
 
 /// Exit status of a run with wrong answers or transport errors.
@@ -22,7 +23,9 @@ pub const EXIT_FAILED: u8 = 1;
 #[command(after_help = "\
 Exit status: 0 when every request got an answer and every answer matched corsgate's own \
 evaluation of the rules; 1 when there were mismatches or errors (or no answer at all); \
-2 for usage errors, unreadable or invalid rules, or an unusable URL.
+2 for usage errors, unreadable or invalid rules, an unusable URL, or a server that cannot be \
+reached or (https://) whose certificate is not trusted: one connection is opened before any \
+load is sent.
 
 Examples, against `corsgate serve` with the default configuration (the rules of \
 config/cors-app.xml in front of the demo bucket):
@@ -30,10 +33,15 @@ config/cors-app.xml in front of the demo bucket):
   corsgate loadtest http://127.0.0.1:8080/ --rules config/cors-app.xml --http2 -c 4 --streams 16
   corsgate loadtest http://127.0.0.1:8080/ --rules config/cors-app.xml --rate 20000 -d 30s --json
 
+Against a TLS listener (ALPN picks h2 when --http2 offers it), trusting a private CA, and with \
+a TLS handshake per request:
+  corsgate loadtest https://localhost:8443/ --rules config/cors-app.xml --cacert ca.pem --http2
+  corsgate loadtest https://localhost:8443/ --rules config/cors-app.xml -k --new-connections
+
 Against nginx running benches/load/nginx.conf, which does the rules of config/cors.xml by hand:
   corsgate loadtest http://127.0.0.1:8082/ --rules config/cors.xml --lenient-status")]
 pub struct LoadtestArgs {
-    /// The server to test (http:// only). Its path, if any, prefixes every object key
+    /// The server to test, http:// or https://. Its path, if any, prefixes every object key
     /// (e.g. http://127.0.0.1:9000/my-bucket for path-style S3).
     pub url: String,
     /// The rules the server is meant to enforce (S3 XML or AWS CLI JSON); requests are drawn from
@@ -51,9 +59,22 @@ pub struct LoadtestArgs {
     /// (or h2 stream) sends its next request as soon as the previous answer is in.
     #[arg(long, value_name = "REQ_PER_S", value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Use h2 (prior knowledge, cleartext) instead of HTTP/1.1.
+    /// Use h2 instead of HTTP/1.1: by prior knowledge on http://; on https://, offered by ALPN
+    /// before http/1.1 (the server chooses, and the report says which it chose).
     #[arg(long)]
     pub http2: bool,
+    /// https://: trust only the CA certificates of this PEM file (instead of the built-in
+    /// Mozilla roots).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+    /// https://: accept any certificate for any name (self-signed test servers).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// Open a new connection (and, on https://, do a full TLS handshake) for every request, and
+    /// count it in the request's latency: handshake-bound load. -c is then the number of
+    /// requests in flight.
+    #[arg(long)]
+    pub new_connections: bool,
     /// Concurrent streams per h2 connection.
     #[arg(long, default_value_t = 10, value_name = "M")]
     pub streams: usize,
@@ -89,7 +110,8 @@ pub struct LoadtestArgs {
     /// Seed of the request generator: the same seed and rules give the same requests.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Load-generator threads (default: the CPUs this process may use, so `taskset` limits them).
+    /// Load-generator threads, each with its share of the connections (default: the CPUs this
+    /// process may use, so `taskset` limits them).
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -128,6 +150,18 @@ fn loadtest(args: &LoadtestArgs) -> Result<bool, String> {
         },
     )
     .map_err(|e| e.to_string())?;
+    let trust = match (&args.cacert, args.insecure) {
+        (Some(path), _) => Trust::CaFile(path.clone()),
+        (None, true) => Trust::Insecure,
+        (None, false) => Trust::Roots,
+    };
+    let tls = match target.tls {
+        Some(_) => Some(secure::client(&trust, args.http2).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let config = RunConfig {
         connections: args.connections,
         streams: args.streams,
@@ -139,23 +173,27 @@ fn loadtest(args: &LoadtestArgs) -> Result<bool, String> {
         checker: Checker {
             lenient_status: args.lenient_status,
         },
+        threads: threads.max(1),
+        new_connections: args.new_connections,
+        tls,
     };
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+    // This thread only waits and draws the progress line; the load has threads of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let protocol = runtime
+        .block_on(probe(&target, &config))
+        .map_err(|e| unreachable_hint(&e, &target))?;
     let outcome = runtime.block_on(async {
         let progress = Arc::new(Progress::default());
         let _display = display(progress.clone(), args.duration);
         run(&target, pool, &config, progress).await
     });
+    let http2 = protocol == "h2";
     let settings = Settings {
         url: args.url.clone(),
-        http2: args.http2,
+        http2,
         connections: args.connections,
         streams: args.streams,
         duration: args.duration,
@@ -176,7 +214,7 @@ fn loadtest(args: &LoadtestArgs) -> Result<bool, String> {
         let title = format!(
             "{} {}, {} connections, {:.0} req/s",
             args.url,
-            if args.http2 { "h2" } else { "http/1.1" },
+            protocol,
             args.connections,
             report.rps()
         );
@@ -184,6 +222,17 @@ fn loadtest(args: &LoadtestArgs) -> Result<bool, String> {
             .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
     }
     Ok(report.is_clean())
+}
+
+/// The probe's failure, with what to do about an untrusted certificate.
+fn unreachable_hint(e: &ConnectError, target: &Target) -> String {
+    match e {
+        ConnectError::Tls { .. } if target.tls.is_some() => format!(
+            "{e} (pass --cacert FILE to trust the server's CA, or --insecure to trust any \
+             certificate)"
+        ),
+        _ => e.to_string(),
+    }
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::header::HeaderName;
+use http::{HeaderMap, StatusCode};
 
 use super::expect::Answer;
 
@@ -77,34 +77,33 @@ struct VaryTokens {
 }
 
 impl VaryTokens {
-    fn of(headers: &HeaderMap) -> VaryTokens {
-        let mut t = VaryTokens::default();
-        for line in headers.get_all(header::VARY) {
-            t.lines += 1;
-            for token in line.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.is_empty() {
-                    continue;
-                }
-                let slot = if token.eq_ignore_ascii_case(b"origin") {
-                    &mut t.origin
-                } else if token.eq_ignore_ascii_case(b"access-control-request-headers") {
-                    &mut t.acrh
-                } else if token.eq_ignore_ascii_case(b"access-control-request-method") {
-                    &mut t.acrm
-                } else {
-                    &mut t.other
-                };
-                *slot += 1;
+    fn add_line(&mut self, line: &[u8]) {
+        self.lines += 1;
+        for token in line.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() {
+                continue;
             }
+            let slot = if token.eq_ignore_ascii_case(b"origin") {
+                &mut self.origin
+            } else if token.eq_ignore_ascii_case(b"access-control-request-headers") {
+                &mut self.acrh
+            } else if token.eq_ignore_ascii_case(b"access-control-request-method") {
+                &mut self.acrm
+            } else {
+                &mut self.other
+            };
+            *slot += 1;
         }
-        t
     }
 
     fn has_all_three_once(&self) -> bool {
         self.origin == 1 && self.acrh == 1 && self.acrm == 1
     }
 }
+
+/// Most `Access-Control-*` headers an answer can expect: the bit masks below have one bit each.
+const MAX_EXPECTED: usize = 64;
 
 impl Checker {
     /// Appends to `out` every way the response differs from `answer`; nothing when it is right.
@@ -116,22 +115,97 @@ impl Checker {
         body: &[u8],
         out: &mut Vec<Mismatch>,
     ) {
+        let lines = headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        self.check_lines(answer, status.as_u16(), lines, body, out);
+    }
+
+    /// [`Checker::check`] over header lines as they came off the wire, names in any case: one
+    /// pass over the lines, no allocation unless something is wrong.
+    pub fn check_lines<'h>(
+        &self,
+        answer: &Answer,
+        status: u16,
+        lines: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+        body: &[u8],
+        out: &mut Vec<Mismatch>,
+    ) {
         let status_ok = match answer {
             Answer::PreflightGrant { .. } => {
-                status == StatusCode::OK
-                    || (self.lenient_status && status == StatusCode::NO_CONTENT)
+                status == StatusCode::OK.as_u16()
+                    || (self.lenient_status && status == StatusCode::NO_CONTENT.as_u16())
             }
-            Answer::PreflightDenial { status: want, .. } => status == *want,
+            Answer::PreflightDenial { status: want, .. } => status == want.as_u16(),
             // The origin decides the status of a forwarded request; only a server error (the
             // gateway's own 502/504 among them) means the request was not served.
-            Answer::Actual { .. } => !status.is_server_error(),
+            Answer::Actual { .. } => !(500..600).contains(&status),
         };
         if !status_ok {
             out.push(Mismatch::Status);
         }
-        self.check_cors_headers(answer.cors_headers(), headers, out);
 
-        let vary = VaryTokens::of(headers);
+        // Every expected header present exactly once with its exact value, and no other
+        // `Access-Control-*` header (two CORS layers produce duplicates that browsers reject).
+        let expected = answer.cors_headers();
+        debug_assert!(expected.len() <= MAX_EXPECTED);
+        let (mut seen, mut bad) = (0u64, 0u64);
+        let extras_from = out.len();
+        let mut vary = VaryTokens::default();
+        for (name, value) in lines {
+            // Most lines (Date, Content-Length, ...) are told apart by their first letter.
+            match name.first().map(u8::to_ascii_lowercase) {
+                Some(b'v') if name.eq_ignore_ascii_case(b"vary") => {
+                    vary.add_line(value);
+                    continue;
+                }
+                Some(b'a')
+                    if name.len() > ACCESS_CONTROL.len()
+                        && name[..ACCESS_CONTROL.len()].eq_ignore_ascii_case(ACCESS_CONTROL) => {}
+                _ => continue,
+            }
+            // Servers mostly send the lower-case names expected: an exact match comes first.
+            match expected
+                .iter()
+                .take(MAX_EXPECTED)
+                .position(|(n, _)| n.as_str().as_bytes() == name)
+                .or_else(|| {
+                    expected
+                        .iter()
+                        .take(MAX_EXPECTED)
+                        .position(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+                }) {
+                Some(j) => {
+                    let bit = 1u64 << j;
+                    if seen & bit != 0 || expected[j].1.as_bytes() != value {
+                        bad |= bit;
+                    }
+                    seen |= bit;
+                }
+                None => {
+                    if let Ok(name) = HeaderName::from_bytes(name) {
+                        out.push(Mismatch::Header(name));
+                    }
+                }
+            }
+        }
+        let all = if expected.len() >= MAX_EXPECTED {
+            u64::MAX
+        } else {
+            (1u64 << expected.len()) - 1
+        };
+        let wrong = bad | (all & !seen);
+        if wrong != 0 {
+            // Missing or wrong expected headers are listed before unexpected ones.
+            let extras = out.split_off(extras_from);
+            for (j, (name, _)) in expected.iter().enumerate().take(MAX_EXPECTED) {
+                if wrong & (1u64 << j) != 0 {
+                    out.push(Mismatch::Header(name.clone()));
+                }
+            }
+            out.extend(extras);
+        }
+
         let vary_ok = match answer {
             Answer::PreflightGrant { .. } => vary.has_all_three_once() && vary.other == 0,
             // docs/cors-semantics.md#preflight-errors: no Vary on any preflight error.
@@ -151,31 +225,9 @@ impl Checker {
             out.push(Mismatch::Body);
         }
     }
-
-    /// Every expected header present exactly once with its exact value, and no other
-    /// `Access-Control-*` header (two CORS layers produce duplicates that browsers reject).
-    fn check_cors_headers(
-        &self,
-        expected: &[(HeaderName, HeaderValue)],
-        headers: &HeaderMap,
-        out: &mut Vec<Mismatch>,
-    ) {
-        for (name, value) in expected {
-            let mut lines = headers.get_all(name).iter();
-            let right = lines.next() == Some(value) && lines.next().is_none();
-            if !right {
-                out.push(Mismatch::Header(name.clone()));
-            }
-        }
-        for name in headers.keys() {
-            if name.as_str().starts_with("access-control-")
-                && !expected.iter().any(|(n, _)| n == name)
-            {
-                out.push(Mismatch::Header(name.clone()));
-            }
-        }
-    }
 }
+
+const ACCESS_CONTROL: &[u8] = b"access-control-";
 
 /// True when the XML body holds `<Code>code</Code>` (S3's error document, docs/cors-semantics.md#preflight-errors).
 fn has_error_code(body: &[u8], code: &str) -> bool {
@@ -192,6 +244,7 @@ fn has_error_code(body: &[u8], code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderValue, header};
 
     fn grant() -> Answer {
         Answer::PreflightGrant {

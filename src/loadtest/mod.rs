@@ -3,7 +3,8 @@
 //!
 //! The work is split so that the hot loop only sends, compares and counts: [`generate`] draws a
 //! pool of realistic requests from the rules and [`expect`] computes each one's answer before the
-//! first byte is sent; [`runner`] drives the connections; [`check`] compares an answer with its
+//! first byte is sent; [`runner`] drives the connections, over TCP or TLS ([`secure`]), speaking
+//! HTTP/1.1 through [`wire`] and h2 through hyper; [`check`] compares an answer with its
 //! expectation; [`tally`] and [`latency`] count; [`report`] and [`plot`] present.
 //!
 //! Never used by the gateway itself: nothing here may be on a request path.
@@ -17,13 +18,17 @@ pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod runner;
+pub mod secure;
 pub mod tally;
 pub mod target;
+pub(crate) mod wire;
 
 pub use check::{Checker, Mismatch};
 pub use expect::Answer;
 pub use generate::{GenerateError, GenerateOptions, PooledRequest, generate};
 pub use mix::{Mix, RequestKind};
 pub use report::{Report, Settings};
+pub(crate) use runner::{ConnectError, probe};
 pub use runner::{Outcome, RunConfig, run};
+pub use secure::Trust;
 pub use target::Target;

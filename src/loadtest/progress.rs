@@ -25,6 +25,14 @@ impl Progress {
         }
     }
 
+    /// Adds a worker's batch of responses at once: one shared write per batch, not per response.
+    pub fn add(&self, responses: u64, wrong: u64) {
+        self.responses.fetch_add(responses, Ordering::Relaxed);
+        if wrong > 0 {
+            self.wrong.fetch_add(wrong, Ordering::Relaxed);
+        }
+    }
+
     pub fn error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }

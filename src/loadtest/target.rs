@@ -3,14 +3,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use http::{HeaderValue, Uri};
+use rustls::pki_types::ServerName;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
     #[error("{0:?} is not a URL")]
     NotAUrl(String),
-    #[error(
-        "{0:?}: only http:// is supported (the load generator speaks cleartext HTTP/1.1 and h2c)"
-    )]
+    #[error("{0:?}: only http:// and https:// are supported")]
     Scheme(String),
     #[error("{0:?}: the URL needs a host")]
     NoHost(String),
@@ -23,6 +22,8 @@ pub enum TargetError {
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// `https://`: TLS, with this name for SNI and certificate verification.
+    pub tls: Option<ServerName<'static>>,
     /// `host[:port]` as written in the URL: the `Host` header and the h2 `:authority`.
     pub authority: String,
     pub host_header: HeaderValue,
@@ -37,11 +38,12 @@ impl Target {
         let uri: Uri = url
             .parse()
             .map_err(|_| TargetError::NotAUrl(url.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let (secure, default_port) = match uri.scheme_str() {
+            Some("http") => (false, 80),
+            Some("https") => (true, 443),
             None => return Err(TargetError::NotAUrl(url.to_string())),
             Some(_) => return Err(TargetError::Scheme(url.to_string())),
-        }
+        };
         let authority = uri
             .authority()
             .filter(|a| !a.host().is_empty())
@@ -53,7 +55,15 @@ impl Target {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(default_port);
+        let tls = if secure {
+            Some(
+                ServerName::try_from(host.to_string())
+                    .map_err(|_| TargetError::NoHost(url.to_string()))?,
+            )
+        } else {
+            None
+        };
         let addr = (host, port)
             .to_socket_addrs()
             .ok()
@@ -61,6 +71,7 @@ impl Target {
             .ok_or_else(|| TargetError::Resolve(url.to_string(), authority.to_string()))?;
         Ok(Target {
             addr,
+            tls,
             authority: authority.to_string(),
             host_header: HeaderValue::from_str(authority.as_str())
                 .map_err(|_| TargetError::NoHost(url.to_string()))?,
@@ -84,9 +95,20 @@ mod tests {
     }
 
     #[test]
+    fn https_urls_name_the_server_and_default_to_port_443() {
+        let t = Target::parse("https://localhost/b").unwrap();
+        assert_eq!(t.addr.port(), 443);
+        assert_eq!(
+            t.tls.as_ref().map(|n| n.to_str().into_owned()),
+            Some("localhost".to_string())
+        );
+        assert!(Target::parse("http://localhost/").unwrap().tls.is_none());
+    }
+
+    #[test]
     fn unsupported_urls_are_refused_with_the_reason() {
         assert!(matches!(
-            Target::parse("https://127.0.0.1/"),
+            Target::parse("ftp://127.0.0.1/"),
             Err(TargetError::Scheme(_))
         ));
         assert!(matches!(

@@ -1,10 +1,14 @@
 //! `corsgate loadtest` end to end, on 127.0.0.1: a CORS server that answers with corsgate's core
-//! must come out clean, and servers that get something wrong must have it counted. Every run is
+//! must come out clean, and servers that get something wrong must have it counted; https://
+//! targets (corsgate's own TLS listener) by ALPN, with the trust flags curl has. Every run is
 //! bounded to well under a second.
+
+mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,11 +20,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use corsgate::config::TlsListenerConfig;
 use corsgate::cors::{BucketCors, CorsRequest, Decision, Policy, Resource};
+use corsgate::gateway::Running;
 use corsgate::loadtest::progress::Progress;
 use corsgate::loadtest::{
-    Checker, GenerateOptions, Mismatch, Outcome, RunConfig, Target, generate, run,
+    Checker, GenerateOptions, Mismatch, Outcome, RunConfig, Target, Trust, generate, run, secure,
 };
+use corsgate::tls::{CertFiles, UnknownName};
+
+use common::pki::{Leaf, TestCa};
+use common::{Origin, Reply};
 
 const RULES: &[u8] = include_bytes!("../../config/cors-app.xml");
 const RULES_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cors-app.xml");
@@ -119,11 +129,18 @@ fn config(duration_ms: u64) -> RunConfig {
         max_requests: None,
         timeout: Duration::from_secs(2),
         checker: Checker::default(),
+        threads: 2,
+        new_connections: false,
+        tls: None,
     }
 }
 
 async fn load(addr: SocketAddr, config: RunConfig) -> Outcome {
-    let target = Target::parse(&format!("http://{addr}/bucket")).unwrap();
+    load_url(&format!("http://{addr}/bucket"), config).await
+}
+
+async fn load_url(url: &str, config: RunConfig) -> Outcome {
+    let target = Target::parse(url).expect("a valid URL");
     let pool = generate(
         &Policy::parse(RULES).unwrap(),
         &GenerateOptions {
@@ -277,4 +294,169 @@ async fn the_command_exits_non_zero_on_mismatches_and_prints_json() {
     assert!(good["latency_us"]["p999"].is_u64());
     assert!(bad["mismatches"].as_u64().unwrap() > 0);
     assert!(bad["mismatch_kinds"]["header:access-control-allow-methods"].is_u64());
+}
+
+/// corsgate with the rules of cors-app.xml on one TLS listener (and no plain one) presenting
+/// `cert`, in front of an origin that answers every GET 200; the gateway, its origin and the
+/// listener's address.
+async fn corsgate_tls(cert: CertFiles) -> (Running, Origin, SocketAddr) {
+    let origin = Origin::start(Reply::default()).await;
+    let rules = std::str::from_utf8(RULES).expect("cors-app.xml is UTF-8");
+    let mut config = common::config(vec![common::route(&["*"], &origin, Some(rules))]);
+    config.server.listen = Vec::new();
+    config.server.tls = vec![TlsListenerConfig {
+        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        certs: vec![cert],
+        unknown_name: UnknownName::DefaultCert,
+    }];
+    let gateway = common::start(config).await;
+    let addr = gateway.tls_addrs[0];
+    (gateway, origin, addr)
+}
+
+/// `corsgate loadtest URL --rules cors-app.xml` with `args`, briefly, on one thread: exit code,
+/// the JSON report (Null when none), stderr.
+async fn loadtest_command(url: String, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_corsgate"))
+            .args(["loadtest", &url, "--rules", RULES_PATH])
+            .args(["-c", "2", "-d", "300ms", "--json", "--threads", "1"])
+            .args(&args)
+            .output()
+            .expect("corsgate runs")
+    })
+    .await
+    .expect("the command's thread ends");
+    let json = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        output.status.code(),
+        json,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_corsgate_with_its_ca_is_clean_over_http11_and_h2_by_alpn() {
+    let ca = TestCa::new("loadtest");
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    let (_gateway, origin, addr) = corsgate_tls(leaf.files.clone()).await;
+    let url = format!("https://{addr}/");
+    let cacert = ca.file.to_str().expect("temp paths are UTF-8");
+    let h1_args = ["--cacert", cacert];
+    let h2_args = ["--cacert", cacert, "--http2", "--streams", "4"];
+    let (h1, h2) = tokio::join!(
+        loadtest_command(url.clone(), &h1_args),
+        loadtest_command(url.clone(), &h2_args),
+    );
+    for ((code, json, stderr), protocol) in [(h1, "http/1.1"), (h2, "h2")] {
+        assert_eq!(code, Some(0), "{protocol}: {stderr} {json}");
+        assert_eq!(json["protocol"], protocol, "{json}");
+        assert_eq!(json["mismatches"], 0, "{json}");
+        assert_eq!(json["errors"], 0, "{json}");
+        assert!(json["requests"].as_u64().is_some_and(|n| n > 50), "{json}");
+    }
+    assert!(origin.count() > 0, "GETs went through to the origin");
+}
+
+/// A self-signed certificate for 127.0.0.1, in fresh files.
+fn self_signed() -> CertFiles {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("self-signed certificate");
+    let dir = std::env::temp_dir().join(format!(
+        "corsgate-loadtest-self-signed-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let files = CertFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert, cert.cert.pem()).expect("write certificate");
+    std::fs::write(&files.key, cert.signing_key.serialize_pem()).expect("write key");
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_server_needs_insecure_and_an_untrusted_one_is_a_usage_error() {
+    let (_gateway, _origin, addr) = corsgate_tls(self_signed()).await;
+    let url = format!("https://{addr}/");
+    let (code, json, stderr) = loadtest_command(url.clone(), &["--insecure"]).await;
+    assert_eq!(code, Some(0), "{stderr} {json}");
+    assert_eq!(json["mismatches"], 0, "{json}");
+
+    // Not trusted: exit status 2 before any load, saying why and what to do.
+    let (code, json, stderr) = loadtest_command(url.clone(), &[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(json.is_null(), "no report without a run: {json}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(stderr.contains("--insecure"), "{stderr}");
+
+    // A CA file that did not sign the server's certificate is no better.
+    let other = TestCa::new("stranger");
+    let cacert = other.file.to_str().expect("temp paths are UTF-8");
+    let (code, _, stderr) = loadtest_command(url, &["--cacert", cacert]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--cacert"), "{stderr}");
+}
+
+/// A TLS CORS server (HTTP/1.1 and h2 by ALPN) that counts the connections it accepts.
+async fn serve_tls_counting(leaf: &Leaf) -> (SocketAddr, Arc<AtomicUsize>) {
+    let cors = Arc::new(BucketCors::Enabled(
+        Policy::parse(RULES).expect("valid rules"),
+    ));
+    let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server_config(&["h2", "http/1.1"]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("bound address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let (cors, acceptor) = (cors.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |req| {
+                    let cors = cors.clone();
+                    async move { Ok::<_, Infallible>(answer(&cors, Flaw::None, &req)) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_opens_one_connection_and_handshake_per_request() {
+    let ca = TestCa::new("handshakes");
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    for http2 in [false, true] {
+        let (addr, accepted) = serve_tls_counting(&leaf).await;
+        let mut config = config(5_000);
+        config.max_requests = Some(60);
+        config.new_connections = true;
+        config.http2 = http2;
+        config.tls = Some(
+            secure::client(&Trust::CaFile(ca.file.clone()), http2).expect("client configuration"),
+        );
+        let outcome = load_url(&format!("https://{addr}/bucket"), config).await;
+        let t = &outcome.tally;
+        assert_eq!(t.total_responses(), 60, "h2 {http2}: {t:?}");
+        assert_eq!(t.total_wrong(), 0, "{:#?}", t.samples);
+        assert_eq!(accepted.load(Ordering::Relaxed), 60, "h2 {http2}");
+    }
+    // Keep-alive, for contrast: the four connections carry every request.
+    let (addr, accepted) = serve_tls_counting(&leaf).await;
+    let mut config = config(5_000);
+    config.max_requests = Some(60);
+    config.tls =
+        Some(secure::client(&Trust::CaFile(ca.file.clone()), false).expect("client configuration"));
+    let outcome = load_url(&format!("https://{addr}/bucket"), config).await;
+    assert_eq!(outcome.tally.total_responses(), 60);
+    assert_eq!(accepted.load(Ordering::Relaxed), 4);
 }
