@@ -7,7 +7,7 @@
 # Options: --rounds N, --duration SECONDS, --no-build (reuse the release binaries),
 # --only LIST (comma-separated scenario names, see below), --keep (keep the scratch directory
 # with every server's log and every raw load-generator output).
-# Environment: CORSGATE_BENCH_PORT (first of the 6 loopback ports used, default 18080),
+# Environment: CORSGATE_BENCH_PORT (first of the 15 loopback ports used, default 18080),
 # CARGO_TARGET_DIR (where the release binaries are built), RUST_LOG (corsgate's log filter;
 # default: access log off, as nginx's is in nginx.conf),
 # CORSGATE_BIN (measure this corsgate binary instead, e.g. an older build, beside the same baselines).
@@ -675,7 +675,7 @@ gen_run() {
 }
 
 generator() {
-  local P_GEN_BARE=$((BASE + 7)) P_GEN_TLS=$((BASE + 8)) port
+  local P_GEN_BARE=$((BASE + 13)) P_GEN_TLS=$((BASE + 14)) port
   for port in $P_GEN_BARE $P_GEN_TLS; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "run.sh: port $port is in use (set CORSGATE_BENCH_PORT)" >&2
@@ -698,7 +698,7 @@ generator() {
   start gen-bare 0 "$BARE" --listen "127.0.0.1:$P_GEN_BARE" --rules "$TMP/generator.xml" \
     --request-headers ""
   start gen-tls 0 "$CORSGATE" serve --listen "127.0.0.1:$P_GEN_TLS" --origin "$ORIGIN_URL" \
-    --rules config/cors.xml --admin off --tls-cert "$TMP/generator-cert.pem" \
+    --rules benches/fixtures/cors.xml --admin off --tls-cert "$TMP/generator-cert.pem" \
     --tls-key "$TMP/generator-key.pem"
   wait_port "$P_GEN_BARE" gen-bare
   wait_port "$P_GEN_TLS" gen-tls
@@ -721,10 +721,10 @@ generator() {
     gen_run h2-loadtest-2t loadtest "${lt[@]}" --threads 2 --http2 --streams 10 \
       --rules "$TMP/generator.xml" "$GB/"
     gen_run tls-h1-wrk wrk wrk -t1 -c32 -d"$d" -s "$TMP/generator.lua" "$GT"
-    gen_run tls-h1-loadtest loadtest "${lt[@]}" --threads 1 --insecure --rules config/cors.xml "$GT/"
+    gen_run tls-h1-loadtest loadtest "${lt[@]}" --threads 1 --insecure --rules benches/fixtures/cors.xml "$GT/"
     gen_run tls-h2-h2load h2load "${h2[@]}" "$GT$PREFLIGHT_PATH"
     gen_run tls-h2-loadtest loadtest "${lt[@]}" --threads 1 --insecure --http2 --streams 10 \
-      --rules config/cors.xml "$GT/"
+      --rules benches/fixtures/cors.xml "$GT/"
   done
   gmed() { # median of column $2 for generator row $1
     awk -F'\t' -v n="$1" -v c="$2" '$1 == n { print $c }' "$TMP/gen.tsv" | sort -g |

@@ -38,8 +38,8 @@ a TLS handshake per request:
   corsgate loadtest https://localhost:8443/ --rules config/cors-app.xml --cacert ca.pem --http2
   corsgate loadtest https://localhost:8443/ --rules config/cors-app.xml -k --new-connections
 
-Against nginx running benches/load/nginx.conf, which does the rules of config/cors.xml by hand:
-  corsgate loadtest http://127.0.0.1:8082/ --rules config/cors.xml --lenient-status")]
+Against nginx running benches/load/nginx.conf, which does the rules of benches/fixtures/cors.xml by hand:
+  corsgate loadtest http://127.0.0.1:8082/ --rules benches/fixtures/cors.xml --lenient-status")]
 pub struct LoadtestArgs {
     /// The server to test, http:// or https://. Its path, if any, prefixes every object key
     /// (e.g. http://127.0.0.1:9000/my-bucket for path-style S3).
