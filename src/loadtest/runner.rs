@@ -322,7 +322,10 @@ async fn open(target: &Target, config: &RunConfig) -> Result<(Stream, bool), Con
 /// Opens one connection as the run would, before any load: an unreachable server or an
 /// untrusted certificate is then a usage error, not a run of connect errors. Gives the protocol
 /// the run will speak.
-pub(crate) async fn probe(target: &Target, config: &RunConfig) -> Result<&'static str, ConnectError> {
+pub(crate) async fn probe(
+    target: &Target,
+    config: &RunConfig,
+) -> Result<&'static str, ConnectError> {
     let (_, h2) = open(target, config).await?;
     Ok(if h2 { "h2" } else { "http/1.1" })
 }

@@ -3,8 +3,6 @@
 //! targets (corsgate's own TLS listener) by ALPN, with the trust flags curl has. Every run is
 //! bounded to well under a second.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,8 +27,9 @@ use corsgate::loadtest::{
 };
 use corsgate::tls::{CertFiles, UnknownName};
 
-use common::pki::{Leaf, TestCa};
-use common::{Origin, Reply};
+use crate::common;
+use crate::common::pki::{Leaf, TestCa};
+use crate::common::{Origin, Reply};
 
 const RULES: &[u8] = include_bytes!("../../config/cors-app.xml");
 const RULES_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cors-app.xml");
