@@ -199,3 +199,78 @@ async fn an_invalid_candidate_stops_the_start_naming_its_key() {
         "{err}"
     );
 }
+
+/// The value of one sample of a classic-text exposition, by its whole series (name and labels
+/// as printed).
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn disagreements_are_exported_as_a_counter() {
+    // The registry is one per process: no other gateway may add to the route's counters.
+    alone_in_a_process("shadow::disagreements_are_exported_as_a_counter", || {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async {
+                let origin = Origin::start(Reply::default()).await;
+                let candidate = rules_file(CANDIDATE);
+                let gateway =
+                    start(config_with_admin(vec![shadowed(&origin, &candidate)])).await;
+                let admin_addr = gateway.admin.expect("admin");
+                let before = send(admin_addr, "GET", "/metrics", &[]).await;
+                let before = String::from_utf8_lossy(&before.body).into_owned();
+                let series = |kind: &str, change: &str| {
+                    format!(
+                        "corsgate_shadow_disagreements_total{{route=\"1\",kind=\"{kind}\",change=\"{change}\"}}"
+                    )
+                };
+                assert_eq!(
+                    sample(&before, &series("preflight", "newly_allowed")),
+                    Some(0.0),
+                    "the series is there from the start:\n{before}"
+                );
+                for sent in traffic() {
+                    answer(gateway.addr(), &sent).await;
+                }
+                let after = send(admin_addr, "GET", "/metrics", &[]).await;
+                assert_eq!(after.status, StatusCode::OK);
+                let after = String::from_utf8_lossy(&after.body).into_owned();
+                for (kind, change, expected) in [
+                    ("preflight", "newly_allowed", 6.0),
+                    ("preflight", "newly_denied", 3.0),
+                    ("preflight", "headers_changed", 3.0),
+                    ("actual", "newly_allowed", 4.0),
+                    ("actual", "newly_denied", 2.0),
+                    ("actual", "headers_changed", 0.0),
+                ] {
+                    assert_eq!(
+                        sample(&after, &series(kind, change)),
+                        Some(expected),
+                        "{kind} {change}:\n{after}"
+                    );
+                }
+            });
+    });
+}
+
+#[tokio::test]
+async fn metrics_off_means_no_metrics_endpoint() {
+    let origin = Origin::start(Reply::default()).await;
+    let candidate = rules_file(CANDIDATE);
+    let mut config = config_with_admin(vec![shadowed(&origin, &candidate)]);
+    config.admin.metrics = false;
+    let gateway = start(config).await;
+    let admin_addr = gateway.admin.expect("admin");
+    let metrics = send(admin_addr, "GET", "/metrics", &[]).await;
+    assert_eq!(metrics.status, StatusCode::NOT_FOUND);
+    assert!(
+        String::from_utf8_lossy(&metrics.body).contains("admin.metrics = false"),
+        "the 404 says why"
+    );
+    // The rest of the admin listener is unchanged.
+    let (status, _) = admin(admin_addr, "GET", "/-/shadow").await;
+    assert_eq!(status, StatusCode::OK);
+}
