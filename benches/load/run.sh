@@ -282,25 +282,28 @@ IDLE_RSS_FRESH=$(curl -s -o /dev/null -X OPTIONS -H 'Origin: https://app.example
   rss_kib "${PID_OF[corsgate]}" VmRSS)
 
 # --- 4. correctness -------------------------------------------------------------------------
+check() {
+  local name=$1 url=$2 rules=$3
+  shift 3
+  if ! taskset -c 1 "$CORSGATE" loadtest "$url" --rules "$rules" -d 2s --json "$@" \
+    >"$TMP/check-$name.json" 2>"$TMP/check-$name.err"; then
+    echo "run.sh: $name gives wrong answers (corsgate loadtest):" >&2
+    cat "$TMP/check-$name.json" "$TMP/check-$name.err" >&2
+    exit 1
+  fi
+  # The top-level "requests" sorts after "by_kind", whose entries have their own.
+  echo "   $name: ok ($(grep -o '"requests": *[0-9]*' "$TMP/check-$name.json" | tail -1 | grep -o '[0-9]*$') requests, 0 mismatches)"
+}
 if [ -z "$ONLY" ] || wanted h1-32 || wanted h2 || wanted rules-100; then
   echo "== correctness: corsgate loadtest against each CORS server (zero mismatches required)"
-  check() {
-    local name=$1 url=$2 rules=$3
-    shift 3
-    if ! taskset -c 1 "$CORSGATE" loadtest "$url" --rules "$rules" -d 2s --json "$@" \
-      >"$TMP/check-$name.json" 2>"$TMP/check-$name.err"; then
-      echo "run.sh: $name gives wrong answers (corsgate loadtest):" >&2
-      cat "$TMP/check-$name.json" "$TMP/check-$name.err" >&2
-      exit 1
-    fi
-    # The top-level "requests" sorts after "by_kind", whose entries have their own.
-    echo "   $name: ok ($(grep -o '"requests": *[0-9]*' "$TMP/check-$name.json" | tail -1 | grep -o '[0-9]*$') requests, 0 mismatches)"
-  }
   check corsgate-h1 "http://127.0.0.1:$P_GATE/" benches/fixtures/cors.xml -c 8
   check corsgate-h2 "http://127.0.0.1:$P_GATE/" benches/fixtures/cors.xml --http2 -c 2
   check corsgate-100-rules "http://127.0.0.1:$P_GATE100/" "$RULES100" -c 8
   check nginx-h1 "http://127.0.0.1:$P_NGINX/" benches/fixtures/cors.xml -c 8
   check nginx-h2 "http://127.0.0.1:$P_NGINX_H2/" benches/fixtures/cors.xml --http2 -c 2
+fi
+if wanted metrics; then
+  check corsgate-metrics "http://127.0.0.1:$P_GATE_METRICS/" benches/fixtures/cors.xml -c 8
 fi
 if wanted access-log; then
   check corsgate-log "http://127.0.0.1:$P_GATE_LOG/" benches/fixtures/cors.xml -c 8
