@@ -6,7 +6,7 @@
 //! value and reports *every* problem at once, each naming its key (`route[2].origin: ...`).
 //! Both steps report every problem of the file together, each with its line: serde's errors are
 //! collected one by one (see `document`), not just the first.
-//! No rules files are read here: that is [`crate::rules`]' job, at start-up, and `check`'s.
+//! No rules files are read here: that is the rules layer's job, at start-up, and `check`'s.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,18 +17,19 @@ use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 
-use crate::rules::shadow::ShadowSource;
-use crate::rules::{
-    BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig,
-};
-use crate::s3::Addressing;
+use crate::s3::{Addressing, is_bucket_name};
 
 mod document;
 mod listeners;
 mod route_options;
+mod sources;
 
 pub use listeners::{Http2Config, OriginTlsConfig, RedirectConfig, TlsListenerConfig};
 pub use route_options::{DEFAULT_SIGNED_METHODS, Enforce, OriginSigning, ResourcePolicy};
+pub use sources::{
+    BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, DEFAULT_REGION, EndpointSource, RulesSource,
+    ShadowSource, SigningConfig,
+};
 
 /// Where `corsgate serve` looks when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/corsgate.toml";
@@ -1099,7 +1100,7 @@ fn rules_source(
         (Some(file), None) if !bucket_only => RulesSource::File(file),
         (None, Some(bucket)) => {
             let poll = raw.poll;
-            if !crate::rules::bucket::is_bucket_name(&bucket) {
+            if !is_bucket_name(&bucket) {
                 report(
                     key("rules.bucket"),
                     format!("{bucket:?} is not a bucket name (letters, digits, '.', '-', '_')"),

@@ -152,7 +152,7 @@ fn config(args: &ServeArgs) -> Result<Config, ReloadError> {
             let rules = match (&args.rules, &args.rules_bucket, &args.s3_endpoint) {
                 (Some(file), _, _) => RulesSource::File(file.clone()),
                 (_, Some(bucket), _) => {
-                    if !crate::rules::bucket::is_bucket_name(bucket) {
+                    if !crate::s3::is_bucket_name(bucket) {
                         return Err(flag(format!(
                             "--rules-bucket: {bucket:?} is not a bucket name"
                         )));

@@ -9,8 +9,7 @@
 use http::{HeaderValue, Method};
 use serde::Deserialize;
 
-use super::{RawSigning, signing_config};
-use crate::rules::SigningConfig;
+use super::{RawSigning, SigningConfig, signing_config};
 
 /// `sign = { ... }`: every forwarded request is signed with AWS Signature Version 4 for the
 /// origin, after the client's own credentials are removed.

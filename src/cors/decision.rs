@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use http::header::{self, GetAll, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-use super::policy::Rule;
+use super::rule::Rule;
 
 /// The `Vary` value S3 sends with every CORS answer.
 pub const CORS_VARY: HeaderValue = HeaderValue::from_static(
@@ -247,6 +247,15 @@ pub fn error_xml(
     }
     let _ = write!(out, "<RequestId>{}</RequestId></Error>", escape(request_id));
     out
+}
+
+/// The answer to one request.
+#[derive(Debug)]
+pub enum Decision<'p> {
+    /// An `OPTIONS` request, answered by corsgate itself.
+    Preflight(Result<Grant<'p>, Denial>),
+    /// Any other request: forwarded, with these CORS headers added (none when `None`).
+    Actual(Option<Grant<'p>>),
 }
 
 #[cfg(test)]

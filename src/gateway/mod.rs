@@ -16,6 +16,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod body;
 pub mod certs;
 pub mod decorate;
 pub mod demo;

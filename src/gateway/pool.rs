@@ -44,7 +44,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::proxy::{Silence, Upload};
+use super::body::{Silence, Upload};
 use crate::config::Timeouts;
 
 /// Idle connections kept per route; past it, the oldest is closed.

@@ -271,16 +271,6 @@ impl BucketFetcher {
     }
 }
 
-/// Does `name` look like a bucket name? Generous on purpose (legacy us-east-1 buckets and other
-/// stores allow upper case and `_`), but never lets anything odd into a URL or a Host.
-pub fn is_bucket_name(name: &str) -> bool {
-    (1..=255).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        && !name.starts_with('.')
-}
-
 /// One bucket's rules.
 pub struct BucketRules {
     /// `route[N]`, for logs.
@@ -522,24 +512,5 @@ mod tests {
         );
         assert_eq!(style("http://photosx.nyc3.example.com"), FetchStyle::Path);
         assert_eq!(style("http://127.0.0.1:9000/photos"), FetchStyle::Path);
-    }
-
-    #[test]
-    fn bucket_names_never_carry_url_or_host_syntax() {
-        for good in ["photos", "my.bucket-1", "Legacy_Bucket"] {
-            assert!(is_bucket_name(good), "{good}");
-        }
-        for bad in [
-            "",
-            ".hidden",
-            "a/b",
-            "a?b",
-            "a b",
-            "a%2f",
-            "a:1",
-            &"x".repeat(256),
-        ] {
-            assert!(!is_bucket_name(bad), "{bad}");
-        }
     }
 }

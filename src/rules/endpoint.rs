@@ -36,11 +36,11 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::bucket::{BucketFetcher, BucketRules, is_bucket_name, jitter, next_poll};
+use super::bucket::{BucketFetcher, BucketRules, jitter, next_poll};
 use super::live::{Current, LiveRules, Loaded};
 use super::{EndpointSource, Resolved, RulesError, Unavailable};
 use crate::cors::{BucketCors, Resource};
-use crate::s3::Addressing;
+use crate::s3::{Addressing, is_bucket_name};
 
 /// After a failed fetch of a name not held, its requests are answered "unavailable" for this long
 /// before one of them tries again.

@@ -42,24 +42,18 @@ use tokio::sync::watch;
 
 use super::bucket::FetchClient;
 use super::live::Current;
-use super::{RouteRules, RulesError, RulesSource};
+use super::snapshot::Snapshot;
+use super::{RouteRules, RulesError};
 use crate::config::OriginUrl;
+pub use crate::config::ShadowSource;
 use crate::cors::header::RequestedHeaders;
+use crate::cors::outcome::Outcome;
 use crate::cors::{BucketCors, CorsMethod, CorsRequest, Rule};
-use crate::gateway::access_log::Outcome;
-use crate::gateway::snapshot::Snapshot;
 
 /// Disagreements sampled (logged and kept) per second, at most, per route.
 pub const SAMPLES_PER_SECOND: u32 = 10;
 /// Sampled disagreements kept for `GET /-/shadow`, per route.
 pub const SAMPLES_KEPT: usize = 100;
-
-/// `shadow_rules = { ... }`: the candidate's source, with the same keys as `rules`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShadowSource {
-    pub rules: RulesSource,
-    pub deny_warnings: bool,
-}
 
 /// Which kind of request disagreed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,6 +19,16 @@ pub struct S3Location<'a> {
     pub key: &'a str,
 }
 
+/// Does `name` look like a bucket name? Generous on purpose (legacy us-east-1 buckets and other
+/// stores allow upper case and `_`), but never lets anything odd into a URL or a Host.
+pub fn is_bucket_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && !name.starts_with('.')
+}
+
 impl Addressing {
     /// The bucket and key a request names, or `None` when it names no bucket (the endpoint root,
     /// or a virtual-hosted request whose Host has no bucket label).
@@ -58,6 +68,25 @@ pub fn is_cors_subresource(query: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_names_never_carry_url_or_host_syntax() {
+        for good in ["photos", "my.bucket-1", "Legacy_Bucket"] {
+            assert!(is_bucket_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "a?b",
+            "a b",
+            "a%2f",
+            "a:1",
+            &"x".repeat(256),
+        ] {
+            assert!(!is_bucket_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn path_style_takes_the_first_segment() {

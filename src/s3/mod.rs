@@ -10,7 +10,7 @@ pub mod error_body;
 pub mod signing;
 pub mod target;
 
-pub use addressing::{Addressing, S3Location};
+pub use addressing::{Addressing, S3Location, is_bucket_name};
 pub use bucket_cors::{FetchError, interpret, interpret_document};
 pub use signing::{Credentials, OriginSigner, SigningError, sign, sign_payload, strip_credentials};
 pub use target::signed_target;

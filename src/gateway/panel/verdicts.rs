@@ -5,8 +5,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cli::explain::{to_json, to_text};
-use crate::cors::explain::{Verdict, verdicts};
+use crate::cors::explain::{Verdict, to_json, to_text, verdicts};
 use crate::cors::{BucketCors, CorsRequest, Decision, Resource};
 
 /// A request to judge, as the editor sends it.
