@@ -1100,11 +1100,8 @@ fn rules_source(
         (Some(file), None) if !bucket_only => RulesSource::File(file),
         (None, Some(bucket)) => {
             let poll = raw.poll;
-            if !is_bucket_name(&bucket) {
-                report(
-                    key("rules.bucket"),
-                    format!("{bucket:?} is not a bucket name (letters, digits, '.', '-', '_')"),
-                );
+            if let Err(m) = parse_bucket_name(&bucket) {
+                report(key("rules.bucket"), m);
             }
             RulesSource::Bucket(BucketSource {
                 bucket,
@@ -1133,20 +1130,40 @@ fn rules_source(
     }
 }
 
+/// The names of the addressing styles, as `s3.addressing` and `--s3-endpoint` spell them.
+pub const ADDRESSING_NAMES: [(&str, Addressing); 2] =
+    [("path", Addressing::Path), ("virtual", Addressing::Virtual)];
+
+/// `s3.addressing`, `--s3-endpoint`: `path` or `virtual`.
+pub fn parse_addressing(name: &str) -> Result<Addressing, String> {
+    ADDRESSING_NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, addressing)| addressing)
+        .ok_or_else(|| format!("{name:?} is neither \"path\" nor \"virtual\""))
+}
+
+/// `rules.bucket`, `--rules-bucket`: a name that is safe in a URL and a Host.
+pub fn parse_bucket_name(name: &str) -> Result<String, String> {
+    if is_bucket_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?} is not a bucket name (letters, digits, '.', '-', '_')"
+        ))
+    }
+}
+
 /// `s3 = { addressing = "path" | "virtual", poll = ..., max_buckets = ..., region = ..., *_env = ... }`.
 fn endpoint_source(
     raw: RawS3,
     key: &dyn Fn(&str) -> String,
     report: &mut impl FnMut(String, String),
 ) -> RulesSource {
-    let addressing = match raw.addressing.as_deref() {
-        Some("path") => Addressing::Path,
-        Some("virtual") => Addressing::Virtual,
-        Some(other) => {
-            report(
-                key("s3.addressing"),
-                format!("{other:?} is neither \"path\" nor \"virtual\""),
-            );
+    let addressing = match raw.addressing.as_deref().map(parse_addressing) {
+        Some(Ok(addressing)) => addressing,
+        Some(Err(m)) => {
+            report(key("s3.addressing"), m);
             Addressing::Path
         }
         None => {

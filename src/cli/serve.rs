@@ -13,11 +13,11 @@ use clap::Args;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{
-    AdminConfig, Config, DEFAULT_CONFIG_PATH, OriginSigning, OriginUrl, RedirectConfig,
-    TlsListenerConfig,
+    ADDRESSING_NAMES, AdminConfig, BucketSource, Config, DEFAULT_CONFIG_PATH, DEFAULT_POLL,
+    EndpointSource, OriginSigning, OriginUrl, RedirectConfig, RulesSource, SigningConfig,
+    TlsListenerConfig, parse_bucket_name,
 };
 use crate::gateway::{self, ConfigSource, ReloadError, Stopped};
-use crate::rules::{BucketSource, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig};
 use crate::s3::Addressing;
 use crate::tls::{CertFiles, UnknownName};
 
@@ -43,15 +43,16 @@ pub struct ServeArgs {
         long,
         value_name = "NAME",
         requires = "origin",
-        conflicts_with = "s3_endpoint"
+        conflicts_with = "s3_endpoint",
+        value_parser = parse_bucket_name
     )]
     pub rules_bucket: Option<String>,
     /// The `--origin` route fronts a whole S3-compatible endpoint: the bucket comes from the path
     /// (`path`) or the Host (`virtual`), and each bucket's rules are read from the bucket.
-    #[arg(long, value_name = "path|virtual", requires = "origin")]
-    pub s3_endpoint: Option<String>,
+    #[arg(long, value_name = "path|virtual", requires = "origin", value_enum)]
+    pub s3_endpoint: Option<Addressing>,
     /// The region bucket requests are signed for.
-    #[arg(long, value_name = "REGION", default_value = crate::rules::DEFAULT_REGION)]
+    #[arg(long, value_name = "REGION", default_value = crate::config::DEFAULT_REGION)]
     pub region: String,
     /// The `--origin` route fronts a private bucket: every request forwarded is signed for this
     /// region with the keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and
@@ -74,6 +75,21 @@ pub struct ServeArgs {
     /// (`/healthz`, `/readyz`) excepted.
     #[arg(long, value_name = "IP:PORT", requires = "tls_cert")]
     pub redirect_http: Option<SocketAddr>,
+}
+
+/// `--s3-endpoint path|virtual`: the configuration's names, so both spell them alike and clap
+/// lists them in its help and its errors.
+impl clap::ValueEnum for Addressing {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Addressing::Path, Addressing::Virtual]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        ADDRESSING_NAMES
+            .iter()
+            .find(|(_, addressing)| addressing == self)
+            .map(|(name, _)| clap::builder::PossibleValue::new(*name))
+    }
 }
 
 pub fn run(args: &ServeArgs) -> ExitCode {
@@ -151,29 +167,14 @@ fn config(args: &ServeArgs) -> Result<Config, ReloadError> {
             };
             let rules = match (&args.rules, &args.rules_bucket, &args.s3_endpoint) {
                 (Some(file), _, _) => RulesSource::File(file.clone()),
-                (_, Some(bucket), _) => {
-                    if !crate::s3::is_bucket_name(bucket) {
-                        return Err(flag(format!(
-                            "--rules-bucket: {bucket:?} is not a bucket name"
-                        )));
-                    }
-                    RulesSource::Bucket(BucketSource {
-                        bucket: bucket.clone(),
-                        poll: DEFAULT_POLL,
-                        signing,
-                    })
-                }
+                (_, Some(bucket), _) => RulesSource::Bucket(BucketSource {
+                    bucket: bucket.clone(),
+                    poll: DEFAULT_POLL,
+                    signing,
+                }),
                 (_, _, Some(addressing)) => RulesSource::Endpoint(EndpointSource {
                     signing,
-                    ..EndpointSource::defaults(match addressing.as_str() {
-                        "path" => Addressing::Path,
-                        "virtual" => Addressing::Virtual,
-                        other => {
-                            return Err(flag(format!(
-                                "--s3-endpoint: {other:?} is neither \"path\" nor \"virtual\""
-                            )));
-                        }
-                    })
+                    ..EndpointSource::defaults(*addressing)
                 }),
                 (None, None, None) => RulesSource::None,
             };
