@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::tls::{CertResolver, TlsError};
+use crate::watch::{DEFAULT_DEBOUNCE, FileWatch, Scope};
 
 /// One `server.tls` entry at run time.
 #[derive(Debug)]
@@ -123,4 +124,43 @@ impl Certificates {
         }
         results
     }
+}
+/// `SIGHUP` re-reads the TLS certificates (other subscribers to the signal, if any, get it
+/// too). Without TLS listeners SIGHUP keeps its default meaning.
+/// Certificates reload when their files change (renewal tools write a new file and rename it
+/// into place, which the watch sees) and on SIGHUP. A bad renewal keeps the old certificates
+/// serving; either way the outcome is logged. The watch starts before `spawn` returns, so no
+/// change made after start-up is missed.
+pub(super) fn watch_certificates(
+    certificates: &Certificates,
+    scope: &Scope,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    if certificates.is_empty() {
+        return None;
+    }
+    let mut stop = scope.stop_signal();
+    let mut files = FileWatch::spawn(&certificates.paths(), DEFAULT_DEBOUNCE, scope)
+        .map_err(|err| {
+            tracing::warn!("certificate files are not watched, SIGHUP still reloads them: {err}")
+        })
+        .ok();
+    let mut hangup = scope.hangup();
+    let certificates = certificates.clone();
+    Some(async move {
+        loop {
+            tokio::select! {
+                () = async {
+                    match files.as_mut() {
+                        Some(files) => files.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                () = hangup.recv() => {}
+                _ = stop.changed() => return,
+            }
+            let certificates = certificates.clone();
+            // File reads: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || certificates.reload_and_log()).await;
+        }
+    })
 }

@@ -21,7 +21,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 use super::live::{self, Current, LiveRules, Loaded};
 use super::{RulesError, SigningConfig, Unavailable};
@@ -30,6 +30,7 @@ use crate::cors::BucketCors;
 use crate::cors::document::MAX_DOCUMENT_BYTES;
 use crate::metrics::{self, BucketFetch, RulesSource};
 use crate::s3::{Addressing, Credentials, FetchError, interpret_document, sign_payload};
+use crate::watch::Scope;
 
 /// A whole fetch (connect, answer, body) must end within this; past it the fetch failed
 /// (transiently) and the rules in force stay.
@@ -382,9 +383,10 @@ impl BucketRules {
         result
     }
 
-    /// Polls until `shutdown` flips or the bucket is dropped (evicted from its route's map).
+    /// Polls until `scope` stops or the bucket is dropped (evicted from its route's map).
     /// Starts once, however often it is called.
-    pub fn spawn_poller(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub fn spawn_poller(self: &Arc<Self>, scope: &Scope) {
+        let mut shutdown = scope.stop_signal();
         if self.polling.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -395,7 +397,7 @@ impl BucketRules {
         } else {
             FIRST_BACKOFF.min(poll)
         };
-        tokio::spawn(async move {
+        scope.spawn(async move {
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(jitter(delay)) => {}

@@ -41,6 +41,7 @@ use super::live::{Current, LiveRules, Loaded};
 use super::{EndpointSource, Resolved, RulesError, Unavailable};
 use crate::cors::{BucketCors, Resource};
 use crate::s3::{Addressing, is_bucket_name};
+use crate::watch::Scope;
 
 /// After a failed fetch of a name not held, its requests are answered "unavailable" for this long
 /// before one of them tries again.
@@ -246,8 +247,8 @@ pub struct EndpointBuckets {
     epoch: Instant,
     /// What requests naming no bucket, or a missing one, are judged by.
     no_bucket: LiveRules,
-    /// Set once the gateway runs: new buckets start polling until it flips.
-    shutdown: OnceLock<watch::Receiver<bool>>,
+    /// Set once the gateway runs: new buckets poll, and fetch, in this scope until it stops.
+    scope: OnceLock<Scope>,
 }
 
 impl EndpointBuckets {
@@ -284,13 +285,13 @@ impl EndpointBuckets {
             failed_fetch_log: Throttled::default(),
             epoch: now,
             no_bucket: LiveRules::with(Loaded::without_document(BucketCors::NoSuchBucket)),
-            shutdown: OnceLock::new(),
+            scope: OnceLock::new(),
         }
     }
 
-    /// Lets buckets poll from now on, until `shutdown` flips.
-    pub fn start(&self, shutdown: watch::Receiver<bool>) {
-        let _ = self.shutdown.set(shutdown);
+    /// Lets buckets poll from now on, until `scope` stops.
+    pub fn start(&self, scope: &Scope) {
+        let _ = self.scope.set(scope.clone());
     }
 
     /// The bucket a request names, if it could be one.
@@ -411,13 +412,21 @@ impl EndpointBuckets {
             endpoint: Arc::clone(self),
             bucket: bucket.to_string(),
         };
-        tokio::spawn(async move {
+        let fetch = async move {
             let fetched = slot.endpoint.fetcher.fetch(&slot.bucket).await;
             let held = slot.endpoint.settle(&slot.bucket, fetched, why);
             // Remembered before the slot is freed, so no request finds neither.
             drop(slot);
             let _ = settle.send(Some(held));
-        });
+        };
+        // Bounded by the fetch timeout; held by the supervisor once the gateway runs, so
+        // stopping waits for it.
+        match self.scope.get() {
+            Some(scope) => scope.spawn(fetch),
+            None => {
+                tokio::spawn(fetch);
+            }
+        }
         pending
     }
 
@@ -489,14 +498,14 @@ impl EndpointBuckets {
 
     /// Polls `known` until it is dropped, goes unseen for `bucket_idle`, or `shutdown` flips.
     fn spawn_poller(self: &Arc<Self>, known: &Arc<KnownBucket>) {
-        let Some(shutdown) = self.shutdown.get() else {
+        let Some(scope) = self.scope.get() else {
             return;
         };
-        let mut shutdown = shutdown.clone();
+        let mut shutdown = scope.stop_signal();
         let endpoint = Arc::downgrade(self);
         let known = Arc::clone(known);
         let poll = self.poll;
-        tokio::spawn(async move {
+        scope.spawn(async move {
             let mut delay = poll;
             loop {
                 tokio::select! {

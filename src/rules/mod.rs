@@ -31,7 +31,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::Method;
-use tokio::sync::watch;
 
 pub use bucket::{BucketFetcher, BucketRules};
 pub use endpoint::EndpointBuckets;
@@ -49,7 +48,7 @@ use crate::config::OriginUrl;
 use crate::cors::lint::Lint;
 use crate::cors::{BucketCors, ConfigError, Problem, Resource};
 use crate::s3::{FetchError, SigningError};
-use crate::watch::Hangup;
+use crate::watch::Scope;
 use bucket::FetchClient;
 
 /// Why rules could not be loaded. The rules in force (if any) stay.
@@ -245,19 +244,19 @@ impl RouteRules {
         })
     }
 
-    /// Starts what keeps the rules current until `shutdown` flips: the file watch, the pollers,
-    /// `SIGHUP`. A bucket route's first fetch is awaited (it is bounded by
+    /// Starts, in `scope`, what keeps the rules current until it stops: the file watch, the
+    /// pollers, `SIGHUP`. A bucket route's first fetch is awaited (it is bounded by
     /// [`bucket::FETCH_TIMEOUT`]), so the gateway starts serving with the bucket's rules whenever
     /// the origin answers; if it does not, the route starts without rules and keeps trying.
-    pub async fn start(&self, shutdown: watch::Receiver<bool>) {
+    pub async fn start(&self, scope: &Scope) {
         match self {
             RouteRules::Fixed(_) => {}
-            RouteRules::File(file) => file.spawn(shutdown),
+            RouteRules::File(file) => file.spawn(scope),
             RouteRules::Bucket(bucket) => {
                 let _ = bucket.refresh("start").await;
-                bucket.spawn_poller(shutdown.clone());
+                bucket.spawn_poller(scope);
                 let bucket = Arc::clone(bucket);
-                on_hangup(shutdown, move || {
+                on_hangup(scope, move || {
                     let bucket = Arc::clone(&bucket);
                     async move {
                         let _ = bucket.refresh("SIGHUP").await;
@@ -265,9 +264,9 @@ impl RouteRules {
                 });
             }
             RouteRules::Endpoint(endpoint) => {
-                endpoint.start(shutdown.clone());
+                endpoint.start(scope);
                 let endpoint = Arc::clone(endpoint);
-                on_hangup(shutdown, move || {
+                on_hangup(scope, move || {
                     let endpoint = Arc::clone(&endpoint);
                     async move {
                         endpoint.refresh_all("SIGHUP").await;
@@ -401,20 +400,15 @@ impl RouteRules {
     }
 }
 
-/// Runs `reload` on every `SIGHUP` until `shutdown` flips.
-fn on_hangup<F, Fut>(mut shutdown: watch::Receiver<bool>, reload: F)
+/// Runs `reload` on every `SIGHUP` until `scope` stops.
+fn on_hangup<F, Fut>(scope: &Scope, reload: F)
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let mut hangup = match Hangup::subscribe() {
-        Ok(hangup) => hangup,
-        Err(err) => {
-            tracing::warn!("cannot listen for SIGHUP: {err}");
-            return;
-        }
-    };
-    tokio::spawn(async move {
+    let mut hangup = scope.hangup();
+    let mut shutdown = scope.stop_signal();
+    scope.spawn(async move {
         loop {
             tokio::select! {
                 () = hangup.recv() => reload().await,

@@ -38,7 +38,6 @@ use arrayvec::ArrayVec;
 use http::header::{HeaderName, VARY};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use super::bucket::FetchClient;
 use super::live::Current;
@@ -49,6 +48,7 @@ pub use crate::config::ShadowSource;
 use crate::cors::header::RequestedHeaders;
 use crate::cors::outcome::Outcome;
 use crate::cors::{BucketCors, CorsMethod, CorsRequest, Rule};
+use crate::watch::Scope;
 
 /// Disagreements sampled (logged and kept) per second, at most, per route.
 pub const SAMPLES_PER_SECOND: u32 = 10;
@@ -294,9 +294,9 @@ impl ShadowRules {
         &self.rules
     }
 
-    /// Keeps the candidate current (file watch, `SIGHUP`, bucket polls) until `shutdown` flips.
-    pub async fn start(&self, shutdown: watch::Receiver<bool>) {
-        self.rules.start(shutdown).await;
+    /// Keeps the candidate current (file watch, `SIGHUP`, bucket polls) until `scope` stops.
+    pub async fn start(&self, scope: &Scope) {
+        self.rules.start(scope).await;
     }
 
     /// Reloads the candidate now (`POST /-/reload`).
