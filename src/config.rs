@@ -1453,7 +1453,7 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an IP:PORT address (e.g. \"127.0.0.1:8080\")"))
 }
 
-/// `"250ms"`, `"30s"`, `"5m"`, `"1h"`: one number and one unit.
+/// `"250ms"`, `"30s"`, `"1.5s"`, `"1m 30s"`: numbers each with a unit, in humantime's syntax.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         format!("{text:?} is not a duration (e.g. \"500ms\", \"30s\", \"5m\", \"1h\"): {e}")

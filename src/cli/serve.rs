@@ -139,8 +139,8 @@ pub fn run(args: &ServeArgs) -> ExitCode {
 
 /// One worker per core this process may run on (its CPU affinity, so `taskset` and cgroup
 /// limits count). On a single core, the current-thread scheduler: the multi-thread one would
-/// pay for work stealing and cross-thread wake-ups with nothing to steal from (measured: its
-/// task spawn, done per h2 stream, costs three times as much).
+/// pay for work stealing and cross-thread wake-ups with nothing to steal from, on every task
+/// spawn (one per h2 stream).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores == 1 {

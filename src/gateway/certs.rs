@@ -125,8 +125,6 @@ impl Certificates {
         results
     }
 }
-/// `SIGHUP` re-reads the TLS certificates (other subscribers to the signal, if any, get it
-/// too). Without TLS listeners SIGHUP keeps its default meaning.
 /// Certificates reload when their files change (renewal tools write a new file and rename it
 /// into place, which the watch sees) and on SIGHUP. A bad renewal keeps the old certificates
 /// serving; either way the outcome is logged. The watch starts before `spawn` returns, so no

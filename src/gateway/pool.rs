@@ -13,9 +13,9 @@
 //!
 //! **The plain-HTTP pool**: hyper-util's pooled client finds a connection by hashing the
 //! origin's scheme and authority, races a checkout against a new connect, and hands the
-//! connection back through a future once the response is done: about 6,000 of the 44,000
-//! instructions of a proxied 1 KiB GET (callgrind). A route forwards to one origin, so its pool
-//! needs no key: a stack of idle HTTP/1.1 connections behind a mutex, most recently used on top.
+//! connection back through a future once the response is done: a sizeable part of a proxied
+//! small GET (see `benches/load/README.md`, "Numbers behind the code"). A route forwards to one
+//! origin, so its pool needs no key: a stack of idle HTTP/1.1 connections behind a mutex, most recently used on top.
 //! HTTPS origins (TLS, and HTTP/2 where the origin's ALPN offers it) stay on hyper-util's client.
 //!
 //! - Idle connections are reused before a new one is made, and a request waiting for a slot

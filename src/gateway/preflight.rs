@@ -52,8 +52,7 @@ const DENIAL_TTL: Duration = Duration::from_secs(5);
 /// the stack, so a lookup allocates nothing.
 pub const MAX_KEY: usize = 512;
 /// Wildcard `AllowedOrigin`s from which a cache lookup is cheaper than an evaluation
-/// (`cargo bench --bench preflight_cache`: a hit costs what a fresh answer does at 1 and 10
-/// wildcard rules, and about 20% less at 100).
+/// (`cargo bench --bench preflight_cache` compares the two; see `benches/load/README.md`).
 pub const CACHE_FROM_WILDCARDS: usize = 32;
 /// Rough per-entry bookkeeping (Arc, HeaderMap, moka's node) counted against `max_bytes`.
 const ENTRY_OVERHEAD: usize = 256;

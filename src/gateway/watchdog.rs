@@ -5,7 +5,7 @@
 //! One watchdog per connection wakes a few times per period and looks at counters the
 //! connection updates as it goes; a request itself never reads the clock or arms a timer. (A
 //! timer armed, boxed and dropped for every request head, which is how hyper's own
-//! header-read timeout works, cost about 5% of a whole preflight's instructions.) The price is
+//! header-read timeout works, is a cost every preflight would pay.) The price is
 //! precision: a deadline is noticed between its length and `1 + 1/CHECKS` times it.
 //!
 //! What counts, per connection:
