@@ -24,15 +24,16 @@ mod listeners;
 mod route_options;
 mod sources;
 
-pub use listeners::{Http2Config, OriginTlsConfig, RedirectConfig, TlsListenerConfig};
-pub use route_options::{DEFAULT_SIGNED_METHODS, Enforce, OriginSigning, ResourcePolicy};
-pub use sources::{
-    BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, DEFAULT_REGION, EndpointSource, RulesSource,
-    ShadowSource, SigningConfig,
-};
+pub use listeners::{Http2Config, RedirectConfig, TlsListenerConfig};
+
+pub use listeners::OriginTlsConfig;
+pub use route_options::OriginSigning;
+pub use route_options::{Enforce, ResourcePolicy};
+pub use sources::{BucketSource, EndpointSource, RulesSource, ShadowSource, SigningConfig};
+pub(crate) use sources::{DEFAULT_MAX_BUCKETS, DEFAULT_POLL, DEFAULT_REGION};
 
 /// Where `corsgate serve` looks when no `--config` is given.
-pub const DEFAULT_CONFIG_PATH: &str = "config/corsgate.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "config/corsgate.toml";
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -85,7 +86,7 @@ pub struct AdminConfig {
 }
 
 /// Where the admin listener is when the configuration does not say.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
 impl Default for AdminConfig {
     fn default() -> Self {
@@ -98,7 +99,7 @@ impl Default for AdminConfig {
 
 impl AdminConfig {
     /// `IP:PORT`, or `off`.
-    pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    pub(crate) fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
         if text == "off" {
             return Ok(None);
         }
@@ -243,9 +244,9 @@ impl Default for Limits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PreflightCacheConfig {
     /// At most this many cached answers; 0 turns the cache off.
-    pub max_entries: u64,
+    pub(crate) max_entries: u64,
     /// At most this many bytes of keys and answers together.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
 }
 
 impl Default for PreflightCacheConfig {
@@ -318,7 +319,7 @@ pub struct OriginUrl {
     pub scheme: Scheme,
     pub authority: Authority,
     /// Prepended to every request path; empty or starting with `/`, never ending with `/`.
-    pub path_prefix: String,
+    pub(crate) path_prefix: String,
 }
 
 impl OriginUrl {
@@ -430,7 +431,7 @@ impl KeyProblem {
     }
 
     /// `FILE:LINE: key: message`, the form editors and CI logs link to the file.
-    pub fn render(&self, file: &Path) -> String {
+    pub(crate) fn render(&self, file: &Path) -> String {
         match self.line {
             Some(line) => format!("{}:{line}: {self}", file.display()),
             None => format!("{}: {self}", file.display()),
@@ -590,9 +591,6 @@ struct RawDemoOrigin {
     root: Option<PathBuf>,
 }
 
-/// The listener used when the configuration names none.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-
 impl Config {
     /// Reads and validates a TOML file. Relative paths in it (rules files, certificates and
     /// keys, CA files, the demo root) are resolved from the file's own directory, as nginx and
@@ -699,7 +697,7 @@ impl Config {
     /// --config` does: the configuration (when valid, its relative paths resolved) and every
     /// problem of the file, each with its line, plus the rules files its routes name (`key`,
     /// line, path resolved), found even when other keys are wrong.
-    pub fn inspect(path: &Path) -> Result<Inspected, ConfigFileError> {
+    pub(crate) fn inspect(path: &Path) -> Result<Inspected, ConfigFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
             path: path.to_path_buf(),
             source,
@@ -740,7 +738,7 @@ impl Config {
     }
 
     /// One route, forwarding any host to `origin`: `corsgate serve --origin URL [--rules FILE]`.
-    pub fn single_route(origin: OriginUrl, rules: RulesSource) -> Config {
+    pub(crate) fn single_route(origin: OriginUrl, rules: RulesSource) -> Config {
         Config {
             server: ServerConfig::default(),
             routes: vec![RouteConfig::new(vec![HostPattern::Any], origin, rules)],
@@ -1131,11 +1129,11 @@ fn rules_source(
 }
 
 /// The names of the addressing styles, as `s3.addressing` and `--s3-endpoint` spell them.
-pub const ADDRESSING_NAMES: [(&str, Addressing); 2] =
+pub(crate) const ADDRESSING_NAMES: [(&str, Addressing); 2] =
     [("path", Addressing::Path), ("virtual", Addressing::Virtual)];
 
 /// `s3.addressing`, `--s3-endpoint`: `path` or `virtual`.
-pub fn parse_addressing(name: &str) -> Result<Addressing, String> {
+pub(crate) fn parse_addressing(name: &str) -> Result<Addressing, String> {
     ADDRESSING_NAMES
         .iter()
         .find(|(n, _)| *n == name)
@@ -1144,7 +1142,7 @@ pub fn parse_addressing(name: &str) -> Result<Addressing, String> {
 }
 
 /// `rules.bucket`, `--rules-bucket`: a name that is safe in a URL and a Host.
-pub fn parse_bucket_name(name: &str) -> Result<String, String> {
+pub(crate) fn parse_bucket_name(name: &str) -> Result<String, String> {
     if is_bucket_name(name) {
         Ok(name.to_string())
     } else {
@@ -1372,20 +1370,20 @@ fn render_lines(problems: &[KeyProblem]) -> String {
 
 /// A configuration file as `corsgate check --config` sees it (see [`Config::inspect`]).
 #[derive(Debug)]
-pub struct Inspected {
+pub(crate) struct Inspected {
     /// The configuration, when the file has no problem.
     pub config: Option<Config>,
     /// Every problem of the file, each with its line, sorted by line.
     pub problems: Vec<KeyProblem>,
     /// `(key, line, path)` of every rules file the routes name.
-    pub rules_files: Vec<(String, usize, PathBuf)>,
+    pub(crate) rules_files: Vec<(String, usize, PathBuf)>,
     text: String,
 }
 
 impl Inspected {
     /// The line where `key` is written (or the nearest table around it), as problems of the
     /// configuration name keys.
-    pub fn line_of(&self, key: &str) -> Option<usize> {
+    pub(crate) fn line_of(&self, key: &str) -> Option<usize> {
         document::Document::parse(&self.text)
             .ok()
             .map(|document| document.line_of(key))

@@ -38,10 +38,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-pub use histogram::Histogram;
+pub(crate) use histogram::Histogram;
 
 /// The route label of requests no route serves (unknown host, no host, a malformed target).
-pub const UNROUTED: &str = "none";
+pub(crate) const UNROUTED: &str = "none";
 
 /// Whether a request was a preflight (`OPTIONS`) or anything else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +127,7 @@ impl Answer {
 /// Why a forwarded request got no answer from its origin: the `reason` label of
 /// `corsgate_origin_errors_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OriginError {
+pub(crate) enum OriginError {
     /// No connection could be made (refused, unreachable, name not resolved).
     Connect,
     /// The origin took too long: to accept a connection, to take the request or to answer.
@@ -172,7 +172,7 @@ pub enum RulesSource {
 
 /// What one load of a route's rules did: the `result` label of `corsgate_rules_reloads_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RulesLoad {
+pub(crate) enum RulesLoad {
     /// New rules are in force.
     Applied,
     /// The source said what was already in force.
@@ -186,7 +186,7 @@ pub enum RulesLoad {
 /// What one fetch of a bucket's `?cors` brought: the `result` label of
 /// `corsgate_bucket_fetches_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BucketFetch {
+pub(crate) enum BucketFetch {
     /// A CORS configuration.
     Rules,
     /// `NoSuchCORSConfiguration`: CORS is off for the bucket.
@@ -501,7 +501,7 @@ impl RouteMetrics {
     }
 
     /// The handles of requests no route serves.
-    pub fn unrouted() -> &'static RouteMetrics {
+    pub(crate) fn unrouted() -> &'static RouteMetrics {
         &METRICS.unrouted
     }
 
@@ -553,7 +553,7 @@ impl RouteMetrics {
     }
 
     /// One forwarded request the origin failed.
-    pub fn origin_error(&self, reason: OriginError) {
+    pub(crate) fn origin_error(&self, reason: OriginError) {
         if let Some(counters) = &self.origin_errors {
             counters[reason as usize].inc();
         }
@@ -561,24 +561,24 @@ impl RouteMetrics {
 }
 
 /// A preflight answered from the cache.
-pub fn preflight_cache_hit() {
+pub(crate) fn preflight_cache_hit() {
     METRICS.cache_hits.inc();
 }
 
 /// A preflight looked up in the cache and not found there.
-pub fn preflight_cache_miss() {
+pub(crate) fn preflight_cache_miss() {
     METRICS.cache_misses.inc();
 }
 
 /// The preflight cache's entry count, as read at a scrape.
-pub fn set_preflight_cache_entries(entries: u64) {
+pub(crate) fn set_preflight_cache_entries(entries: u64) {
     METRICS
         .cache_entries
         .set(i64::try_from(entries).unwrap_or(i64::MAX));
 }
 
 /// One load of `route`'s rules (`route` as labelled: its 1-based index).
-pub fn rules_loaded(route: &str, source: RulesSource, load: RulesLoad) {
+pub(crate) fn rules_loaded(route: &str, source: RulesSource, load: RulesLoad) {
     let metrics = &*METRICS;
     metrics
         .reloads
@@ -610,7 +610,7 @@ pub fn rules_loaded(route: &str, source: RulesSource, load: RulesLoad) {
 }
 
 /// The generation of route `index`'s rules, as read at a scrape.
-pub fn set_rules_generation(index: usize, generation: u64) {
+pub(crate) fn set_rules_generation(index: usize, generation: u64) {
     METRICS
         .generations
         .get_or_create(&RouteLabel {
@@ -620,7 +620,7 @@ pub fn set_rules_generation(index: usize, generation: u64) {
 }
 
 /// One fetch of a bucket's rules (or one not made).
-pub fn bucket_fetched(result: BucketFetch) {
+pub(crate) fn bucket_fetched(result: BucketFetch) {
     METRICS.bucket_fetches[result as usize].inc();
 }
 
@@ -635,7 +635,7 @@ impl Drop for OpenConnection {
 }
 
 /// A connection accepted on a `listener`; keep the guard for as long as it is open.
-pub fn connection_opened(listener: Listener) -> OpenConnection {
+pub(crate) fn connection_opened(listener: Listener) -> OpenConnection {
     let (open, total) = &METRICS.connections[listener.index()];
     total.inc();
     open.inc();
@@ -644,7 +644,7 @@ pub fn connection_opened(listener: Listener) -> OpenConnection {
 
 /// The TLS certificates in use now, each as its name and its expiry (Unix seconds): replaces
 /// what was shown before, so a certificate no longer served disappears.
-pub fn certificates_in_use(certificates: impl IntoIterator<Item = (String, i64)>) {
+pub(crate) fn certificates_in_use(certificates: impl IntoIterator<Item = (String, i64)>) {
     let family = &METRICS.certificates;
     family.clear();
     for (certificate, not_after) in certificates {
@@ -662,7 +662,7 @@ pub fn log_lines_dropped() -> &'static Counter {
 
 /// How an exposition is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// OpenMetrics text 1.0.0: what Prometheus asks for first.
     OpenMetrics,
     /// The classic Prometheus text format 0.0.4: what `promtool check metrics`, older
@@ -672,7 +672,7 @@ pub enum Format {
 
 impl Format {
     /// The `Content-Type` of an exposition in this format.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Format::Prometheus => prometheus_text::CONTENT_TYPE,
@@ -681,7 +681,7 @@ impl Format {
 
     /// The format a scraper's `Accept` header prefers: OpenMetrics when it is accepted at all
     /// (Prometheus offers it first), else the classic text format, which every scraper reads.
-    pub fn negotiate(accept: Option<&str>) -> Format {
+    pub(crate) fn negotiate(accept: Option<&str>) -> Format {
         let accepts_openmetrics = accept.is_some_and(|accept| {
             accept.split(',').any(|range| {
                 let mut params = range.split(';').map(str::trim);
@@ -703,7 +703,7 @@ impl Format {
 }
 
 /// Every metric, as text in `format`.
-pub fn render(format: Format) -> String {
+pub(crate) fn render(format: Format) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let registry = &METRICS.registry;
     // Writing into a String cannot fail; an encoder error would be a bug in a metric's

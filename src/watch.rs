@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
 /// How long a burst of events must stay quiet before subscribers are told.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Kubernetes mounts ConfigMaps and Secrets as symlinks into `..data`, which it re-points
 /// atomically: a change shows up only as events on that name.
@@ -35,7 +35,7 @@ const KUBERNETES_DATA: &str = "..data";
 
 /// Why a watch could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     #[error("cannot watch {}: {source}", dir.display())]
     Watch { dir: PathBuf, source: notify::Error },
     #[error("cannot set up the file watcher: {0}")]
@@ -43,7 +43,7 @@ pub enum WatchError {
 }
 
 /// Debounced change notifications for a set of files; dropping it stops the watch.
-pub struct FileWatch {
+pub(crate) struct FileWatch {
     changes: mpsc::Receiver<()>,
     // Owned so the OS watch lives exactly as long as this value.
     _watcher: RecommendedWatcher,
@@ -143,7 +143,7 @@ async fn debounce_events(
 /// The background tasks a gateway starts (file watches, pollers, signal listeners), held in one
 /// set so that stopping can cancel them and wait for every one to end, and the one subscription
 /// to `SIGHUP`, fanned out to every task that reloads on it.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     tasks: Arc<StdMutex<JoinSet<()>>>,
     stop: watch::Sender<bool>,
     hangups: broadcast::Sender<()>,
@@ -172,7 +172,7 @@ impl Supervisor {
     /// The scope of everything that runs as long as the gateway does. The tasks are held by
     /// the supervisor and its scopes: once the last of them is dropped, any still running is
     /// aborted.
-    pub fn scope(&self) -> Scope {
+    pub(crate) fn scope(&self) -> Scope {
         Scope {
             tasks: Arc::clone(&self.tasks),
             stop: self.stop.subscribe(),
@@ -182,7 +182,7 @@ impl Supervisor {
 
     /// Tells the tasks of the gateway's scope to stop (those of narrower scopes stop with their
     /// own senders).
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         let _ = self.stop.send(true);
     }
 
@@ -241,7 +241,7 @@ impl Scope {
     }
 
     /// Changes (to `true`, or by its sender going away) when this scope's tasks must end.
-    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
         self.stop.clone()
     }
 

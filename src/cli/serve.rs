@@ -46,11 +46,11 @@ pub struct ServeArgs {
         conflicts_with = "s3_endpoint",
         value_parser = parse_bucket_name
     )]
-    pub rules_bucket: Option<String>,
+    pub(crate) rules_bucket: Option<String>,
     /// The `--origin` route fronts a whole S3-compatible endpoint: the bucket comes from the path
     /// (`path`) or the Host (`virtual`), and each bucket's rules are read from the bucket.
     #[arg(long, value_name = "path|virtual", requires = "origin", value_enum)]
-    pub s3_endpoint: Option<Addressing>,
+    pub(crate) s3_endpoint: Option<Addressing>,
     /// The region bucket requests are signed for.
     #[arg(long, value_name = "REGION", default_value = crate::config::DEFAULT_REGION)]
     pub region: String,
@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// region with the keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and
     /// AWS_SESSION_TOKEN when set), and only GET and HEAD are forwarded.
     #[arg(long, value_name = "REGION", requires = "origin")]
-    pub sign_region: Option<String>,
+    pub(crate) sign_region: Option<String>,
     /// The admin listener (`/healthz`, `/readyz`, `POST /-/reload`, `GET /-/rules`), or `off`;
     /// overrides the configuration's `admin.listen` (default 127.0.0.1:9901).
     #[arg(long, value_name = "IP:PORT|off")]
@@ -67,14 +67,14 @@ pub struct ServeArgs {
     /// listeners with this PEM certificate chain, replacing any `server.tls` of the
     /// configuration. Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// The PEM private key of `--tls-cert`.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// Also listen for plain HTTP here and redirect every request to HTTPS (308), health checks
     /// (`/healthz`, `/readyz`) excepted.
     #[arg(long, value_name = "IP:PORT", requires = "tls_cert")]
-    pub redirect_http: Option<SocketAddr>,
+    pub(crate) redirect_http: Option<SocketAddr>,
 }
 
 /// `--s3-endpoint path|virtual`: the configuration's names, so both spell them alike and clap

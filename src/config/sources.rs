@@ -8,11 +8,11 @@ use std::time::Duration;
 use crate::s3::Addressing;
 
 /// How often bucket rules are fetched again when the configuration does not say.
-pub const DEFAULT_POLL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(30);
 /// How many buckets an S3 endpoint route keeps rules for when the configuration does not say.
-pub const DEFAULT_MAX_BUCKETS: u64 = 10_000;
+pub(crate) const DEFAULT_MAX_BUCKETS: u64 = 10_000;
 /// The region requests are signed for when the configuration does not say.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 
 /// A route's rules source, as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub struct SigningConfig {
     pub region: String,
     pub access_key_env: String,
     pub secret_key_env: String,
-    pub session_token_env: String,
+    pub(crate) session_token_env: String,
     /// The configuration named the variables: they must be set. With the default names, unset
     /// variables mean unsigned (anonymous) requests, as `aws --no-sign-request` sends.
     pub explicit: bool,

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use super::rule::Rule;
 
 /// The `Vary` value S3 sends with every CORS answer.
-pub const CORS_VARY: HeaderValue = HeaderValue::from_static(
+pub(crate) const CORS_VARY: HeaderValue = HeaderValue::from_static(
     "Origin, Access-Control-Request-Headers, Access-Control-Request-Method",
 );
 
@@ -62,23 +62,9 @@ impl<'a> CorsRequest<'a> {
         }
     }
 
-    pub fn is_preflight(&self) -> bool {
+    pub(crate) fn is_preflight(&self) -> bool {
         self.method == Method::OPTIONS
     }
-
-    /// S3 judges any request that carries ACRM or ACRH as if it were a preflight.
-    pub fn has_preflight_headers(&self) -> bool {
-        self.acrm.is_some() || self.acrh.iter().next().is_some()
-    }
-}
-
-/// Which kind of response the CORS headers go on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResponseKind {
-    /// corsgate's own answer to an `OPTIONS` preflight.
-    Preflight,
-    /// The origin's answer to any other request.
-    Actual,
 }
 
 /// A rule matched: the CORS headers to send.
@@ -87,7 +73,7 @@ pub struct Grant<'p> {
     pub rule: &'p Rule,
     pub allow_origin: HeaderValue,
     /// Only on preflights, and only when ACRH named something.
-    pub allow_headers: Option<HeaderValue>,
+    pub(crate) allow_headers: Option<HeaderValue>,
 }
 
 impl<'p> Grant<'p> {
@@ -222,7 +208,7 @@ impl Denial {
 }
 
 /// An S3 `<Error>` document.
-pub fn error_xml(
+pub(crate) fn error_xml(
     code: &str,
     message: &str,
     method: Option<&str>,

@@ -89,7 +89,7 @@ impl PartialEq for Document {
 }
 
 /// S3's namespace, written on output so the document can be uploaded as it is.
-pub const S3_NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+pub(crate) const S3_NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
 /// Where a document is larger than S3 accepts, we do not even read it.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;

@@ -143,7 +143,7 @@ pub fn to_json(decision: &Decision<'_>) -> String {
 }
 
 /// `corsgate explain`'s text: each rule's verdict, then the answer, as the panel shows it too.
-pub fn to_text(
+pub(crate) fn to_text(
     cors: &BucketCors,
     req: &CorsRequest<'_>,
     report: &Result<Vec<Verdict>, Precondition>,

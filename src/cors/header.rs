@@ -157,7 +157,7 @@ impl<'a> RequestedHeaders<'a> {
     }
 
     /// Calls `f` with every name, as sent, in request order.
-    pub fn for_each_name(&self, mut f: impl FnMut(&'a [u8])) {
+    pub(crate) fn for_each_name(&self, mut f: impl FnMut(&'a [u8])) {
         self.each_name(|name| {
             f(name);
             ControlFlow::<()>::Continue(())
@@ -378,10 +378,6 @@ const BYTE_CLASS: [u8; 256] = {
 };
 
 /// RFC 9110 §5.6.2 `tchar`, as a table: it is checked for every ACRH byte.
-pub fn is_tchar(b: u8) -> bool {
-    TCHAR[usize::from(b)]
-}
-
 const TCHAR: [bool; 256] = {
     let mut table = [false; 256];
     let mut i = 0;

@@ -9,7 +9,7 @@ use super::method::{CorsMethod, MethodSet};
 use super::origin::OriginPattern;
 
 /// Chromium caps `Access-Control-Max-Age` at 2 hours; Firefox at 24 hours, WebKit at 10 minutes.
-pub const BROWSER_MAX_AGE_CAP: u32 = 7200;
+pub(crate) const BROWSER_MAX_AGE_CAP: u32 = 7200;
 
 /// Public suffixes under which anyone can own a name. Not the whole Public Suffix List: the
 /// common hosting suffixes people put behind `*.` by mistake; any single label (`*.com`) counts too.

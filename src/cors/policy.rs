@@ -26,7 +26,7 @@ use super::rule::Rule;
 /// S3's limit on rules per configuration.
 pub const MAX_RULES: usize = 100;
 /// Longest `ID` S3 accepts.
-pub const MAX_ID_CHARS: usize = 255;
+pub(crate) const MAX_ID_CHARS: usize = 255;
 
 type RuleMask = u128;
 const _: () = assert!(MAX_RULES <= RuleMask::BITS as usize);
@@ -218,7 +218,7 @@ impl Policy {
     /// How many wildcard `AllowedOrigin`s an evaluation compares one by one (exact origins are
     /// one hash probe, `*` a mask, indexed wildcards a probe per suffix length): what makes
     /// evaluating this policy dear.
-    pub fn wildcard_origins(&self) -> usize {
+    pub(crate) fn wildcard_origins(&self) -> usize {
         match &self.wildcards {
             WildcardOrigins::Indexed(index) => index.lengths.len(),
             WildcardOrigins::Few(wildcards) => wildcards.len(),

@@ -17,7 +17,7 @@ pub struct Rule {
     pub origins: Vec<OriginPattern>,
     /// In document order: `Access-Control-Allow-Methods` lists them so.
     pub methods: Vec<CorsMethod>,
-    pub method_set: MethodSet,
+    pub(crate) method_set: MethodSet,
     pub headers: Vec<HeaderPattern>,
     pub expose: Vec<String>,
     pub max_age: Option<u32>,
@@ -28,7 +28,7 @@ pub struct Rule {
 }
 
 impl Rule {
-    pub fn rule_ref(&self) -> RuleRef {
+    pub(crate) fn rule_ref(&self) -> RuleRef {
         RuleRef {
             index: self.index,
             id: self.id.clone(),
@@ -39,10 +39,6 @@ impl Rule {
     /// `Access-Control-Allow-Credentials`.
     pub fn allows_any_origin(&self) -> bool {
         self.any_origin
-    }
-
-    pub fn matches_origin(&self, origin: &[u8]) -> bool {
-        self.origins.iter().any(|p| p.matches(origin))
     }
 
     pub fn allow_methods_value(&self) -> &HeaderValue {

@@ -32,7 +32,8 @@ use super::{Body, BodyError};
 use crate::config::{LogConfig, LogFormat};
 
 pub use super::log_writer::dropped_lines;
-pub use crate::cors::outcome::{CacheUse, Outcome};
+pub use crate::cors::outcome::CacheUse;
+pub use crate::cors::outcome::Outcome;
 
 /// The origin's part in a forwarded request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +104,7 @@ impl AccessLog {
     }
 
     /// Opens the file again by name (after `logrotate` renamed it).
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.writer.reopen();
     }
 
@@ -116,7 +117,7 @@ impl AccessLog {
 /// Reopens `log`'s file on every `SIGUSR1` until `stop` flips; `None` when the signal cannot be
 /// listened for (the failure is logged). Listened for even without an access log file, so that
 /// a `logrotate` script left in place never terminates the gateway (the signal's default).
-pub fn reopen_on_usr1(
+pub(crate) fn reopen_on_usr1(
     log: Option<AccessLog>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
@@ -392,7 +393,7 @@ fn push_hex_escape(buf: &mut Vec<u8>, prefix: &[u8], b: u8) {
 
 /// What a forwarded request's line needs once its body is done; owned, since the request has
 /// moved on by then.
-pub struct PendingLine {
+pub(crate) struct PendingLine {
     pub log: AccessLog,
     pub client: SocketAddr,
     pub method: Method,
@@ -425,7 +426,7 @@ impl PendingLine {
 
 /// A response body that counts what is sent and writes the request's line when it ends, fails,
 /// or is dropped unfinished (the client went away, the connection was cut at shutdown).
-pub struct LoggedBody {
+pub(crate) struct LoggedBody {
     inner: Body,
     sent: u64,
     line: Option<Box<PendingLine>>,

@@ -116,7 +116,7 @@ pub struct Upload {
 /// The client sent nothing of its body for too long.
 #[derive(Debug, thiserror::Error)]
 #[error("the client sent nothing for {0:?} in the middle of its request body")]
-pub struct ClientStalled(Duration);
+pub(crate) struct ClientStalled(Duration);
 
 impl Upload {
     pub(super) fn new(

@@ -33,7 +33,7 @@ pub struct Certificates {
 pub struct CertReload {
     /// 1-based position in `server.tls`.
     pub listener: usize,
-    pub addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<SocketAddr>,
     /// `Err`: the previous certificates are still in use.
     pub result: Result<(), TlsError>,
 }
@@ -114,7 +114,7 @@ impl Certificates {
     }
 
     /// Reloads and logs each listener's result.
-    pub fn reload_and_log(&self) -> Vec<CertReload> {
+    pub(crate) fn reload_and_log(&self) -> Vec<CertReload> {
         let results = self.reload();
         for r in &results {
             match r.result {

@@ -26,11 +26,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// The longest a line waits in memory before the writer picks it up.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A buffer this full wakes the writer at once.
-pub const FLUSH_AT: usize = 64 * 1024;
+pub(crate) const FLUSH_AT: usize = 64 * 1024;
 /// A buffer this full takes no more lines until the writer has emptied it.
-pub const SHARD_CAP: usize = 1024 * 1024;
+pub(crate) const SHARD_CAP: usize = 1024 * 1024;
 /// A failing write (disk full, file removed from under us) is reported at most this often.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -45,7 +45,7 @@ pub fn dropped_lines() -> u64 {
 
 /// Where lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Destination {
+pub(crate) enum Destination {
     Stderr,
     /// Opened for appending (created if missing), and again on [`LogWriter::reopen`].
     File(PathBuf),
@@ -97,7 +97,7 @@ fn thread_slot() -> usize {
 }
 
 /// The buffers and the thread that writes them.
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// To wake the writer (a clone of its handle, kept outside the mutex).
@@ -149,7 +149,7 @@ impl LogWriter {
 
     /// Opens the file again by its name on the writer's next turn (now): after `logrotate` has
     /// renamed it, new lines go to a new file at the configured path.
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.shared.reopen.store(true, Ordering::Release);
         self.waker.unpark();
     }

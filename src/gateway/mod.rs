@@ -25,13 +25,13 @@ pub mod admin;
 mod body;
 mod build;
 pub mod certs;
-pub mod decorate;
+pub(crate) mod decorate;
 pub mod demo;
 pub mod doorkeeper;
 pub mod error;
 pub mod handler;
 mod listen;
-pub mod log_writer;
+pub(crate) mod log_writer;
 pub mod metrics;
 pub mod panel;
 mod pool;
@@ -46,8 +46,11 @@ pub mod server;
 mod watchdog;
 /// Snapshots live with the rules that make them; re-exported where the request path reads them.
 pub use crate::rules::snapshot;
-pub use reload::{Applied, ConfigSource, ReloadError};
-pub use serve::{Stopped, run};
+pub use reload::Applied;
+pub(crate) use reload::ConfigSource;
+pub use reload::ReloadError;
+pub use serve::Stopped;
+pub use serve::run;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -78,7 +81,7 @@ use route::Routes;
 use server::{ConnectionLimit, Listener, Protocols, Role, Stopping, Transport};
 
 /// Error type of every body the gateway sends.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body the gateway sends: streamed from the origin or built here.
 pub type Body = BoxBody<Bytes, BodyError>;
 
@@ -165,13 +168,13 @@ impl Instance {
     }
 
     /// Stopping: `/readyz` answers 503 from now on.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
     /// Reads the configuration file again (when the gateway runs from one) and puts it in
     /// force; `Ok(None)` without a file.
-    pub async fn reload_config(&self, why: &str) -> Result<Option<Applied>, ReloadError> {
+    pub(crate) async fn reload_config(&self, why: &str) -> Result<Option<Applied>, ReloadError> {
         self.reloader.lock().await.reload(self, why).await
     }
 }
@@ -180,7 +183,7 @@ impl Instance {
 pub struct Running {
     /// Bound gateway listeners (port 0 resolved): the plain ones, then the TLS ones, each in
     /// configuration order.
-    pub addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<SocketAddr>,
     /// The TLS listeners among `addrs`.
     pub tls_addrs: Vec<SocketAddr>,
     /// The plain-HTTP listeners that redirect to HTTPS.
@@ -224,11 +227,6 @@ impl Running {
     /// Client connections open now, over every listener but the demo origin's.
     pub fn open_connections(&self) -> usize {
         self.connections.open()
-    }
-
-    /// The TLS listeners' certificates, to reload from another task (a signal, a file watcher).
-    pub fn certificates(&self) -> Certificates {
-        self.certificates.clone()
     }
 
     /// Puts `config` in force, as a reload of the configuration file would (the listen
@@ -284,7 +282,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
 }
 
 /// [`spawn`], with the source a reload reads the configuration from.
-pub async fn spawn_with(
+pub(crate) async fn spawn_with(
     config: Config,
     source: Option<ConfigSource>,
 ) -> Result<Running, StartError> {

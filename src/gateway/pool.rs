@@ -48,7 +48,7 @@ use super::body::{Silence, Upload};
 use crate::config::Timeouts;
 
 /// Idle connections kept per route; past it, the oldest is closed.
-pub const MAX_IDLE: usize = 1024;
+pub(crate) const MAX_IDLE: usize = 1024;
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,7 @@ impl OriginSlots {
     }
 
     /// A free slot, if there is one now.
-    pub fn try_take(&self) -> Option<Slot> {
+    pub(crate) fn try_take(&self) -> Option<Slot> {
         let permit = Arc::clone(&self.free).try_acquire_owned().ok()?;
         Some(Slot { _permit: permit })
     }
@@ -389,7 +389,7 @@ pub struct OriginIo<T> {
 /// The origin took none of what was written for too long.
 #[derive(Debug, thiserror::Error)]
 #[error("the origin read nothing for {0:?} while a request was being written to it")]
-pub struct OriginNotReading(pub Duration);
+pub(crate) struct OriginNotReading(pub Duration);
 
 impl<T> OriginIo<T> {
     pub fn new(io: T, slot: Slot, limit: Duration) -> OriginIo<T> {

@@ -50,7 +50,7 @@ const DEFAULT_TTL: Duration = Duration::from_secs(5);
 const DENIAL_TTL: Duration = Duration::from_secs(5);
 /// Longest cache key; longer ones (huge origins or header lists) are evaluated afresh. Built on
 /// the stack, so a lookup allocates nothing.
-pub const MAX_KEY: usize = 512;
+pub(crate) const MAX_KEY: usize = 512;
 /// Wildcard `AllowedOrigin`s from which a cache lookup is cheaper than an evaluation
 /// (`cargo bench --bench preflight_cache` compares the two; see `benches/load/README.md`).
 pub const CACHE_FROM_WILDCARDS: usize = 32;
@@ -109,7 +109,7 @@ impl PreflightAnswer {
     }
 
     /// The response, with this request's ID in `x-amz-request-id` and in an error body.
-    pub fn render(&self, id: RequestId) -> Response<Body> {
+    pub(crate) fn render(&self, id: RequestId) -> Response<Body> {
         let body = if self.body_head.is_empty() {
             empty()
         } else {
@@ -231,7 +231,7 @@ impl PreflightCache {
     }
 
     /// Entries currently held (approximate: moka applies evictions lazily).
-    pub fn entry_count(&self) -> u64 {
+    pub(crate) fn entry_count(&self) -> u64 {
         self.entries.as_ref().map_or(0, |c| {
             c.run_pending_tasks();
             c.entry_count()
@@ -239,7 +239,8 @@ impl PreflightCache {
     }
 
     /// Total weight (≈ bytes) currently held.
-    pub fn weighted_size(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn weighted_size(&self) -> u64 {
         self.entries.as_ref().map_or(0, |c| {
             c.run_pending_tasks();
             c.weighted_size()
@@ -321,7 +322,7 @@ fn fresh(
 
 /// A cache key: everything a preflight answer depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PreflightKey(Box<[u8]>);
+pub(crate) struct PreflightKey(Box<[u8]>);
 
 /// Lookups borrow a key built on the stack; `Box<[u8]>` hashes and compares as `[u8]`, so the
 /// two agree.

@@ -27,7 +27,9 @@
 
 mod forwarding;
 
-pub use forwarding::{TrustedProxies, client_scheme, strip_hop_by_hop};
+pub use forwarding::TrustedProxies;
+
+pub(crate) use forwarding::{client_scheme, strip_hop_by_hop};
 
 use std::collections::VecDeque;
 use std::error::Error as StdError;
@@ -60,10 +62,10 @@ use crate::s3::error_body::S3ErrorBody;
 use crate::s3::{OriginSigner, signed_target, strip_credentials};
 
 /// The pooled client an HTTPS route forwards through, its TCP connections under the route's cap.
-pub type OriginClient = Client<HttpsConnector<SlotConnector>, Upload>;
+pub(crate) type OriginClient = Client<HttpsConnector<SlotConnector>, Upload>;
 
 /// `tls` verifies `https://` origins; every connection made holds one of `slots`.
-pub fn origin_client(
+pub(crate) fn origin_client(
     timeouts: &Timeouts,
     tls: rustls::ClientConfig,
     slots: OriginSlots,
@@ -222,7 +224,7 @@ pub async fn forward(
 
 /// How much of an origin's 400/403 body is read to find its S3 error code: S3's `<Code>` comes
 /// first, well within it.
-pub const REFUSAL_PREFIX: usize = 4096;
+pub(crate) const REFUSAL_PREFIX: usize = 4096;
 
 /// The S3 error codes that mean the origin refused corsgate's own signature or keys: a wrong
 /// secret, an unknown or revoked key, a bad or expired session token, a wrong region.
@@ -527,7 +529,7 @@ pub struct Download {
 /// The origin stopped sending in the middle of a body.
 #[derive(Debug, thiserror::Error)]
 #[error("the origin sent nothing for {0:?} in the middle of a response body")]
-pub struct OriginStalled(Duration);
+pub(crate) struct OriginStalled(Duration);
 
 impl Download {
     fn new(inner: Incoming, limit: Duration, mut lease: Option<Lease>) -> Download {

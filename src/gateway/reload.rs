@@ -33,7 +33,7 @@ use crate::watch::{Hangup, Scope};
 /// Where a reload reads the configuration: the file `serve --config` names, with what the
 /// command line changes in it applied again (`--listen`, `--admin`, ...). Called off the async
 /// workers (it reads a file).
-pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ReloadError> + Send + Sync>;
+pub(crate) type ConfigSource = Arc<dyn Fn() -> Result<Config, ReloadError> + Send + Sync>;
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -391,7 +391,7 @@ pub(crate) fn share(rules: &RouteRules) -> Option<RouteRules> {
 
 /// The answer of `POST /-/reload`: the configuration reloaded (when there is a file), then
 /// every route's rules; `true` when everything loaded.
-pub async fn reload_all(instance: &Instance, why: &str) -> (bool, Value) {
+pub(crate) async fn reload_all(instance: &Instance, why: &str) -> (bool, Value) {
     let reloaded = instance.reloader.lock().await.reload(instance, why).await;
     let config = match reloaded {
         Ok(applied) => applied.map(|applied| applied.to_json()),

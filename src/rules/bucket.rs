@@ -34,7 +34,7 @@ use crate::watch::Scope;
 
 /// A whole fetch (connect, answer, body) must end within this; past it the fetch failed
 /// (transiently) and the rules in force stay.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// First retry delay after a transient failure; doubled each time, capped at the poll interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Room for an error body or XML preamble beyond the largest document S3 accepts.
@@ -42,7 +42,7 @@ const MAX_BODY: usize = MAX_DOCUMENT_BYTES + 16 * 1024;
 
 /// The client corsgate's own requests to origins go through (the pool is keyed by origin): `GET
 /// ?cors` with no body, and the admin panel's `PUT ?cors` with a document.
-pub type FetchClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type FetchClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub fn fetch_client(connect_timeout: Duration, tls: rustls::ClientConfig) -> FetchClient {
     Client::builder(TokioExecutor::new())
@@ -67,7 +67,7 @@ impl FetchStyle {
     /// How a single-bucket route reaches its bucket: through the origin's host when that host
     /// starts with `{bucket}.`, else path-style (a path prefix ending in `/{bucket}` is the
     /// bucket itself, not a place the bucket lives under).
-    pub fn for_bucket_route(origin: &OriginUrl, bucket: &str) -> FetchStyle {
+    pub(crate) fn for_bucket_route(origin: &OriginUrl, bucket: &str) -> FetchStyle {
         let host = origin.authority.host().to_ascii_lowercase();
         if host
             .strip_prefix(&bucket.to_ascii_lowercase())
@@ -136,7 +136,8 @@ impl BucketFetcher {
     }
 
     /// With these credentials (or none), whatever the environment says.
-    pub fn with_credentials(
+    #[cfg(test)]
+    pub(crate) fn with_credentials(
         client: FetchClient,
         origin: OriginUrl,
         style: FetchStyle,
@@ -153,7 +154,7 @@ impl BucketFetcher {
         }
     }
 
-    pub fn is_signing(&self) -> bool {
+    pub(crate) fn is_signing(&self) -> bool {
         self.credentials.is_some()
     }
 
@@ -329,7 +330,7 @@ impl BucketRules {
     }
 
     /// Where the bucket's rules are read from (and, by the admin panel, written to).
-    pub fn fetcher(&self) -> &BucketFetcher {
+    pub(crate) fn fetcher(&self) -> &BucketFetcher {
         &self.fetcher
     }
 
@@ -352,7 +353,7 @@ impl BucketRules {
     }
 
     /// Fetches now (after any fetch in progress); returns whether the rules changed.
-    pub async fn refresh(&self, why: &str) -> Result<bool, RulesError> {
+    pub(crate) async fn refresh(&self, why: &str) -> Result<bool, RulesError> {
         let _fetching = self.fetching.lock().await;
         let result = match self.fetcher.fetch(&self.bucket).await {
             Ok(loaded) => {
@@ -385,7 +386,7 @@ impl BucketRules {
 
     /// Polls until `scope` stops or the bucket is dropped (evicted from its route's map).
     /// Starts once, however often it is called.
-    pub fn spawn_poller(self: &Arc<Self>, scope: &Scope) {
+    pub(crate) fn spawn_poller(self: &Arc<Self>, scope: &Scope) {
         let mut shutdown = scope.stop_signal();
         if self.polling.swap(true, Ordering::AcqRel) {
             return;

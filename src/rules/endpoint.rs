@@ -45,7 +45,7 @@ use crate::watch::Scope;
 
 /// After a failed fetch of a name not held, its requests are answered "unavailable" for this long
 /// before one of them tries again.
-pub const RETRY_FIRST_LOAD_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_FIRST_LOAD_AFTER: Duration = Duration::from_secs(1);
 /// `POST /-/reload` refetches the buckets at most this many at a time.
 const RELOAD_CONCURRENCY: usize = 16;
 /// A throttled warning is logged at most this often.
@@ -598,7 +598,7 @@ impl EndpointBuckets {
     }
 
     /// The bucket a request to the bucket itself (not to one of its objects) names.
-    pub fn bucket_written(&self, host: &str, path: &str) -> Option<String> {
+    pub(crate) fn bucket_written(&self, host: &str, path: &str) -> Option<String> {
         let (bucket, key) = self.bucket_name(host, path)?;
         key.is_empty().then(|| bucket.into_owned())
     }
@@ -643,7 +643,7 @@ impl EndpointBuckets {
 
     /// Refetches every bucket held now, and forgets which names were missing (they are fetched
     /// again on their next request).
-    pub async fn refresh_all(
+    pub(crate) async fn refresh_all(
         self: &Arc<Self>,
         why: &str,
     ) -> Vec<(Option<String>, Result<bool, RulesError>)> {
@@ -704,7 +704,7 @@ impl EndpointBuckets {
         })
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let addressing = match self.addressing {
             Addressing::Path => "path-style",
             Addressing::Virtual => "virtual-hosted",

@@ -38,7 +38,7 @@ pub enum ReadError {
 }
 
 /// The bytes of a rules file (also what `corsgate check` and `explain` read).
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
     let file = open_nonblocking(path)?;
     // The descriptor's own metadata (fstat): the path may have been swapped since the open.
     let kind = file.metadata()?.file_type();

@@ -32,17 +32,19 @@ use std::sync::Arc;
 
 use http::Method;
 
-pub use bucket::{BucketFetcher, BucketRules};
+pub use bucket::BucketRules;
+
+pub use bucket::BucketFetcher;
 pub use endpoint::EndpointBuckets;
 pub use file::FileRules;
-pub use live::{Current, LiveRules, Loaded};
-pub use snapshot::{Snapshot, SnapshotCell};
+pub use live::Current;
+pub use live::LiveRules;
+pub use live::Loaded;
+pub use snapshot::Snapshot;
+pub use snapshot::SnapshotCell;
 
 // The sources are configuration, and defined there; named here too, where they are started.
-pub use crate::config::{
-    BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, DEFAULT_REGION, EndpointSource, RulesSource,
-    SigningConfig,
-};
+pub use crate::config::{BucketSource, EndpointSource, RulesSource, SigningConfig};
 
 use crate::config::OriginUrl;
 use crate::cors::lint::Lint;
@@ -116,7 +118,7 @@ impl RulesError {
     }
 
     /// Worth retrying soon (the origin or the network may recover by themselves).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             RulesError::Fetch { error, .. } => error.is_transient(),
             _ => false,
@@ -159,13 +161,13 @@ pub enum Unavailable {
 
 impl Unavailable {
     /// Refused to spare the origin, not because it failed: the request must not reach it either.
-    pub fn is_slow_down(&self) -> bool {
+    pub(crate) fn is_slow_down(&self) -> bool {
         matches!(self, Unavailable::SlowDown { .. })
     }
 }
 
 /// A bucket whose rules must be fetched again once a write through the gateway succeeds.
-pub struct WriteThrough(Written);
+pub(crate) struct WriteThrough(Written);
 
 enum Written {
     Bucket(Arc<BucketRules>),
@@ -175,7 +177,7 @@ enum Written {
 
 impl WriteThrough {
     /// Refetches now; the next request sees what the origin now holds.
-    pub async fn refresh(self) {
+    pub(crate) async fn refresh(self) {
         match self.0 {
             Written::Bucket(bucket) => {
                 let _ = bucket.refresh("write-through").await;
@@ -199,7 +201,7 @@ impl RouteRules {
 
     /// [`RouteRules::build`]; with `deny_warnings`, documents with lint warnings are refused
     /// like invalid ones, at start and on every reload.
-    pub fn build_checked(
+    pub(crate) fn build_checked(
         label: &str,
         source: &RulesSource,
         deny_warnings: bool,
@@ -290,7 +292,7 @@ impl RouteRules {
 
     /// [`RouteRules::resolve`] without waiting, or the S3 endpoint whose bucket's rules may have
     /// to be fetched first.
-    pub fn resolve_now(&self, path: &str) -> Result<Resolved, &Arc<EndpointBuckets>> {
+    pub(crate) fn resolve_now(&self, path: &str) -> Result<Resolved, &Arc<EndpointBuckets>> {
         match self {
             RouteRules::Fixed(live) => Ok(resolved(live, path)),
             RouteRules::File(file) => Ok(resolved(file.live(), path)),
@@ -310,7 +312,7 @@ impl RouteRules {
     /// `DeleteBucketCors`, but also `CreateBucket` and `DeleteBucket`, which turn "no such bucket"
     /// into "CORS not enabled" and back (the bucket's state was fetched for the request that
     /// created it, and must not stay "no such bucket" until the next poll).
-    pub fn write_through(
+    pub(crate) fn write_through(
         &self,
         method: &Method,
         host: &str,
@@ -343,7 +345,7 @@ impl RouteRules {
 
     /// Whether the route has rules to judge by (an S3 endpoint route always has: each bucket
     /// is loaded on demand).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         match self {
             RouteRules::Fixed(_) | RouteRules::Endpoint(_) => true,
             RouteRules::File(file) => file.live().current().is_some(),
@@ -379,7 +381,7 @@ impl RouteRules {
     }
 
     /// One line for the start-up log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let rules = |live: &LiveRules| match live.current() {
             Some(snapshot) => match snapshot.cors.policy() {
                 Some(policy) => format!("{} rule(s)", policy.rules().len()),

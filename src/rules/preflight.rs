@@ -41,7 +41,7 @@ impl PreflightTemplates {
 
     /// Wildcard origins the core may scan per evaluation: what decides whether caching the
     /// answers pays.
-    pub fn wildcard_origins(&self) -> usize {
+    pub(crate) fn wildcard_origins(&self) -> usize {
         self.wildcard_origins
     }
 

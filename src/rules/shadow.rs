@@ -51,9 +51,9 @@ use crate::cors::{BucketCors, CorsMethod, CorsRequest, Rule};
 use crate::watch::Scope;
 
 /// Disagreements sampled (logged and kept) per second, at most, per route.
-pub const SAMPLES_PER_SECOND: u32 = 10;
+pub(crate) const SAMPLES_PER_SECOND: u32 = 10;
 /// Sampled disagreements kept for `GET /-/shadow`, per route.
-pub const SAMPLES_KEPT: usize = 100;
+pub(crate) const SAMPLES_KEPT: usize = 100;
 
 /// Which kind of request disagreed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -415,7 +415,7 @@ impl ShadowRules {
 
     /// Judges a request forwarded to the origin, which the live rules (`live`) decorated by
     /// `live_rule` (1-based; `None`: no CORS headers).
-    pub fn judge_actual(
+    pub(crate) fn judge_actual(
         &self,
         live: &Snapshot,
         live_rule: Option<usize>,

@@ -37,7 +37,7 @@ impl Snapshot {
     }
 
     /// docs/cors-semantics.md#deviation-vary: "a route that has CORS rules" is one whose bucket has a configuration.
-    pub fn has_rules(&self) -> bool {
+    pub(crate) fn has_rules(&self) -> bool {
         matches!(self.cors, BucketCors::Enabled(_))
     }
 }
