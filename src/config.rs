@@ -24,11 +24,8 @@ mod listeners;
 mod route_options;
 mod sources;
 
-pub use listeners::{Http2Config, RedirectConfig, TlsListenerConfig};
-
-pub use listeners::OriginTlsConfig;
-pub use route_options::OriginSigning;
-pub use route_options::{Enforce, ResourcePolicy};
+pub use listeners::{Http2Config, OriginTlsConfig, RedirectConfig, TlsListenerConfig};
+pub use route_options::{Enforce, OriginSigning, ResourcePolicy};
 pub use sources::{BucketSource, EndpointSource, RulesSource, ShadowSource, SigningConfig};
 pub(crate) use sources::{DEFAULT_MAX_BUCKETS, DEFAULT_POLL, DEFAULT_REGION};
 

@@ -18,9 +18,7 @@ pub mod rule;
 
 pub use decision::{CorsRequest, Decision, Denial, DenialReason, Grant, Resource};
 pub use document::Document;
-pub use error::RuleRef;
-pub use error::{ConfigError, Pos, Problem};
-pub use error::{ProblemKind, S3Code};
+pub use error::{ConfigError, Pos, Problem, ProblemKind, RuleRef, S3Code};
 pub use method::CorsMethod;
 pub use policy::{BucketCors, Policy};
 pub use rule::Rule;

@@ -32,8 +32,7 @@ use super::{Body, BodyError};
 use crate::config::{LogConfig, LogFormat};
 
 pub use super::log_writer::dropped_lines;
-pub use crate::cors::outcome::CacheUse;
-pub use crate::cors::outcome::Outcome;
+pub use crate::cors::outcome::{CacheUse, Outcome};
 
 /// The origin's part in a forwarded request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

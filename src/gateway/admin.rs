@@ -26,9 +26,7 @@
 
 mod guard;
 
-pub use guard::Guard;
-
-pub use guard::{Refusal, TokenError};
+pub use guard::{Guard, Refusal, TokenError};
 
 use std::sync::Arc;
 

@@ -46,11 +46,9 @@ pub mod server;
 mod watchdog;
 /// Snapshots live with the rules that make them; re-exported where the request path reads them.
 pub use crate::rules::snapshot;
-pub use reload::Applied;
 pub(crate) use reload::ConfigSource;
-pub use reload::ReloadError;
-pub use serve::Stopped;
-pub use serve::run;
+pub use reload::{Applied, ReloadError};
+pub use serve::{Stopped, run};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -32,16 +32,11 @@ use std::sync::Arc;
 
 use http::Method;
 
-pub use bucket::BucketRules;
-
-pub use bucket::BucketFetcher;
+pub use bucket::{BucketFetcher, BucketRules};
 pub use endpoint::EndpointBuckets;
 pub use file::FileRules;
-pub use live::Current;
-pub use live::LiveRules;
-pub use live::Loaded;
-pub use snapshot::Snapshot;
-pub use snapshot::SnapshotCell;
+pub use live::{Current, LiveRules, Loaded};
+pub use snapshot::{Snapshot, SnapshotCell};
 
 // The sources are configuration, and defined there; named here too, where they are started.
 pub use crate::config::{BucketSource, EndpointSource, RulesSource, SigningConfig};

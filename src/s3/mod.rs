@@ -11,11 +11,9 @@ pub mod signing;
 pub mod target;
 
 pub use addressing::Addressing;
-
 pub(crate) use addressing::is_bucket_name;
 pub use bucket_cors::FetchError;
 pub(crate) use bucket_cors::interpret_document;
-pub use signing::SigningError;
-pub use signing::{Credentials, OriginSigner, sign};
+pub use signing::{Credentials, OriginSigner, SigningError, sign};
 pub(crate) use signing::{sign_payload, strip_credentials};
 pub(crate) use target::signed_target;

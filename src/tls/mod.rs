@@ -10,11 +10,8 @@
 mod handshake;
 mod origin;
 
-pub use handshake::handshake;
-
-pub use handshake::{Alpn, HandshakeError};
-pub use origin::OriginTlsError;
-pub use origin::{OriginRoots, client_config};
+pub use handshake::{Alpn, HandshakeError, handshake};
+pub use origin::{OriginRoots, OriginTlsError, client_config};
 pub(crate) use origin::{https_connector, origin_connector, tcp_connector};
 
 use std::fmt;
