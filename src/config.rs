@@ -6,7 +6,7 @@
 //! value and reports *every* problem at once, each naming its key (`route[2].origin: ...`).
 //! Both steps report every problem of the file together, each with its line: serde's errors are
 //! collected one by one (see `document`), not just the first.
-//! No rules files are read here: that is [`crate::rules`]' job, at start-up, and `check`'s.
+//! No rules files are read here: that is the rules layer's job, at start-up, and `check`'s.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,21 +17,20 @@ use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 
-use crate::rules::shadow::ShadowSource;
-use crate::rules::{
-    BucketSource, DEFAULT_MAX_BUCKETS, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig,
-};
-use crate::s3::Addressing;
+use crate::s3::{Addressing, is_bucket_name};
 
 mod document;
 mod listeners;
 mod route_options;
+mod sources;
 
 pub use listeners::{Http2Config, OriginTlsConfig, RedirectConfig, TlsListenerConfig};
-pub use route_options::{DEFAULT_SIGNED_METHODS, Enforce, OriginSigning, ResourcePolicy};
+pub use route_options::{Enforce, OriginSigning, ResourcePolicy};
+pub use sources::{BucketSource, EndpointSource, RulesSource, ShadowSource, SigningConfig};
+pub(crate) use sources::{DEFAULT_MAX_BUCKETS, DEFAULT_POLL, DEFAULT_REGION};
 
 /// Where `corsgate serve` looks when no `--config` is given.
-pub const DEFAULT_CONFIG_PATH: &str = "config/corsgate.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "config/corsgate.toml";
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -87,7 +86,7 @@ pub struct AdminConfig {
 }
 
 /// Where the admin listener is when the configuration does not say.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
 impl Default for AdminConfig {
     fn default() -> Self {
@@ -106,7 +105,7 @@ impl AdminConfig {
     }
 
     /// `IP:PORT`, or `off`.
-    pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    pub(crate) fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
         if text == "off" {
             return Ok(None);
         }
@@ -251,9 +250,9 @@ impl Default for Limits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PreflightCacheConfig {
     /// At most this many cached answers; 0 turns the cache off.
-    pub max_entries: u64,
+    pub(crate) max_entries: u64,
     /// At most this many bytes of keys and answers together.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
 }
 
 impl Default for PreflightCacheConfig {
@@ -326,7 +325,7 @@ pub struct OriginUrl {
     pub scheme: Scheme,
     pub authority: Authority,
     /// Prepended to every request path; empty or starting with `/`, never ending with `/`.
-    pub path_prefix: String,
+    pub(crate) path_prefix: String,
 }
 
 impl OriginUrl {
@@ -438,7 +437,7 @@ impl KeyProblem {
     }
 
     /// `FILE:LINE: key: message`, the form editors and CI logs link to the file.
-    pub fn render(&self, file: &Path) -> String {
+    pub(crate) fn render(&self, file: &Path) -> String {
         match self.line {
             Some(line) => format!("{}:{line}: {self}", file.display()),
             None => format!("{}: {self}", file.display()),
@@ -599,9 +598,6 @@ struct RawDemoOrigin {
     root: Option<PathBuf>,
 }
 
-/// The listener used when the configuration names none.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-
 impl Config {
     /// Reads and validates a TOML file. Relative paths in it (rules files, certificates and
     /// keys, CA files, the demo root) are resolved from the file's own directory, as nginx and
@@ -708,7 +704,7 @@ impl Config {
     /// --config` does: the configuration (when valid, its relative paths resolved) and every
     /// problem of the file, each with its line, plus the rules files its routes name (`key`,
     /// line, path resolved), found even when other keys are wrong.
-    pub fn inspect(path: &Path) -> Result<Inspected, ConfigFileError> {
+    pub(crate) fn inspect(path: &Path) -> Result<Inspected, ConfigFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
             path: path.to_path_buf(),
             source,
@@ -749,7 +745,7 @@ impl Config {
     }
 
     /// One route, forwarding any host to `origin`: `corsgate serve --origin URL [--rules FILE]`.
-    pub fn single_route(origin: OriginUrl, rules: RulesSource) -> Config {
+    pub(crate) fn single_route(origin: OriginUrl, rules: RulesSource) -> Config {
         Config {
             server: ServerConfig::default(),
             routes: vec![RouteConfig::new(vec![HostPattern::Any], origin, rules)],
@@ -1112,11 +1108,8 @@ fn rules_source(
         (Some(file), None) if !bucket_only => RulesSource::File(file),
         (None, Some(bucket)) => {
             let poll = raw.poll;
-            if !crate::rules::bucket::is_bucket_name(&bucket) {
-                report(
-                    key("rules.bucket"),
-                    format!("{bucket:?} is not a bucket name (letters, digits, '.', '-', '_')"),
-                );
+            if let Err(m) = parse_bucket_name(&bucket) {
+                report(key("rules.bucket"), m);
             }
             RulesSource::Bucket(BucketSource {
                 bucket,
@@ -1145,20 +1138,40 @@ fn rules_source(
     }
 }
 
+/// The names of the addressing styles, as `s3.addressing` and `--s3-endpoint` spell them.
+pub(crate) const ADDRESSING_NAMES: [(&str, Addressing); 2] =
+    [("path", Addressing::Path), ("virtual", Addressing::Virtual)];
+
+/// `s3.addressing`, `--s3-endpoint`: `path` or `virtual`.
+pub(crate) fn parse_addressing(name: &str) -> Result<Addressing, String> {
+    ADDRESSING_NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, addressing)| addressing)
+        .ok_or_else(|| format!("{name:?} is neither \"path\" nor \"virtual\""))
+}
+
+/// `rules.bucket`, `--rules-bucket`: a name that is safe in a URL and a Host.
+pub(crate) fn parse_bucket_name(name: &str) -> Result<String, String> {
+    if is_bucket_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?} is not a bucket name (letters, digits, '.', '-', '_')"
+        ))
+    }
+}
+
 /// `s3 = { addressing = "path" | "virtual", poll = ..., max_buckets = ..., region = ..., *_env = ... }`.
 fn endpoint_source(
     raw: RawS3,
     key: &dyn Fn(&str) -> String,
     report: &mut impl FnMut(String, String),
 ) -> RulesSource {
-    let addressing = match raw.addressing.as_deref() {
-        Some("path") => Addressing::Path,
-        Some("virtual") => Addressing::Virtual,
-        Some(other) => {
-            report(
-                key("s3.addressing"),
-                format!("{other:?} is neither \"path\" nor \"virtual\""),
-            );
+    let addressing = match raw.addressing.as_deref().map(parse_addressing) {
+        Some(Ok(addressing)) => addressing,
+        Some(Err(m)) => {
+            report(key("s3.addressing"), m);
             Addressing::Path
         }
         None => {
@@ -1367,20 +1380,20 @@ fn render_lines(problems: &[KeyProblem]) -> String {
 
 /// A configuration file as `corsgate check --config` sees it (see [`Config::inspect`]).
 #[derive(Debug)]
-pub struct Inspected {
+pub(crate) struct Inspected {
     /// The configuration, when the file has no problem.
     pub config: Option<Config>,
     /// Every problem of the file, each with its line, sorted by line.
     pub problems: Vec<KeyProblem>,
     /// `(key, line, path)` of every rules file the routes name.
-    pub rules_files: Vec<(String, usize, PathBuf)>,
+    pub(crate) rules_files: Vec<(String, usize, PathBuf)>,
     text: String,
 }
 
 impl Inspected {
     /// The line where `key` is written (or the nearest table around it), as problems of the
     /// configuration name keys.
-    pub fn line_of(&self, key: &str) -> Option<usize> {
+    pub(crate) fn line_of(&self, key: &str) -> Option<usize> {
         document::Document::parse(&self.text)
             .ok()
             .map(|document| document.line_of(key))
@@ -1448,7 +1461,7 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an IP:PORT address (e.g. \"127.0.0.1:8080\")"))
 }
 
-/// `"250ms"`, `"30s"`, `"5m"`, `"1h"`: one number and one unit.
+/// `"250ms"`, `"30s"`, `"1.5s"`, `"1m 30s"`: numbers each with a unit, in humantime's syntax.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         format!("{text:?} is not a duration (e.g. \"500ms\", \"30s\", \"5m\", \"1h\"): {e}")

@@ -38,7 +38,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-pub use histogram::Histogram;
+pub(crate) use histogram::Histogram;
 
 /// Whether the request path counts: off when nothing could read the counts (no admin listener,
 /// or `admin.metrics = false`), so that such a gateway pays nothing for them. Every gateway
@@ -50,7 +50,7 @@ static VOTES: Mutex<(usize, usize)> = Mutex::new((0, 0));
 
 /// Whether the request path counts (requests, their durations, origin errors, preflight cache
 /// lookups, connections, shadow disagreements); loads, fetches and reloads count either way.
-pub fn counting() -> bool {
+pub(crate) fn counting() -> bool {
     COUNTING.load(Ordering::Relaxed)
 }
 
@@ -62,18 +62,18 @@ fn counts((yes, no): (usize, usize)) -> bool {
 
 /// A gateway's vote on [`counting`], held for as long as the gateway is alive.
 #[derive(Debug)]
-pub struct CountingVote {
+pub(crate) struct CountingVote {
     wants: bool,
 }
 
 impl CountingVote {
-    pub fn new(wants: bool) -> CountingVote {
+    pub(crate) fn new(wants: bool) -> CountingVote {
         CountingVote::tally(|(yes, no)| if wants { *yes += 1 } else { *no += 1 });
         CountingVote { wants }
     }
 
     /// What this gateway asked for.
-    pub fn wants(&self) -> bool {
+    pub(crate) fn wants(&self) -> bool {
         self.wants
     }
 
@@ -97,7 +97,7 @@ impl Drop for CountingVote {
 }
 
 /// The route label of requests no route serves (unknown host, no host, a malformed target).
-pub const UNROUTED: &str = "none";
+pub(crate) const UNROUTED: &str = "none";
 
 /// Whether a request was a preflight (`OPTIONS`) or anything else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,7 +183,7 @@ impl Answer {
 /// Why a forwarded request got no answer from its origin: the `reason` label of
 /// `corsgate_origin_errors_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OriginError {
+pub(crate) enum OriginError {
     /// No connection could be made (refused, unreachable, name not resolved).
     Connect,
     /// The origin took too long: to accept a connection, to take the request or to answer.
@@ -228,7 +228,7 @@ pub enum RulesSource {
 
 /// What one load of a route's rules did: the `result` label of `corsgate_rules_reloads_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RulesLoad {
+pub(crate) enum RulesLoad {
     /// New rules are in force.
     Applied,
     /// The source said what was already in force.
@@ -242,7 +242,7 @@ pub enum RulesLoad {
 /// What one fetch of a bucket's `?cors` brought: the `result` label of
 /// `corsgate_bucket_fetches_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BucketFetch {
+pub(crate) enum BucketFetch {
     /// A CORS configuration.
     Rules,
     /// `NoSuchCORSConfiguration`: CORS is off for the bucket.
@@ -573,7 +573,7 @@ impl RouteMetrics {
     }
 
     /// The handles of requests no route serves.
-    pub fn unrouted() -> &'static RouteMetrics {
+    pub(crate) fn unrouted() -> &'static RouteMetrics {
         &METRICS.unrouted
     }
 
@@ -628,7 +628,7 @@ impl RouteMetrics {
     }
 
     /// One forwarded request the origin failed.
-    pub fn origin_error(&self, reason: OriginError) {
+    pub(crate) fn origin_error(&self, reason: OriginError) {
         if let Some(counters) = &self.origin_errors
             && counting()
         {
@@ -638,28 +638,28 @@ impl RouteMetrics {
 }
 
 /// A preflight answered from the cache.
-pub fn preflight_cache_hit() {
+pub(crate) fn preflight_cache_hit() {
     if counting() {
         METRICS.cache_hits.inc();
     }
 }
 
 /// A preflight looked up in the cache and not found there.
-pub fn preflight_cache_miss() {
+pub(crate) fn preflight_cache_miss() {
     if counting() {
         METRICS.cache_misses.inc();
     }
 }
 
 /// The preflight cache's entry count, as read at a scrape.
-pub fn set_preflight_cache_entries(entries: u64) {
+pub(crate) fn set_preflight_cache_entries(entries: u64) {
     METRICS
         .cache_entries
         .set(i64::try_from(entries).unwrap_or(i64::MAX));
 }
 
 /// One load of `route`'s rules (`route` as labelled: its 1-based index).
-pub fn rules_loaded(route: &str, source: RulesSource, load: RulesLoad) {
+pub(crate) fn rules_loaded(route: &str, source: RulesSource, load: RulesLoad) {
     let metrics = &*METRICS;
     metrics
         .reloads
@@ -691,7 +691,7 @@ pub fn rules_loaded(route: &str, source: RulesSource, load: RulesLoad) {
 }
 
 /// The generation of route `index`'s rules, as read at a scrape.
-pub fn set_rules_generation(index: usize, generation: u64) {
+pub(crate) fn set_rules_generation(index: usize, generation: u64) {
     METRICS
         .generations
         .get_or_create(&RouteLabel {
@@ -701,7 +701,7 @@ pub fn set_rules_generation(index: usize, generation: u64) {
 }
 
 /// One fetch of a bucket's rules (or one not made).
-pub fn bucket_fetched(result: BucketFetch) {
+pub(crate) fn bucket_fetched(result: BucketFetch) {
     METRICS.bucket_fetches[result as usize].inc();
 }
 
@@ -719,7 +719,7 @@ impl Drop for OpenConnection {
 }
 
 /// A connection accepted on a `listener`; keep the guard for as long as it is open.
-pub fn connection_opened(listener: Listener) -> OpenConnection {
+pub(crate) fn connection_opened(listener: Listener) -> OpenConnection {
     if !counting() {
         return OpenConnection(None);
     }
@@ -731,7 +731,7 @@ pub fn connection_opened(listener: Listener) -> OpenConnection {
 
 /// The TLS certificates in use now, each as its name and its expiry (Unix seconds): replaces
 /// what was shown before, so a certificate no longer served disappears.
-pub fn certificates_in_use(certificates: impl IntoIterator<Item = (String, i64)>) {
+pub(crate) fn certificates_in_use(certificates: impl IntoIterator<Item = (String, i64)>) {
     let family = &METRICS.certificates;
     family.clear();
     for (certificate, not_after) in certificates {
@@ -750,7 +750,11 @@ pub fn log_lines_dropped() -> &'static Counter {
 /// The disagreement counter of route `index` (1-based) for one `kind` and `change` of
 /// `corsgate_shadow_disagreements_total`, resolved once by the route's shadow rules; the series
 /// appears at once, at zero, and keeps counting across configuration reloads.
-pub fn shadow_disagreements(index: usize, kind: &'static str, change: &'static str) -> Counter {
+pub(crate) fn shadow_disagreements(
+    index: usize,
+    kind: &'static str,
+    change: &'static str,
+) -> Counter {
     METRICS
         .shadow_disagreements
         .get_or_create(&ShadowLabels {
@@ -763,7 +767,7 @@ pub fn shadow_disagreements(index: usize, kind: &'static str, change: &'static s
 
 /// How an exposition is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// OpenMetrics text 1.0.0: what Prometheus asks for first.
     OpenMetrics,
     /// The classic Prometheus text format 0.0.4: what `promtool check metrics`, older
@@ -773,7 +777,7 @@ pub enum Format {
 
 impl Format {
     /// The `Content-Type` of an exposition in this format.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Format::Prometheus => prometheus_text::CONTENT_TYPE,
@@ -782,7 +786,7 @@ impl Format {
 
     /// The format a scraper's `Accept` header prefers: OpenMetrics when it is accepted at all
     /// (Prometheus offers it first), else the classic text format, which every scraper reads.
-    pub fn negotiate(accept: Option<&str>) -> Format {
+    pub(crate) fn negotiate(accept: Option<&str>) -> Format {
         let accepts_openmetrics = accept.is_some_and(|accept| {
             accept.split(',').any(|range| {
                 let mut params = range.split(';').map(str::trim);
@@ -804,7 +808,7 @@ impl Format {
 }
 
 /// Every metric, as text in `format`.
-pub fn render(format: Format) -> String {
+pub(crate) fn render(format: Format) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let registry = &METRICS.registry;
     // Writing into a String cannot fail; an encoder error would be a bug in a metric's

@@ -1,5 +1,6 @@
 //! Being told when files change or when the operator sends `SIGHUP`: the triggers of every
-//! reload (rules files today, TLS certificates and keys tomorrow).
+//! reload (rules files, TLS certificates and keys), and the [`Supervisor`] that holds the tasks
+//! waiting for them, so that stopping ends every one.
 //!
 //! [`FileWatch`] watches the *parent directories* of its files, not the files: editors and
 //! configuration tools replace a file by writing a temporary one and renaming it over the
@@ -9,15 +10,21 @@
 //!
 //! Nothing here reads or judges a file: the subscriber reloads, and decides whether anything
 //! changed.
+//!
+//! `SIGHUP` has one subscriber, the supervisor's, which passes every signal on to each
+//! [`Hangup`] through a broadcast channel.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinSet;
 
 /// How long a burst of events must stay quiet before subscribers are told.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
@@ -28,7 +35,7 @@ const KUBERNETES_DATA: &str = "..data";
 
 /// Why a watch could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     #[error("cannot watch {}: {source}", dir.display())]
     Watch { dir: PathBuf, source: notify::Error },
     #[error("cannot set up the file watcher: {0}")]
@@ -36,7 +43,7 @@ pub enum WatchError {
 }
 
 /// Debounced change notifications for a set of files; dropping it stops the watch.
-pub struct FileWatch {
+pub(crate) struct FileWatch {
     changes: mpsc::Receiver<()>,
     // Owned so the OS watch lives exactly as long as this value.
     _watcher: RecommendedWatcher,
@@ -45,7 +52,11 @@ pub struct FileWatch {
 impl FileWatch {
     /// Starts watching `paths` (which need not exist yet: their directories must). Must be
     /// called inside a tokio runtime.
-    pub fn spawn(paths: &[PathBuf], debounce: Duration) -> Result<FileWatch, WatchError> {
+    pub fn spawn(
+        paths: &[PathBuf],
+        debounce: Duration,
+        scope: &Scope,
+    ) -> Result<FileWatch, WatchError> {
         // Directory -> names of interest in it. Relative paths are taken from the working
         // directory, as everything else in the configuration is.
         let mut wanted: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
@@ -91,7 +102,8 @@ impl FileWatch {
 
         // Capacity 1: a change not yet consumed already covers any later one.
         let (tx, changes) = mpsc::channel(1);
-        tokio::spawn(debounce_events(raw_rx, tx, debounce));
+        // Ends when this value (its watcher) is dropped.
+        scope.spawn(debounce_events(raw_rx, tx, debounce));
         Ok(FileWatch {
             changes,
             _watcher: watcher,
@@ -128,38 +140,169 @@ async fn debounce_events(
     }
 }
 
-/// `SIGHUP`, the operator's "reload now". Every subscriber is told of every signal; while any
-/// subscription exists the signal no longer terminates the process.
-pub struct Hangup {
-    #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
+/// The background tasks a gateway starts (file watches, pollers, signal listeners), held in one
+/// set so that stopping can cancel them and wait for every one to end, and the one subscription
+/// to `SIGHUP`, fanned out to every task that reloads on it.
+pub(crate) struct Supervisor {
+    tasks: Arc<StdMutex<JoinSet<()>>>,
+    stop: watch::Sender<bool>,
+    hangups: broadcast::Sender<()>,
 }
 
-impl Hangup {
-    /// Subscribes (inside a tokio runtime).
-    pub fn subscribe() -> io::Result<Hangup> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Hangup {
-                signal: signal(SignalKind::hangup())?,
-            })
+impl Supervisor {
+    /// Subscribes to `SIGHUP` (inside a tokio runtime): from now on the signal means "reload",
+    /// never "terminate", even when nothing has anything to reload.
+    pub fn new() -> Supervisor {
+        let (stop, _) = watch::channel(false);
+        // Each subscriber is behind by one signal at most before it reloads: a second signal
+        // arriving meanwhile asks for the same reload.
+        let (hangups, _) = broadcast::channel(1);
+        let supervisor = Supervisor {
+            tasks: Arc::default(),
+            stop,
+            hangups,
+        };
+        match listen_for_hangups(supervisor.hangups.clone(), supervisor.stop.subscribe()) {
+            Ok(listening) => supervisor.scope().spawn(listening),
+            Err(err) => tracing::warn!("cannot listen for SIGHUP: {err}"),
         }
-        #[cfg(not(unix))]
-        {
-            Ok(Hangup {})
+        supervisor
+    }
+
+    /// The scope of everything that runs as long as the gateway does. The tasks are held by
+    /// the supervisor and its scopes: once the last of them is dropped, any still running is
+    /// aborted.
+    pub(crate) fn scope(&self) -> Scope {
+        Scope {
+            tasks: Arc::clone(&self.tasks),
+            stop: self.stop.subscribe(),
+            hangups: self.hangups.clone(),
         }
     }
 
-    /// Waits for the next `SIGHUP` (forever where there are no signals).
-    pub async fn recv(&mut self) {
-        #[cfg(unix)]
-        {
-            if self.signal.recv().await.is_some() {
+    /// Tells the tasks of the gateway's scope to stop (those of narrower scopes stop with their
+    /// own senders).
+    pub(crate) fn cancel(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Tells every task to stop and returns once every task of every scope has ended (tasks
+    /// started while waiting included).
+    pub async fn shutdown(&self) {
+        self.cancel();
+        loop {
+            let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+            if tasks.is_empty() {
                 return;
             }
+            while tasks.join_next().await.is_some() {}
         }
-        std::future::pending::<()>().await;
+    }
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor::new()
+    }
+}
+
+/// Where a group of background tasks runs: they are held by the [`Supervisor`], which waits for
+/// them when the gateway stops, and they end once [`Scope::stop_signal`] flips (a reload ends a
+/// route's scope when the route goes; the gateway's scope ends when it stops).
+#[derive(Clone)]
+pub struct Scope {
+    tasks: Arc<StdMutex<JoinSet<()>>>,
+    stop: watch::Receiver<bool>,
+    hangups: broadcast::Sender<()>,
+}
+
+impl Scope {
+    /// A scope of its own inside the same supervisor, ended by the sender (or by dropping it).
+    pub fn child(&self) -> (watch::Sender<bool>, Scope) {
+        let (stop, signal) = watch::channel(false);
+        let scope = Scope {
+            tasks: Arc::clone(&self.tasks),
+            stop: signal,
+            hangups: self.hangups.clone(),
+        };
+        (stop, scope)
+    }
+
+    /// Runs `task` in the supervisor's set. The task is not cut: it ends itself once
+    /// [`Scope::stop_signal`] changes (or sooner).
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = lock(&self.tasks);
+        // Ended tasks are reaped as new ones come, so a long run does not accumulate them.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
+
+    /// Changes (to `true`, or by its sender going away) when this scope's tasks must end.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
+
+    /// Every `SIGHUP` from now on.
+    pub fn hangup(&self) -> Hangup {
+        Hangup {
+            signals: self.hangups.subscribe(),
+        }
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere while spawning: the set is still a set.
+fn lock(tasks: &StdMutex<JoinSet<()>>) -> MutexGuard<'_, JoinSet<()>> {
+    tasks.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The one subscription to `SIGHUP`, passing each signal on to every [`Hangup`].
+fn listen_for_hangups(
+    hangups: broadcast::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    let mut signal = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::hangup())?
+    };
+    Ok(async move {
+        loop {
+            #[cfg(unix)]
+            let received = async {
+                if signal.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            #[cfg(not(unix))]
+            let received = std::future::pending::<()>();
+            tokio::select! {
+                () = received => {
+                    let _ = hangups.send(());
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}
+
+/// `SIGHUP`, the operator's "reload now", as one subscriber of a [`Scope`] receives it.
+pub struct Hangup {
+    signals: broadcast::Receiver<()>,
+}
+
+impl Hangup {
+    /// Waits for the next `SIGHUP` (forever once the supervisor is gone).
+    pub async fn recv(&mut self) {
+        loop {
+            match self.signals.recv().await {
+                // Lagged: signals were missed while reloading, which this one reload covers.
+                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
     }
 }
 
@@ -194,8 +337,13 @@ mod tests {
         let dir = temp_dir("rename");
         let file = dir.join("cors.xml");
         std::fs::write(&file, "a").expect("write");
-        let mut watch = FileWatch::spawn(std::slice::from_ref(&file), Duration::from_millis(50))
-            .expect("watch");
+        let supervisor = Supervisor::new();
+        let mut watch = FileWatch::spawn(
+            std::slice::from_ref(&file),
+            Duration::from_millis(50),
+            &supervisor.scope(),
+        )
+        .expect("watch");
 
         // An editor's save: write a temporary file, then rename it over the original.
         let tmp = dir.join(".cors.xml.swp");
@@ -213,7 +361,9 @@ mod tests {
         let dir = temp_dir("others");
         let file = dir.join("cors.xml");
         std::fs::write(&file, "a").expect("write");
-        let mut watch = FileWatch::spawn(&[file], Duration::from_millis(50)).expect("watch");
+        let supervisor = Supervisor::new();
+        let mut watch = FileWatch::spawn(&[file], Duration::from_millis(50), &supervisor.scope())
+            .expect("watch");
         std::fs::write(dir.join("unrelated.txt"), "x").expect("write other");
         assert!(stays_quiet(&mut watch).await);
     }
@@ -221,7 +371,8 @@ mod tests {
     #[tokio::test]
     async fn a_missing_directory_is_an_error_naming_it() {
         let missing = std::env::temp_dir().join("corsgate-no-such-dir-xyz/cors.xml");
-        let Err(err) = FileWatch::spawn(&[missing], DEFAULT_DEBOUNCE) else {
+        let Err(err) = FileWatch::spawn(&[missing], DEFAULT_DEBOUNCE, &Supervisor::new().scope())
+        else {
             panic!("watching a missing directory succeeded");
         };
         assert!(

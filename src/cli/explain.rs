@@ -6,10 +6,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use serde_json::{Map, Value, json};
 
-use crate::cors::explain::{Precondition, Verdict, verdicts};
-use crate::cors::{BucketCors, CorsRequest, Decision, Grant, Policy, Resource};
+use crate::cors::explain::{to_json, to_text, verdicts};
+use crate::cors::{BucketCors, CorsRequest, Policy, Resource};
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -77,84 +76,4 @@ fn parse_headers(raw: &[String]) -> Result<HeaderMap, String> {
         map.append(name, value);
     }
     Ok(map)
-}
-
-fn headers_of(grant: Option<&Grant<'_>>) -> Vec<(String, String)> {
-    grant
-        .map(|g| {
-            g.headers()
-                .map(|(n, v)| {
-                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                    (n.as_str().to_string(), v)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-pub(crate) fn to_json(decision: &Decision<'_>) -> String {
-    let (kind, status, grant, denial) = match decision {
-        Decision::Preflight(Ok(g)) => ("preflight", json!(200), Some(g), None),
-        Decision::Preflight(Err(d)) => ("preflight", json!(d.status.as_u16()), None, Some(d)),
-        Decision::Actual(g) => ("actual", Value::Null, g.as_ref(), None),
-    };
-    let headers: Map<String, Value> = headers_of(grant)
-        .into_iter()
-        .map(|(n, v)| (n, Value::String(v)))
-        .collect();
-    json!({
-        "kind": kind,
-        "status": status,
-        "matched_rule": grant.map(|g| g.rule.index),
-        "headers": headers,
-        "error": denial.map(|d| json!({"code": d.code(), "message": d.message()})),
-    })
-    .to_string()
-}
-
-pub(crate) fn to_text(
-    cors: &BucketCors,
-    req: &CorsRequest<'_>,
-    report: &Result<Vec<Verdict>, Precondition>,
-    decision: &Decision<'_>,
-    path: &str,
-) -> String {
-    let mut out = String::new();
-    let kind = if req.is_preflight() {
-        "preflight, answered by corsgate"
-    } else {
-        "actual request, forwarded to the origin"
-    };
-    out += &format!("{} {path} ({kind})\n", req.method);
-    match report {
-        Err(why) => out += &format!("no rule considered: {why}\n"),
-        Ok(verdicts) => {
-            let rules = cors.policy().map(Policy::rules).unwrap_or_default();
-            for (rule, verdict) in rules.iter().zip(verdicts) {
-                out += &format!("  {}: {verdict}\n", rule.rule_ref());
-            }
-        }
-    }
-    match decision {
-        Decision::Preflight(Ok(grant)) => {
-            out += &format!("=> 200 OK ({} matched)\n", grant.rule.rule_ref());
-            for (n, v) in headers_of(Some(grant)) {
-                out += &format!("{n}: {v}\n");
-            }
-        }
-        Decision::Preflight(Err(denial)) => {
-            out += &format!("=> {}\n{}\n", denial.status, denial.to_xml("EXPLAIN"));
-        }
-        Decision::Actual(Some(grant)) => {
-            out += &format!(
-                "=> origin's response, with these headers ({} matched):\n",
-                grant.rule.rule_ref()
-            );
-            for (n, v) in headers_of(Some(grant)) {
-                out += &format!("{n}: {v}\n");
-            }
-        }
-        Decision::Actual(None) => out += "=> origin's response, with no Access-Control-* headers\n",
-    }
-    out
 }

@@ -48,7 +48,7 @@ pub struct HealthcheckArgs {
 
 /// Why the check did not pass; each message is the one line the command prints.
 #[derive(Debug, thiserror::Error)]
-pub enum HealthcheckError {
+pub(crate) enum HealthcheckError {
     #[error("{}: cannot read: {source}", path.display())]
     ReadConfig {
         path: PathBuf,
@@ -89,7 +89,7 @@ pub enum HealthcheckError {
 
 /// Which endpoint is asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Check {
+pub(crate) enum Check {
     Ready,
     Live,
 }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Exit status for a usage or I/O error (clap uses 2 too).
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,7 +23,7 @@ pub const EXIT_USAGE: u8 = 2;
     version = env!("CORSGATE_VERSION"),
     about = "A CORS enforcement gateway with Amazon S3's exact bucket CORS behaviour"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }

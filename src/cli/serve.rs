@@ -13,11 +13,11 @@ use clap::Args;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{
-    AdminConfig, Config, DEFAULT_CONFIG_PATH, OriginSigning, OriginUrl, RedirectConfig,
-    TlsListenerConfig,
+    ADDRESSING_NAMES, AdminConfig, BucketSource, Config, DEFAULT_CONFIG_PATH, DEFAULT_POLL,
+    EndpointSource, OriginSigning, OriginUrl, RedirectConfig, RulesSource, SigningConfig,
+    TlsListenerConfig, parse_bucket_name,
 };
 use crate::gateway::{self, ConfigSource, ReloadError, Stopped};
-use crate::rules::{BucketSource, DEFAULT_POLL, EndpointSource, RulesSource, SigningConfig};
 use crate::s3::Addressing;
 use crate::tls::{CertFiles, UnknownName};
 
@@ -43,21 +43,22 @@ pub struct ServeArgs {
         long,
         value_name = "NAME",
         requires = "origin",
-        conflicts_with = "s3_endpoint"
+        conflicts_with = "s3_endpoint",
+        value_parser = parse_bucket_name
     )]
-    pub rules_bucket: Option<String>,
+    pub(crate) rules_bucket: Option<String>,
     /// The `--origin` route fronts a whole S3-compatible endpoint: the bucket comes from the path
     /// (`path`) or the Host (`virtual`), and each bucket's rules are read from the bucket.
-    #[arg(long, value_name = "path|virtual", requires = "origin")]
-    pub s3_endpoint: Option<String>,
+    #[arg(long, value_name = "path|virtual", requires = "origin", value_enum)]
+    pub(crate) s3_endpoint: Option<Addressing>,
     /// The region bucket requests are signed for.
-    #[arg(long, value_name = "REGION", default_value = crate::rules::DEFAULT_REGION)]
+    #[arg(long, value_name = "REGION", default_value = crate::config::DEFAULT_REGION)]
     pub region: String,
     /// The `--origin` route fronts a private bucket: every request forwarded is signed for this
     /// region with the keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and
     /// AWS_SESSION_TOKEN when set), and only GET and HEAD are forwarded.
     #[arg(long, value_name = "REGION", requires = "origin")]
-    pub sign_region: Option<String>,
+    pub(crate) sign_region: Option<String>,
     /// The admin listener (`/healthz`, `/readyz`, `POST /-/reload`, `GET /-/rules`), or `off`;
     /// overrides the configuration's `admin.listen` (default 127.0.0.1:9901).
     #[arg(long, value_name = "IP:PORT|off")]
@@ -66,14 +67,29 @@ pub struct ServeArgs {
     /// listeners with this PEM certificate chain, replacing any `server.tls` of the
     /// configuration. Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// The PEM private key of `--tls-cert`.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// Also listen for plain HTTP here and redirect every request to HTTPS (308), health checks
     /// (`/healthz`, `/readyz`) excepted.
     #[arg(long, value_name = "IP:PORT", requires = "tls_cert")]
-    pub redirect_http: Option<SocketAddr>,
+    pub(crate) redirect_http: Option<SocketAddr>,
+}
+
+/// `--s3-endpoint path|virtual`: the configuration's names, so both spell them alike and clap
+/// lists them in its help and its errors.
+impl clap::ValueEnum for Addressing {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Addressing::Path, Addressing::Virtual]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        ADDRESSING_NAMES
+            .iter()
+            .find(|(_, addressing)| addressing == self)
+            .map(|(name, _)| clap::builder::PossibleValue::new(*name))
+    }
 }
 
 pub fn run(args: &ServeArgs) -> ExitCode {
@@ -123,8 +139,8 @@ pub fn run(args: &ServeArgs) -> ExitCode {
 
 /// One worker per core this process may run on (its CPU affinity, so `taskset` and cgroup
 /// limits count). On a single core, the current-thread scheduler: the multi-thread one would
-/// pay for work stealing and cross-thread wake-ups with nothing to steal from (measured: its
-/// task spawn, done per h2 stream, costs three times as much).
+/// pay for work stealing and cross-thread wake-ups with nothing to steal from, on every task
+/// spawn (one per h2 stream).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores == 1 {
@@ -151,29 +167,14 @@ fn config(args: &ServeArgs) -> Result<Config, ReloadError> {
             };
             let rules = match (&args.rules, &args.rules_bucket, &args.s3_endpoint) {
                 (Some(file), _, _) => RulesSource::File(file.clone()),
-                (_, Some(bucket), _) => {
-                    if !crate::rules::bucket::is_bucket_name(bucket) {
-                        return Err(flag(format!(
-                            "--rules-bucket: {bucket:?} is not a bucket name"
-                        )));
-                    }
-                    RulesSource::Bucket(BucketSource {
-                        bucket: bucket.clone(),
-                        poll: DEFAULT_POLL,
-                        signing,
-                    })
-                }
+                (_, Some(bucket), _) => RulesSource::Bucket(BucketSource {
+                    bucket: bucket.clone(),
+                    poll: DEFAULT_POLL,
+                    signing,
+                }),
                 (_, _, Some(addressing)) => RulesSource::Endpoint(EndpointSource {
                     signing,
-                    ..EndpointSource::defaults(match addressing.as_str() {
-                        "path" => Addressing::Path,
-                        "virtual" => Addressing::Virtual,
-                        other => {
-                            return Err(flag(format!(
-                                "--s3-endpoint: {other:?} is neither \"path\" nor \"virtual\""
-                            )));
-                        }
-                    })
+                    ..EndpointSource::defaults(*addressing)
                 }),
                 (None, None, None) => RulesSource::None,
             };

@@ -9,8 +9,7 @@
 use http::{HeaderValue, Method};
 use serde::Deserialize;
 
-use super::{RawSigning, signing_config};
-use crate::rules::SigningConfig;
+use super::{RawSigning, SigningConfig, signing_config};
 
 /// `sign = { ... }`: every forwarded request is signed with AWS Signature Version 4 for the
 /// origin, after the client's own credentials are removed.
@@ -25,12 +24,12 @@ pub struct OriginSigning {
 }
 
 /// What `sign` forwards when it names no `methods`: reading, never writing.
-pub const DEFAULT_SIGNED_METHODS: [Method; 2] = [Method::GET, Method::HEAD];
+pub(crate) const DEFAULT_SIGNED_METHODS: [Method; 2] = [Method::GET, Method::HEAD];
 
 impl OriginSigning {
     /// `serve --origin URL --sign-region REGION`: the AWS SDKs' variables
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), `GET` and `HEAD`.
-    pub fn for_region(region: &str) -> Result<OriginSigning, String> {
+    pub(crate) fn for_region(region: &str) -> Result<OriginSigning, String> {
         if !is_region(region) {
             return Err(format!("{region:?} is not a region name"));
         }
@@ -76,7 +75,7 @@ impl ResourcePolicy {
         }
     }
 
-    pub fn header_value(self) -> HeaderValue {
+    pub(crate) fn header_value(self) -> HeaderValue {
         HeaderValue::from_static(self.as_str())
     }
 }

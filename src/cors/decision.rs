@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use http::header::{self, GetAll, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-use super::policy::Rule;
+use super::rule::Rule;
 
 /// The `Vary` value S3 sends with every CORS answer.
-pub const CORS_VARY: HeaderValue = HeaderValue::from_static(
+pub(crate) const CORS_VARY: HeaderValue = HeaderValue::from_static(
     "Origin, Access-Control-Request-Headers, Access-Control-Request-Method",
 );
 
@@ -62,23 +62,9 @@ impl<'a> CorsRequest<'a> {
         }
     }
 
-    pub fn is_preflight(&self) -> bool {
+    pub(crate) fn is_preflight(&self) -> bool {
         self.method == Method::OPTIONS
     }
-
-    /// S3 judges any request that carries ACRM or ACRH as if it were a preflight.
-    pub fn has_preflight_headers(&self) -> bool {
-        self.acrm.is_some() || self.acrh.iter().next().is_some()
-    }
-}
-
-/// Which kind of response the CORS headers go on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResponseKind {
-    /// corsgate's own answer to an `OPTIONS` preflight.
-    Preflight,
-    /// The origin's answer to any other request.
-    Actual,
 }
 
 /// A rule matched: the CORS headers to send.
@@ -87,14 +73,14 @@ pub struct Grant<'p> {
     pub rule: &'p Rule,
     pub allow_origin: HeaderValue,
     /// Only on preflights, and only when ACRH named something.
-    pub allow_headers: Option<HeaderValue>,
+    pub(crate) allow_headers: Option<HeaderValue>,
 }
 
 impl<'p> Grant<'p> {
     /// Every CORS header of the answer, `Vary` included, in S3's order.
     pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
-        // Produced one at a time: building all seven up front (an array of options) cost more
-        // than the values themselves (callgrind).
+        // Produced one at a time: building all seven up front (an array of options) costs more
+        // than the values themselves.
         (0..7).filter_map(move |i| match i {
             0 => Some((
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -131,8 +117,8 @@ impl<'p> Grant<'p> {
 }
 
 /// The `i`th header of a grant in S3's order, for those that are the rule's alone (0, the
-/// origin, and 3, the requested headers, are the grant's). Inlined into both iterators: as a
-/// call it cost a sixth more per grant (callgrind).
+/// origin, and 3, the requested headers, are the grant's). Inlined into both iterators: a call
+/// per header is a cost every grant would pay.
 #[inline(always)]
 fn rule_header(rule: &Rule, i: u8) -> Option<(HeaderName, HeaderValue)> {
     match i {
@@ -222,7 +208,7 @@ impl Denial {
 }
 
 /// An S3 `<Error>` document.
-pub fn error_xml(
+pub(crate) fn error_xml(
     code: &str,
     message: &str,
     method: Option<&str>,
@@ -247,6 +233,15 @@ pub fn error_xml(
     }
     let _ = write!(out, "<RequestId>{}</RequestId></Error>", escape(request_id));
     out
+}
+
+/// The answer to one request.
+#[derive(Debug)]
+pub enum Decision<'p> {
+    /// An `OPTIONS` request, answered by corsgate itself.
+    Preflight(Result<Grant<'p>, Denial>),
+    /// Any other request: forwarded, with these CORS headers added (none when `None`).
+    Actual(Option<Grant<'p>>),
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The CORS configuration document as written: S3's `CORSConfiguration` XML or the AWS CLI's
 //! JSON form, read into plain strings with the position of every element or value.
 //!
-//! Nothing here judges the values (that is `validate`); this module only knows the document's
-//! shape. XML is read with quick-xml's event reader rather than its serde deserializer because
+//! Nothing here judges the values (compiling a [`Policy`](super::Policy) does); this module
+//! only knows the document's shape. XML is read with quick-xml's event reader rather than its serde deserializer because
 //! every problem must name the line and column of the element it is about, and serde drops
 //! positions. JSON is checked for syntax by serde_json (its messages and positions are good),
 //! then walked by a small reader of our own for the same reason. Both forms are written back
@@ -89,7 +89,7 @@ impl PartialEq for Document {
 }
 
 /// S3's namespace, written on output so the document can be uploaded as it is.
-pub const S3_NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+pub(crate) const S3_NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
 /// Where a document is larger than S3 accepts, we do not even read it.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;

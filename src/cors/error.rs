@@ -40,7 +40,7 @@ pub struct Pos {
 
 impl Pos {
     /// The first character of a document.
-    pub const START: Pos = Pos { line: 1, col: 1 };
+    pub(crate) const START: Pos = Pos { line: 1, col: 1 };
 
     /// The position of byte `offset` in `text`. Offsets past the end clamp to the end.
     pub fn at(text: &str, offset: usize) -> Pos {
@@ -204,7 +204,7 @@ impl Problem {
         self
     }
 
-    pub fn in_rule(mut self, rule: RuleRef) -> Problem {
+    pub(crate) fn in_rule(mut self, rule: RuleRef) -> Problem {
         self.rule = Some(rule);
         self
     }
@@ -216,7 +216,7 @@ impl Problem {
     /// Whether this is a rule's missing `AllowedOrigins`/`AllowedMethods` that only restates a
     /// JSON value of the wrong type among `shape`: `"AllowedOrigins": "*"` is one mistake, and
     /// is reported once.
-    pub fn restates(&self, shape: &[Problem]) -> bool {
+    pub(crate) fn restates(&self, shape: &[Problem]) -> bool {
         let key = match self.kind {
             ProblemKind::MissingOrigin(Form::Json) => "AllowedOrigins",
             ProblemKind::MissingMethod(Form::Json) => "AllowedMethods",

@@ -157,7 +157,7 @@ impl<'a> RequestedHeaders<'a> {
     }
 
     /// Calls `f` with every name, as sent, in request order.
-    pub fn for_each_name(&self, mut f: impl FnMut(&'a [u8])) {
+    pub(crate) fn for_each_name(&self, mut f: impl FnMut(&'a [u8])) {
         self.each_name(|name| {
             f(name);
             ControlFlow::<()>::Continue(())
@@ -300,7 +300,7 @@ impl LineShape {
     fn of(line: &[u8]) -> Result<LineShape, RequestedHeadersError> {
         // Browsers send `a,b,c`, lower-case. One branch-free pass classifies every byte and
         // counts the commas; that settles the browser form, and only anything else takes the
-        // general walk below (callgrind: a third of the three scans this replaced).
+        // general walk below, instead of three scans over the line.
         // `adjacent` collects the classes two neighbouring bytes share: its comma bit means
         // `,,` (an empty item), as does a comma first (`prev` starts as one) or last.
         let (mut seen, mut adjacent, mut commas, mut prev) = (0u8, 0u8, 0usize, COMMA);
@@ -378,10 +378,6 @@ const BYTE_CLASS: [u8; 256] = {
 };
 
 /// RFC 9110 §5.6.2 `tchar`, as a table: it is checked for every ACRH byte.
-pub fn is_tchar(b: u8) -> bool {
-    TCHAR[usize::from(b)]
-}
-
 const TCHAR: [bool; 256] = {
     let mut table = [false; 256];
     let mut i = 0;

@@ -9,7 +9,7 @@ use super::method::{CorsMethod, MethodSet};
 use super::origin::OriginPattern;
 
 /// Chromium caps `Access-Control-Max-Age` at 2 hours; Firefox at 24 hours, WebKit at 10 minutes.
-pub const BROWSER_MAX_AGE_CAP: u32 = 7200;
+pub(crate) const BROWSER_MAX_AGE_CAP: u32 = 7200;
 
 /// Public suffixes under which anyone can own a name. Not the whole Public Suffix List: the
 /// common hosting suffixes people put behind `*.` by mistake; any single label (`*.com`) counts too.
@@ -190,7 +190,11 @@ fn origin_lint(origin: &str) -> Option<LintKind> {
         return Some(LintKind::NullOrigin);
     }
     if let Some(rest) = origin.strip_prefix("http://") {
-        let host = rest.split(':').next().unwrap_or_default();
+        // An IPv6 host is bracketed and holds colons itself: only a colon after `]` starts a port.
+        let host = match rest.find(']') {
+            Some(end) if rest.starts_with('[') => &rest[..=end],
+            _ => rest.split(':').next().unwrap_or_default(),
+        };
         if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") && !host.ends_with(".localhost") {
             return Some(LintKind::InsecureOrigin(owned()));
         }
@@ -284,6 +288,20 @@ mod tests {
         assert_eq!(origin("http://localhost:3000"), None);
         assert_eq!(origin("https://*.example.com"), None);
         assert_eq!(origin("*"), None);
+    }
+
+    #[test]
+    fn ipv6_loopback_is_exempt_from_the_plain_http_lint() {
+        assert_eq!(origin("http://[::1]"), None);
+        assert_eq!(origin("http://[::1]:8080"), None);
+        assert!(matches!(
+            origin("http://[2001:db8::1]:8080"),
+            Some(LintKind::InsecureOrigin(_))
+        ));
+        assert!(matches!(
+            origin("http://[::1"),
+            Some(LintKind::InsecureOrigin(_))
+        ));
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl fmt::Display for CorsMethod {
 
 /// A set of methods, one bit each.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct MethodSet(u8);
+pub(crate) struct MethodSet(u8);
 
 impl MethodSet {
     pub fn insert(&mut self, method: CorsMethod) {
@@ -67,7 +67,7 @@ impl MethodSet {
         self.0 & (1 << method.index()) != 0
     }
 
-    pub fn is_subset(self, other: MethodSet) -> bool {
+    pub(crate) fn is_subset(self, other: MethodSet) -> bool {
         self.0 & !other.0 == 0
     }
 }

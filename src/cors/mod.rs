@@ -12,10 +12,13 @@ pub mod header;
 pub mod lint;
 pub mod method;
 pub mod origin;
+pub mod outcome;
 pub mod policy;
+pub mod rule;
 
-pub use decision::{CORS_VARY, CorsRequest, Denial, DenialReason, Grant, Resource, ResponseKind};
+pub use decision::{CorsRequest, Decision, Denial, DenialReason, Grant, Resource};
 pub use document::Document;
 pub use error::{ConfigError, Pos, Problem, ProblemKind, RuleRef, S3Code};
 pub use method::CorsMethod;
-pub use policy::{BucketCors, Decision, Policy, Rule};
+pub use policy::{BucketCors, Policy};
+pub use rule::Rule;

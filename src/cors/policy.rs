@@ -7,78 +7,29 @@
 //! order matching origin, method and every requested header, with rule sets as bitmasks (S3 allows
 //! at most 100 rules, so one `u128` holds them all).
 
-// Origins are hashed on every request: foldhash costs a fraction of SipHash on a 25-byte origin
-// (callgrind: ~65 against ~250 instructions per probe). The maps are built from the
-// configuration only and requests merely look up, so an attacker choosing origins cannot fill a
-// bucket; foldhash's per-process random seed is all the protection a lookup needs.
+// Origins are hashed on every request: foldhash costs a fraction of SipHash on an origin's
+// few dozen bytes (see benches/load/README.md, "Numbers behind the code"). The maps are built
+// from the configuration only and requests merely look up, so an attacker choosing origins
+// cannot fill a bucket; foldhash's per-process random seed is all the protection a lookup needs.
 use foldhash::HashMap;
 
 use http::{HeaderValue, Method, StatusCode};
 
-use super::decision::{CorsRequest, Denial, DenialReason, Grant, Resource};
+use super::decision::{CorsRequest, Decision, Denial, DenialReason, Grant, Resource};
 use super::document::{Document, Form, RuleDoc};
 use super::error::{ConfigError, Problem, ProblemKind, RuleRef};
 use super::header::{HeaderPattern, RequestedHeaders};
-use super::method::{CorsMethod, MethodSet};
+use super::method::CorsMethod;
 use super::origin::{OriginPattern, wildcard_matches};
+use super::rule::Rule;
 
 /// S3's limit on rules per configuration.
 pub const MAX_RULES: usize = 100;
 /// Longest `ID` S3 accepts.
-pub const MAX_ID_CHARS: usize = 255;
+pub(crate) const MAX_ID_CHARS: usize = 255;
 
 type RuleMask = u128;
 const _: () = assert!(MAX_RULES <= RuleMask::BITS as usize);
-
-/// One compiled `CORSRule`.
-#[derive(Clone, Debug)]
-pub struct Rule {
-    /// 1-based position in the document.
-    pub index: usize,
-    pub id: Option<String>,
-    pub origins: Vec<OriginPattern>,
-    /// In document order: `Access-Control-Allow-Methods` lists them so.
-    pub methods: Vec<CorsMethod>,
-    pub method_set: MethodSet,
-    pub headers: Vec<HeaderPattern>,
-    pub expose: Vec<String>,
-    pub max_age: Option<u32>,
-    any_origin: bool,
-    allow_methods: HeaderValue,
-    expose_headers: Option<HeaderValue>,
-    max_age_value: Option<HeaderValue>,
-}
-
-impl Rule {
-    pub fn rule_ref(&self) -> RuleRef {
-        RuleRef {
-            index: self.index,
-            id: self.id.clone(),
-        }
-    }
-
-    /// A lone `*` AllowedOrigin: S3 then answers `Access-Control-Allow-Origin: *` and sends no
-    /// `Access-Control-Allow-Credentials`.
-    pub fn allows_any_origin(&self) -> bool {
-        self.any_origin
-    }
-
-    pub fn matches_origin(&self, origin: &[u8]) -> bool {
-        self.origins.iter().any(|p| p.matches(origin))
-    }
-
-    pub fn allow_methods_value(&self) -> &HeaderValue {
-        &self.allow_methods
-    }
-
-    pub fn expose_headers_value(&self) -> Option<&HeaderValue> {
-        self.expose_headers.as_ref()
-    }
-
-    pub fn max_age_value(&self) -> Option<&HeaderValue> {
-        self.max_age_value.as_ref()
-    }
-}
 
 /// `prefix*suffix`, and the rule it belongs to.
 #[derive(Clone, Debug)]
@@ -267,7 +218,7 @@ impl Policy {
     /// How many wildcard `AllowedOrigin`s an evaluation compares one by one (exact origins are
     /// one hash probe, `*` a mask, indexed wildcards a probe per suffix length): what makes
     /// evaluating this policy dear.
-    pub fn wildcard_origins(&self) -> usize {
+    pub(crate) fn wildcard_origins(&self) -> usize {
         match &self.wildcards {
             WildcardOrigins::Indexed(index) => index.lengths.len(),
             WildcardOrigins::Few(wildcards) => wildcards.len(),
@@ -395,15 +346,6 @@ pub enum BucketCors {
     Enabled(Policy),
     NotConfigured,
     NoSuchBucket,
-}
-
-/// The answer to one request.
-#[derive(Debug)]
-pub enum Decision<'p> {
-    /// An `OPTIONS` request, answered by corsgate itself.
-    Preflight(Result<Grant<'p>, Denial>),
-    /// Any other request: forwarded, with these CORS headers added (none when `None`).
-    Actual(Option<Grant<'p>>),
 }
 
 impl BucketCors {

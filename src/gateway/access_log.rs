@@ -32,88 +32,7 @@ use super::{Body, BodyError};
 use crate::config::{LogConfig, LogFormat};
 
 pub use super::log_writer::dropped_lines;
-
-/// Whether the preflight cache answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CacheUse {
-    /// The answer came from the cache.
-    Hit,
-    /// The request was worth caching but its answer was not cached (yet): evaluated, and
-    /// remembered for next time (a key's first visit is only noted, see `Doorkeeper`).
-    Miss,
-    /// The cache was not consulted: it is off, the rules are cheaper to evaluate than a lookup,
-    /// or the request is not worth caching.
-    Skip,
-}
-
-impl CacheUse {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheUse::Hit => "hit",
-            CacheUse::Miss => "miss",
-            CacheUse::Skip => "skip",
-        }
-    }
-}
-
-/// What corsgate did with a request, CORS-wise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// A preflight answered 200 by this rule (1-based).
-    PreflightAllowed { rule: usize, cache: CacheUse },
-    /// A preflight refused (400/403) with this S3 error code.
-    PreflightDenied { code: &'static str, cache: CacheUse },
-    /// Forwarded, response decorated by this rule.
-    ActualDecorated { rule: usize },
-    /// Forwarded, no CORS headers earned.
-    ActualUndecorated,
-    /// A cross-origin write no rule grants, refused under `enforce = "strict"`: never forwarded.
-    ActualRefused,
-    /// Refused before routing or forwarding (421, 400, 503): no CORS evaluation.
-    Refused,
-}
-
-impl Outcome {
-    /// The `cors` field.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Outcome::PreflightAllowed { .. } => "preflight-allowed",
-            Outcome::PreflightDenied { .. } => "preflight-denied",
-            Outcome::ActualDecorated { .. } => "actual-decorated",
-            Outcome::ActualUndecorated => "actual-undecorated",
-            Outcome::ActualRefused => "actual-refused",
-            Outcome::Refused => "refused",
-        }
-    }
-
-    /// The rule that granted, 1-based.
-    pub fn rule(&self) -> Option<usize> {
-        match *self {
-            Outcome::PreflightAllowed { rule, .. } | Outcome::ActualDecorated { rule } => {
-                Some(rule)
-            }
-            _ => None,
-        }
-    }
-
-    /// The S3 error code of a refused preflight.
-    pub fn denial(&self) -> Option<&'static str> {
-        match *self {
-            Outcome::PreflightDenied { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
-    /// Whether the preflight cache answered (preflights only).
-    pub fn cache(&self) -> Option<CacheUse> {
-        match *self {
-            Outcome::PreflightAllowed { cache, .. } | Outcome::PreflightDenied { cache, .. } => {
-                Some(cache)
-            }
-            _ => None,
-        }
-    }
-}
+pub use crate::cors::outcome::{CacheUse, Outcome};
 
 /// The origin's part in a forwarded request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,7 +103,7 @@ impl AccessLog {
     }
 
     /// Opens the file again by name (after `logrotate` renamed it).
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.writer.reopen();
     }
 
@@ -197,7 +116,7 @@ impl AccessLog {
 /// Reopens `log`'s file on every `SIGUSR1` until `stop` flips; `None` when the signal cannot be
 /// listened for (the failure is logged). Listened for even without an access log file, so that
 /// a `logrotate` script left in place never terminates the gateway (the signal's default).
-pub fn reopen_on_usr1(
+pub(crate) fn reopen_on_usr1(
     log: Option<AccessLog>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
@@ -473,7 +392,7 @@ fn push_hex_escape(buf: &mut Vec<u8>, prefix: &[u8], b: u8) {
 
 /// What a forwarded request's line needs once its body is done; owned, since the request has
 /// moved on by then.
-pub struct PendingLine {
+pub(crate) struct PendingLine {
     pub log: AccessLog,
     pub client: SocketAddr,
     pub method: Method,
@@ -506,7 +425,7 @@ impl PendingLine {
 
 /// A response body that counts what is sent and writes the request's line when it ends, fails,
 /// or is dropped unfinished (the client went away, the connection was cut at shutdown).
-pub struct LoggedBody {
+pub(crate) struct LoggedBody {
     inner: Body,
     sent: u64,
     line: Option<Box<PendingLine>>,

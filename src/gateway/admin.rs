@@ -130,7 +130,7 @@ pub fn rules_view(gateway: &Gateway) -> Value {
 }
 
 /// Every route's candidate rules; routes without are left out.
-pub fn shadow_view(gateway: &Gateway) -> Value {
+pub(crate) fn shadow_view(gateway: &Gateway) -> Value {
     let routes: Vec<Value> = gateway.shadows.iter().flatten().map(|s| s.view()).collect();
     json!({ "routes": routes })
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::tls::{CertResolver, TlsError};
+use crate::watch::{DEFAULT_DEBOUNCE, FileWatch, Scope};
 
 /// One `server.tls` entry at run time.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub struct Certificates {
 pub struct CertReload {
     /// 1-based position in `server.tls`.
     pub listener: usize,
-    pub addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<SocketAddr>,
     /// `Err`: the previous certificates are still in use.
     pub result: Result<(), TlsError>,
 }
@@ -113,7 +114,7 @@ impl Certificates {
     }
 
     /// Reloads and logs each listener's result.
-    pub fn reload_and_log(&self) -> Vec<CertReload> {
+    pub(crate) fn reload_and_log(&self) -> Vec<CertReload> {
         let results = self.reload();
         for r in &results {
             match r.result {
@@ -123,4 +124,41 @@ impl Certificates {
         }
         results
     }
+}
+/// Certificates reload when their files change (renewal tools write a new file and rename it
+/// into place, which the watch sees) and on SIGHUP. A bad renewal keeps the old certificates
+/// serving; either way the outcome is logged. The watch starts before `spawn` returns, so no
+/// change made after start-up is missed.
+pub(super) fn watch_certificates(
+    certificates: &Certificates,
+    scope: &Scope,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    if certificates.is_empty() {
+        return None;
+    }
+    let mut stop = scope.stop_signal();
+    let mut files = FileWatch::spawn(&certificates.paths(), DEFAULT_DEBOUNCE, scope)
+        .map_err(|err| {
+            tracing::warn!("certificate files are not watched, SIGHUP still reloads them: {err}")
+        })
+        .ok();
+    let mut hangup = scope.hangup();
+    let certificates = certificates.clone();
+    Some(async move {
+        loop {
+            tokio::select! {
+                () = async {
+                    match files.as_mut() {
+                        Some(files) => files.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                () = hangup.recv() => {}
+                _ = stop.changed() => return,
+            }
+            let certificates = certificates.clone();
+            // File reads: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || certificates.reload_and_log()).await;
+        }
+    })
 }

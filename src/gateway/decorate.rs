@@ -31,7 +31,7 @@ pub struct RouteHeaders {
     pub timing_allow_origin: bool,
     /// `Cross-Origin-Resource-Policy`: what a page under `Cross-Origin-Embedder-Policy:
     /// require-corp` needs to embed a resource fetched without CORS (an `<img>`, a `<video>`).
-    pub resource_policy: Option<HeaderValue>,
+    pub(crate) resource_policy: Option<HeaderValue>,
 }
 
 /// The CORS headers one forwarded request earned.
@@ -50,7 +50,7 @@ pub struct Decoration {
 
 impl Decoration {
     /// docs/cors-semantics.md#actual-decoration for a non-preflight request under `snapshot`.
-    pub fn for_actual(
+    pub(crate) fn for_actual(
         snapshot: &Snapshot,
         req: &CorsRequest<'_>,
         vary_origin_always: bool,
@@ -82,7 +82,7 @@ impl Decoration {
     /// Adds the route's own headers: `Timing-Allow-Origin` if this decoration grants `origin`
     /// (and none, not even the origin's, if it does not), `Cross-Origin-Resource-Policy` in any
     /// case.
-    pub fn with_route_headers(
+    pub(crate) fn with_route_headers(
         mut self,
         route: &RouteHeaders,
         origin: Option<&HeaderValue>,
@@ -119,7 +119,7 @@ impl Decoration {
 }
 
 /// Removes every `Access-Control-*` header. Allocates only when there is one to remove.
-pub fn strip_access_control(headers: &mut HeaderMap) {
+pub(crate) fn strip_access_control(headers: &mut HeaderMap) {
     let names: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().starts_with("access-control-"))
@@ -132,7 +132,7 @@ pub fn strip_access_control(headers: &mut HeaderMap) {
 
 /// Merges `ours` into the `Vary` header lines already there, as one line whose tokens are
 /// de-duplicated case-insensitively, the existing ones first.
-pub fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue) {
+pub(crate) fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue) {
     let mut existing = headers.get_all(VARY).iter().peekable();
     if existing.peek().is_none() {
         headers.insert(VARY, ours.clone());
@@ -158,7 +158,7 @@ pub fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cors::CORS_VARY;
+    use crate::cors::decision::CORS_VARY;
 
     fn vary_of(lines: &[&str], ours: HeaderValue) -> Vec<String> {
         let mut headers = HeaderMap::new();

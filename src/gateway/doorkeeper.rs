@@ -21,7 +21,7 @@ const WORDS: usize = BITS / 64;
 /// positives just before a reset.
 const RESET_AFTER: usize = BITS / 8;
 
-pub struct Doorkeeper {
+pub(crate) struct Doorkeeper {
     words: Box<[AtomicU64]>,
     admitted: AtomicUsize,
     /// Keyed per process, so no one can aim keys at chosen bits.
@@ -40,7 +40,7 @@ impl Default for Doorkeeper {
 
 impl Doorkeeper {
     /// Whether `key` was seen since the last reset; records it as seen either way.
-    pub fn seen_before(&self, key: &[u8]) -> bool {
+    pub(crate) fn seen_before(&self, key: &[u8]) -> bool {
         let hash = self.hasher.hash_one(key);
         // Both bits in one word (a blocked Bloom filter): one load, at most one write.
         let word = &self.words[(hash as usize) % WORDS];

@@ -73,7 +73,7 @@ pub enum GatewayError {
 
 /// Whose fault an error is: decides the log level, and whether retrying elsewhere could help.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     Client,
     Origin,
 }
@@ -163,7 +163,7 @@ impl GatewayError {
         }
     }
 
-    pub fn fault(&self) -> Fault {
+    pub(crate) fn fault(&self) -> Fault {
         match self {
             // A flood of new bucket names is the clients' doing, and must not flood the log.
             GatewayError::Misrouted(_)

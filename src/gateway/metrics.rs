@@ -46,7 +46,7 @@ pub fn answer(outcome: Outcome, response: &Response<Body>, kind: Kind) -> Answer
 
 /// Why the origin failed a forwarded request, if it did (a client's slow body, a target
 /// without a path, unloadable rules are not the origin's failures).
-pub fn origin_error(err: &GatewayError) -> Option<OriginError> {
+pub(crate) fn origin_error(err: &GatewayError) -> Option<OriginError> {
     Some(match err {
         GatewayError::OriginUnreachable { .. } if proxy::is_tls_failure(err) => OriginError::Tls,
         GatewayError::OriginUnreachable { .. } => OriginError::Connect,
@@ -79,7 +79,7 @@ pub fn listener(role: &Role, transport: &Transport) -> Listener {
 
 /// Shows the TLS certificates now in use, each listener's in configuration order: each by its
 /// first DNS name, or as `tls[N].certs[M]` when it has none.
-pub fn certificates_in_use(
+pub(crate) fn certificates_in_use(
     listeners: impl IntoIterator<Item = (usize, Vec<CertificateDer<'static>>)>,
 ) {
     let mut shown = Vec::new();

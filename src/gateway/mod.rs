@@ -6,6 +6,12 @@
 //! bound addresses, its TLS certificates to reload, and a way to stop it); [`run`] does the same
 //! for the command line, reloads on SIGHUP and drains, then stops, on SIGTERM or ctrl-c.
 //!
+//! Every background task a gateway starts (rules watches and pollers, certificate reloads, the
+//! configuration reload on SIGHUP, the log reopen on SIGUSR1) runs under one
+//! [`Supervisor`], the only subscriber to SIGHUP: stopping cancels them all and
+//! waits for each to end. The rest of start-up lives in `build` (a [`Gateway`] from a
+//! configuration), `listen` (the sockets), `certs` (certificate reloads) and `serve` (signals).
+//!
 //! The configuration in force is one [`Gateway`], swapped whole by a reload (see `reload`):
 //! every request reads the one in force when it arrives and keeps it to the end.
 //!
@@ -16,13 +22,16 @@
 
 pub mod access_log;
 pub mod admin;
+mod body;
+mod build;
 pub mod certs;
-pub mod decorate;
+pub(crate) mod decorate;
 pub mod demo;
 pub mod doorkeeper;
 pub mod error;
 pub mod handler;
-pub mod log_writer;
+mod listen;
+pub(crate) mod log_writer;
 pub mod metrics;
 pub mod panel;
 mod pool;
@@ -32,11 +41,14 @@ pub mod redirect;
 pub mod reload;
 pub mod request_id;
 pub mod route;
+mod serve;
 pub mod server;
 mod watchdog;
 /// Snapshots live with the rules that make them; re-exported where the request path reads them.
 pub use crate::rules::snapshot;
-pub use reload::{Applied, ConfigSource, ReloadError};
+pub(crate) use reload::ConfigSource;
+pub use reload::{Applied, ReloadError};
+pub use serve::{Stopped, run};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -47,26 +59,27 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Timeouts};
+use crate::rules::RulesError;
 use crate::rules::shadow::ShadowRules;
-use crate::rules::{RouteRules, RulesError};
 use crate::tls::{self, CertResolver, OriginTlsError, TlsError};
+use crate::watch::Supervisor;
 use access_log::AccessLog;
-use certs::{CertReload, Certificates};
+use certs::{CertReload, Certificates, watch_certificates};
+use listen::{bind, bind_all, listener, local_addr};
 use preflight::PreflightCache;
 use redirect::Redirect;
-use reload::Reloader;
+use reload::{Reloader, reload_on_hangup};
 use request_id::RequestIds;
-use route::{Route, Routes};
+use route::Routes;
 use server::{ConnectionLimit, Listener, Protocols, Role, Stopping, Transport};
 
 /// Error type of every body the gateway sends.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body the gateway sends: streamed from the origin or built here.
 pub type Body = BoxBody<Bytes, BodyError>;
 
@@ -134,115 +147,6 @@ pub enum StartError {
     AdminToken(#[from] admin::TokenError),
 }
 
-impl Gateway {
-    /// Loads every route's rules; any bad rules file stops the start (a gateway must not come up
-    /// with less CORS than configured).
-    pub fn new(config: &Config) -> Result<Gateway, StartError> {
-        Gateway::build(config, None).map(|(gateway, _)| gateway)
-    }
-
-    /// The gateway `config` describes. With `previous` (the gateway in force and its
-    /// configuration), a route whose rules come from the same source keeps the rules of the
-    /// previous route (no reload from scratch, no second watch or poller): the second value
-    /// says, for each route, which previous route's rules it kept.
-    pub(crate) fn build(
-        config: &Config,
-        previous: Option<(&Gateway, &Config)>,
-    ) -> Result<(Gateway, Vec<Option<usize>>), StartError> {
-        let admin = admin::Guard::new(&config.admin)?;
-        let origin_tls = &config.server.origin_tls;
-        let origin_tls = tls::client_config(origin_tls.roots, origin_tls.ca_file.as_deref())?;
-        let fetch_client =
-            crate::rules::bucket::fetch_client(config.server.timeouts.connect, origin_tls.clone());
-        let mut taken = vec![false; previous.map_or(0, |(_, old)| old.routes.len())];
-        let mut kept_from = Vec::with_capacity(config.routes.len());
-        let mut routes = Vec::with_capacity(config.routes.len());
-        let mut shadows = Vec::with_capacity(config.routes.len());
-        for (i, route) in config.routes.iter().enumerate() {
-            let kept = previous.and_then(|(gateway, old)| {
-                let (j, _) = old.routes.iter().enumerate().find(|(j, was)| {
-                    !taken[*j] && reload::same_rules((old, was), (config, route))
-                })?;
-                let rules = reload::share(&gateway.routes.all().get(j)?.rules)?;
-                Some((j, rules))
-            });
-            let rules = match kept {
-                Some((j, rules)) => {
-                    taken[j] = true;
-                    kept_from.push(Some(j));
-                    rules
-                }
-                None => {
-                    kept_from.push(None);
-                    let label = format!("route[{}]", i + 1);
-                    RouteRules::build_checked(
-                        &label,
-                        &route.rules,
-                        route.deny_warnings,
-                        &route.origin,
-                        &fetch_client,
-                    )
-                    .map_err(|error| StartError::Rules {
-                        route: i + 1,
-                        error,
-                    })?
-                }
-            };
-            let shadow = route.shadow_rules.as_ref().map(|source| {
-                ShadowRules::build(i + 1, source, &route.origin, &fetch_client).map_err(|error| {
-                    StartError::ShadowRules {
-                        route: i + 1,
-                        error,
-                    }
-                })
-            });
-            shadows.push(shadow.transpose()?);
-            let built =
-                Route::new(i + 1, route, rules, &config.server, &origin_tls).map_err(|error| {
-                    StartError::Signing {
-                        route: i + 1,
-                        error,
-                    }
-                })?;
-            routes.push((Arc::new(built), route.hosts.clone()));
-        }
-        let server = &config.server;
-        // Keys start with each snapshot's generation, unique across routes and reloads: the
-        // answers cached for kept rules stay right.
-        let preflight_cache = match previous {
-            Some((gateway, old)) if old.server.preflight_cache == server.preflight_cache => {
-                gateway.preflight_cache.clone()
-            }
-            _ => PreflightCache::new(&server.preflight_cache),
-        };
-        let gateway = Gateway {
-            routes: Routes::new(routes),
-            preflight_cache,
-            ids: previous.map_or_else(Arc::default, |(gateway, _)| Arc::clone(&gateway.ids)),
-            timeouts: server.timeouts,
-            admin,
-            protocols: Arc::new(Protocols::new(
-                &server.timeouts,
-                &server.http2,
-                &server.limits,
-            )),
-            // One writer for the process's life: a reload that keeps `[log]` keeps it.
-            access_log: match previous {
-                Some((gateway, old)) if old.log == config.log => gateway.access_log.clone(),
-                _ => AccessLog::start(&config.log)?,
-            },
-            shadows,
-            counting: crate::metrics::CountingVote::new(config.admin.counts()),
-        };
-        Ok((gateway, kept_from))
-    }
-
-    /// The candidate rules of `route`, if it has any.
-    pub fn shadow(&self, route: &Route) -> Option<&ShadowRules> {
-        self.shadows.get(route.index.wrapping_sub(1))?.as_ref()
-    }
-}
-
 /// One running gateway as its connections see it: the configuration in force (swapped whole
 /// by a reload), whether it is draining, and its reloads.
 pub struct Instance {
@@ -264,13 +168,13 @@ impl Instance {
     }
 
     /// Stopping: `/readyz` answers 503 from now on.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
     /// Reads the configuration file again (when the gateway runs from one) and puts it in
     /// force; `Ok(None)` without a file.
-    pub async fn reload_config(&self, why: &str) -> Result<Option<Applied>, ReloadError> {
+    pub(crate) async fn reload_config(&self, why: &str) -> Result<Option<Applied>, ReloadError> {
         self.reloader.lock().await.reload(self, why).await
     }
 }
@@ -279,7 +183,7 @@ impl Instance {
 pub struct Running {
     /// Bound gateway listeners (port 0 resolved): the plain ones, then the TLS ones, each in
     /// configuration order.
-    pub addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<SocketAddr>,
     /// The TLS listeners among `addrs`.
     pub tls_addrs: Vec<SocketAddr>,
     /// The plain-HTTP listeners that redirect to HTTPS.
@@ -295,7 +199,10 @@ pub struct Running {
     close: watch::Sender<bool>,
     /// Ends once every listener has closed its socket.
     listeners_open: mpsc::Receiver<()>,
+    /// The accept loops.
     tasks: JoinSet<()>,
+    /// Every background task: rules watches and pollers, certificate reloads, signals.
+    supervisor: Supervisor,
     /// The demo origin, stopped last: requests in flight may still need it.
     demo: Option<(watch::Sender<bool>, watch::Sender<bool>, JoinSet<()>)>,
 }
@@ -322,11 +229,6 @@ impl Running {
         self.connections.open()
     }
 
-    /// The TLS listeners' certificates, to reload from another task (a signal, a file watcher).
-    pub fn certificates(&self) -> Certificates {
-        self.certificates.clone()
-    }
-
     /// Puts `config` in force, as a reload of the configuration file would (the listen
     /// addresses and other sockets keep their running values).
     pub async fn reconfigure(&self, config: Config) -> Result<Applied, ReloadError> {
@@ -351,12 +253,15 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.drain();
         let _ = self.stop_accepting.send(true);
+        self.supervisor.cancel();
         self.instance.reloader.lock().await.stop();
         // Connections are told to close only once no listener can take a new one: a client
         // told to reconnect must not land in a backlog about to be reset.
         while self.listeners_open.recv().await.is_some() {}
         let _ = self.close.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // No task the gateway started outlives it.
+        self.supervisor.shutdown().await;
         if let Some((stop_accepting, close, mut tasks)) = self.demo.take() {
             let _ = stop_accepting.send(true);
             let _ = close.send(true);
@@ -377,7 +282,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
 }
 
 /// [`spawn`], with the source a reload reads the configuration from.
-pub async fn spawn_with(
+pub(crate) async fn spawn_with(
     config: Config,
     source: Option<ConfigSource>,
 ) -> Result<Running, StartError> {
@@ -390,6 +295,8 @@ pub async fn spawn_with(
     };
     let (open, listeners_open) = mpsc::channel(1);
     let mut tasks = JoinSet::new();
+    let supervisor = Supervisor::new();
+    let scope = supervisor.scope();
     let server = &config.server;
     let reuse_port = server.reuse_port;
     let max_connections = server::connection_cap(server.limits.max_connections);
@@ -402,6 +309,7 @@ pub async fn spawn_with(
             source,
             config.clone(),
             Arc::clone(&connections),
+            scope.clone(),
         )),
     });
     let accept = |listener: Listener,
@@ -457,30 +365,19 @@ pub async fn spawn_with(
             Some(bound)
         }
     };
-    if let Ok(hangup) = crate::watch::Hangup::subscribe() {
-        tasks.spawn(reload_on_hangup(
-            hangup,
-            Arc::clone(&instance),
-            accept_signal.clone(),
-        ));
-    }
+    scope.spawn(reload_on_hangup(
+        scope.hangup(),
+        Arc::clone(&instance),
+        scope.stop_signal(),
+    ));
     // Watches, pollers and first fetches of bucket rules, before the first request is accepted.
     {
         let gateway = instance.gateway();
-        let mut reloader = instance.reloader.lock().await;
-        for route in gateway.routes.all() {
-            reloader.start_route(&route.rules).await;
-        }
-    }
-    {
-        let gateway = instance.gateway();
-        for shadow in gateway.shadows.iter().flatten() {
-            shadow.start(accept_signal.clone()).await;
-        }
+        instance.reloader.lock().await.start(&gateway).await;
         if let Some(reopen) =
-            access_log::reopen_on_usr1(gateway.access_log.clone(), accept_signal.clone())
+            access_log::reopen_on_usr1(gateway.access_log.clone(), scope.stop_signal())
         {
-            tasks.spawn(reopen);
+            scope.spawn(reopen);
         }
     }
 
@@ -541,8 +438,8 @@ pub async fn spawn_with(
         None => Vec::new(),
     };
     let certificates = Certificates::new(groups);
-    if let Some(reloads) = watch_certificates(&certificates, accept_signal) {
-        tasks.spawn(reloads);
+    if let Some(reloads) = watch_certificates(&certificates, &scope) {
+        scope.spawn(reloads);
     }
     for listener in listeners {
         tasks.spawn(accept(listener, &connections, &stopping, &open));
@@ -560,219 +457,7 @@ pub async fn spawn_with(
         close,
         listeners_open,
         tasks,
+        supervisor,
         demo,
     })
-}
-
-/// SIGHUP means "reload", never "terminate", even when nothing has anything to reload. The
-/// configuration file is read again here; rules sources and certificates have their own
-/// SIGHUP subscriptions.
-async fn reload_on_hangup(
-    mut hangup: crate::watch::Hangup,
-    instance: Arc<Instance>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = hangup.recv() => {}
-            _ = stop.changed() => return,
-        }
-        // A configuration reload logs its outcome itself, either way.
-        if let Ok(None) = instance.reload_config("SIGHUP").await {
-            tracing::info!("SIGHUP: reloading every rules source");
-        }
-    }
-}
-
-/// How a `corsgate serve` run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stopped {
-    /// Drained: every request that was in flight finished or had its grace.
-    Drained,
-    /// A second SIGTERM or ctrl-c: stopped at once, requests in flight cut.
-    Forced,
-}
-
-/// `corsgate serve`: starts, logs where it listens, reloads on SIGHUP, and on SIGTERM or
-/// ctrl-c drains then stops (a second signal stops at once).
-pub async fn run(config: Config, source: Option<ConfigSource>) -> Result<Stopped, StartError> {
-    let running = spawn_with(config, source).await?;
-    if let Some(demo) = running.demo_origin {
-        tracing::info!("demo origin serving on http://{demo}");
-    }
-    if let Some(admin) = running.admin {
-        tracing::info!("admin listening on http://{admin}");
-    }
-    for addr in running
-        .addrs
-        .iter()
-        .filter(|a| !running.tls_addrs.contains(a))
-    {
-        tracing::info!("corsgate listening on http://{addr}");
-    }
-    for addr in &running.tls_addrs {
-        tracing::info!("corsgate listening on https://{addr}");
-    }
-    for addr in &running.redirect_addrs {
-        tracing::info!("redirecting http://{addr} to https");
-    }
-    for route in running.gateway().routes.all() {
-        tracing::info!(route = route.index, origin = %route.origin, "{}", route.rules.describe());
-    }
-    for shadow in running.gateway().shadows.iter().flatten() {
-        tracing::info!(
-            route = shadow.route(),
-            "shadow rules: {}",
-            shadow.rules().describe()
-        );
-    }
-    let mut signals = Signals::new();
-    signals.next().await;
-    running.drain();
-    let delay = running.gateway().timeouts.drain_delay;
-    tracing::info!(
-        "shutting down: /readyz answers 503; accepting for {} more, then finishing in-flight \
-         requests",
-        humantime::format_duration(delay)
-    );
-    tokio::select! {
-        () = tokio::time::sleep(delay) => {}
-        () = signals.next() => return Ok(forced()),
-    }
-    tracing::info!("no longer accepting: finishing in-flight requests");
-    tokio::select! {
-        () = running.shutdown() => {
-            tracing::info!("stopped");
-            Ok(Stopped::Drained)
-        }
-        () = signals.next() => Ok(forced()),
-    }
-}
-
-fn forced() -> Stopped {
-    tracing::warn!("second signal: stopping now, requests in flight are cut");
-    Stopped::Forced
-}
-
-/// SIGTERM and ctrl-c (SIGINT), every time they come.
-struct Signals {
-    #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn new() -> Signals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let term = signal(SignalKind::terminate())
-                .map_err(|err| tracing::warn!("cannot listen for SIGTERM: {err}"))
-                .ok();
-            Signals { term }
-        }
-        #[cfg(not(unix))]
-        {
-            Signals {}
-        }
-    }
-
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        if let Some(term) = self.term.as_mut() {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// `SIGHUP` re-reads the TLS certificates (other subscribers to the signal, if any, get it
-/// too). Without TLS listeners SIGHUP keeps its default meaning.
-/// Certificates reload when their files change (renewal tools write a new file and rename it
-/// into place, which the watch sees) and on SIGHUP. A bad renewal keeps the old certificates
-/// serving; either way the outcome is logged. The watch starts before `spawn` returns, so no
-/// change made after start-up is missed.
-fn watch_certificates(
-    certificates: &Certificates,
-    mut stop: watch::Receiver<bool>,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-    use crate::watch::{DEFAULT_DEBOUNCE, FileWatch, Hangup};
-    if certificates.is_empty() {
-        return None;
-    }
-    let mut files = FileWatch::spawn(&certificates.paths(), DEFAULT_DEBOUNCE)
-        .map_err(|err| {
-            tracing::warn!("certificate files are not watched, SIGHUP still reloads them: {err}")
-        })
-        .ok();
-    let mut hangup = Hangup::subscribe()
-        .map_err(|err| tracing::warn!("cannot listen for SIGHUP: {err}"))
-        .ok();
-    let certificates = certificates.clone();
-    Some(async move {
-        loop {
-            tokio::select! {
-                () = async {
-                    match files.as_mut() {
-                        Some(files) => files.changed().await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
-                () = async {
-                    match hangup.as_mut() {
-                        Some(hangup) => hangup.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
-                _ = stop.changed() => return,
-            }
-            let certificates = certificates.clone();
-            // File reads: off the async workers.
-            let _ = tokio::task::spawn_blocking(move || certificates.reload_and_log()).await;
-        }
-    })
-}
-
-/// A plain-HTTP listener answering as `role`.
-fn listener(socket: TcpListener, role: Role) -> Listener {
-    Listener {
-        socket,
-        transport: Transport::Plain,
-        role,
-    }
-}
-
-/// Binds every address in `addrs` as a listener of this kind, and returns the addresses bound
-/// (port 0 resolved).
-fn bind_all(
-    addrs: &[SocketAddr],
-    reuse_port: bool,
-    transport: &Transport,
-    role: &Role,
-    listeners: &mut Vec<Listener>,
-) -> Result<Vec<SocketAddr>, StartError> {
-    let mut bound = Vec::with_capacity(addrs.len());
-    for &addr in addrs {
-        let socket = bind(addr, reuse_port)?;
-        bound.push(local_addr(&socket, addr)?);
-        listeners.push(Listener {
-            socket,
-            transport: transport.clone(),
-            role: role.clone(),
-        });
-    }
-    Ok(bound)
-}
-
-fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, StartError> {
-    server::bind(addr, reuse_port).map_err(|source| StartError::Bind { addr, source })
-}
-
-fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })
 }

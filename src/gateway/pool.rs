@@ -13,9 +13,9 @@
 //!
 //! **The plain-HTTP pool**: hyper-util's pooled client finds a connection by hashing the
 //! origin's scheme and authority, races a checkout against a new connect, and hands the
-//! connection back through a future once the response is done: about 6,000 of the 44,000
-//! instructions of a proxied 1 KiB GET (callgrind). A route forwards to one origin, so its pool
-//! needs no key: a stack of idle HTTP/1.1 connections behind a mutex, most recently used on top.
+//! connection back through a future once the response is done: a sizeable part of a proxied
+//! small GET (see `benches/load/README.md`, "Numbers behind the code"). A route forwards to one
+//! origin, so its pool needs no key: a stack of idle HTTP/1.1 connections behind a mutex, most recently used on top.
 //! HTTPS origins (TLS, and HTTP/2 where the origin's ALPN offers it) stay on hyper-util's client.
 //!
 //! - Idle connections are reused before a new one is made, and a request waiting for a slot
@@ -44,11 +44,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::proxy::{Silence, Upload};
+use super::body::{Silence, Upload};
 use crate::config::Timeouts;
 
 /// Idle connections kept per route; past it, the oldest is closed.
-pub const MAX_IDLE: usize = 1024;
+pub(crate) const MAX_IDLE: usize = 1024;
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,7 @@ impl OriginSlots {
     }
 
     /// A free slot, if there is one now.
-    pub fn try_take(&self) -> Option<Slot> {
+    pub(crate) fn try_take(&self) -> Option<Slot> {
         let permit = Arc::clone(&self.free).try_acquire_owned().ok()?;
         Some(Slot { _permit: permit })
     }
@@ -389,7 +389,7 @@ pub struct OriginIo<T> {
 /// The origin took none of what was written for too long.
 #[derive(Debug, thiserror::Error)]
 #[error("the origin read nothing for {0:?} while a request was being written to it")]
-pub struct OriginNotReading(pub Duration);
+pub(crate) struct OriginNotReading(pub Duration);
 
 impl<T> OriginIo<T> {
     pub fn new(io: T, slot: Slot, limit: Duration) -> OriginIo<T> {

@@ -2,7 +2,7 @@
 //! header templates and, where it pays, through a cache of whole answers.
 //!
 //! Every answer starts from a per-rule template built when the rules are installed
-//! ([`PreflightTemplates`]): the grant's headers in the core's order, with slots for the values
+//! ([`PreflightTemplates`], built with the snapshot): the grant's headers in the core's order, with slots for the values
 //! that differ per request (`Access-Control-Allow-Origin` when echoed,
 //! `Access-Control-Allow-Headers`, `x-amz-request-id`). So an answer costs one `HeaderMap` clone
 //! and a few in-place inserts, whether it is fresh or cached.
@@ -29,10 +29,7 @@ use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 use bytes::Bytes;
-use http::header::{
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE, HeaderName,
-    HeaderValue,
-};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use moka::Expiry;
 use moka::sync::Cache;
@@ -44,7 +41,8 @@ use super::snapshot::Snapshot;
 use super::{Body, empty, full};
 use crate::config::PreflightCacheConfig;
 use crate::cors::header::RequestedHeaders;
-use crate::cors::{BucketCors, CorsRequest, Denial, Grant, Rule};
+use crate::cors::{CorsRequest, Denial, Grant};
+pub use crate::rules::preflight::PreflightTemplates;
 
 /// A browser's preflight cache time when `Access-Control-Max-Age` is absent (Fetch standard).
 const DEFAULT_TTL: Duration = Duration::from_secs(5);
@@ -52,10 +50,9 @@ const DEFAULT_TTL: Duration = Duration::from_secs(5);
 const DENIAL_TTL: Duration = Duration::from_secs(5);
 /// Longest cache key; longer ones (huge origins or header lists) are evaluated afresh. Built on
 /// the stack, so a lookup allocates nothing.
-pub const MAX_KEY: usize = 512;
+pub(crate) const MAX_KEY: usize = 512;
 /// Wildcard `AllowedOrigin`s from which a cache lookup is cheaper than an evaluation
-/// (`cargo bench --bench preflight_cache`: a hit costs what a fresh answer does at 1 and 10
-/// wildcard rules, and about 20% less at 100).
+/// (`cargo bench --bench preflight_cache` compares the two; see `benches/load/README.md`).
 pub const CACHE_FROM_WILDCARDS: usize = 32;
 /// Rough per-entry bookkeeping (Arc, HeaderMap, moka's node) counted against `max_bytes`.
 const ENTRY_OVERHEAD: usize = 256;
@@ -65,107 +62,6 @@ const ERROR_TAIL: &str = "</RequestId></Error>";
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-amz-request-id");
 /// What a slot holds until the request's own value replaces it.
 const SLOT: HeaderValue = HeaderValue::from_static("");
-
-/// The headers of every allowed preflight under one snapshot, built once per rule.
-#[derive(Debug, Default)]
-pub struct PreflightTemplates {
-    /// By rule (index - 1): without and with `Access-Control-Allow-Headers`.
-    rules: Vec<[Template; 2]>,
-    /// Wildcard origins the core may scan per evaluation.
-    wildcard_origins: usize,
-}
-
-impl PreflightTemplates {
-    pub fn new(cors: &BucketCors) -> PreflightTemplates {
-        let Some(policy) = cors.policy() else {
-            return PreflightTemplates::default();
-        };
-        PreflightTemplates {
-            rules: policy
-                .rules()
-                .iter()
-                .map(|rule| [Template::new(rule, false), Template::new(rule, true)])
-                .collect(),
-            wildcard_origins: policy.wildcard_origins(),
-        }
-    }
-
-    /// The complete headers of this grant's answer, its request ID filled in if given (else
-    /// left as an empty slot at the end). Takes the grant: its values are moved in, not cloned
-    /// (a clone of Allow-Headers would allocate, see [`Grant::into_headers`]).
-    fn headers(&self, grant: Grant<'_>, id: Option<RequestId>) -> HeaderMap {
-        let Some(pair) = self.rules.get(grant.rule.index.wrapping_sub(1)) else {
-            // Templates come from the same snapshot as the grant; stay total anyway.
-            let mut headers: HeaderMap = grant.into_headers().collect();
-            headers.insert(REQUEST_ID, id.map_or(SLOT, RequestId::header_value));
-            return headers;
-        };
-        pair[usize::from(grant.allow_headers.is_some())].fill(grant, id)
-    }
-}
-
-/// One answer's headers, in the core's order, with the positions of the values that differ per
-/// request: filled by position in one pass over a copy, with no hashing (three `insert`s cost
-/// more than the copy itself).
-#[derive(Debug)]
-struct Template {
-    headers: HeaderMap,
-    /// Entry positions of `Access-Control-Allow-Origin` (when echoed rather than `*`), of
-    /// `Access-Control-Allow-Headers` and of `x-amz-request-id`.
-    allow_origin: Option<usize>,
-    allow_headers: Option<usize>,
-    request_id: Option<usize>,
-}
-
-impl Template {
-    /// The grant headers of `rule`, per-request values as empty slots, the request ID last.
-    fn new(rule: &Rule, with_allow_headers: bool) -> Template {
-        let grant = Grant {
-            rule,
-            allow_origin: if rule.allows_any_origin() {
-                HeaderValue::from_static("*")
-            } else {
-                SLOT
-            },
-            allow_headers: with_allow_headers.then_some(SLOT),
-        };
-        let mut headers: HeaderMap = grant.headers().collect();
-        headers.insert(REQUEST_ID, SLOT);
-        let position = |name: &HeaderName| headers.iter().position(|(n, _)| n == name);
-        Template {
-            allow_origin: if rule.allows_any_origin() {
-                None
-            } else {
-                position(&ACCESS_CONTROL_ALLOW_ORIGIN)
-            },
-            allow_headers: position(&ACCESS_CONTROL_ALLOW_HEADERS),
-            request_id: position(&REQUEST_ID),
-            headers,
-        }
-    }
-
-    fn fill(&self, grant: Grant<'_>, id: Option<RequestId>) -> HeaderMap {
-        let mut headers = self.headers.clone();
-        let (mut allow_origin, mut allow_headers) = (Some(grant.allow_origin), grant.allow_headers);
-        for (i, (_, value)) in headers.iter_mut().enumerate() {
-            let slot = Some(i);
-            if slot == self.allow_origin {
-                if let Some(origin) = allow_origin.take() {
-                    *value = origin;
-                }
-            } else if slot == self.allow_headers {
-                if let Some(allow) = allow_headers.take() {
-                    *value = allow;
-                }
-            } else if slot == self.request_id
-                && let Some(id) = id
-            {
-                *value = id.header_value();
-            }
-        }
-        headers
-    }
-}
 
 /// One prebuilt preflight answer, shared by every request it fits.
 #[derive(Debug)]
@@ -213,7 +109,7 @@ impl PreflightAnswer {
     }
 
     /// The response, with this request's ID in `x-amz-request-id` and in an error body.
-    pub fn render(&self, id: RequestId) -> Response<Body> {
+    pub(crate) fn render(&self, id: RequestId) -> Response<Body> {
         let body = if self.body_head.is_empty() {
             empty()
         } else {
@@ -335,7 +231,7 @@ impl PreflightCache {
     }
 
     /// Entries currently held (approximate: moka applies evictions lazily).
-    pub fn entry_count(&self) -> u64 {
+    pub(crate) fn entry_count(&self) -> u64 {
         self.entries.as_ref().map_or(0, |c| {
             c.run_pending_tasks();
             c.entry_count()
@@ -343,7 +239,8 @@ impl PreflightCache {
     }
 
     /// Total weight (≈ bytes) currently held.
-    pub fn weighted_size(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn weighted_size(&self) -> u64 {
         self.entries.as_ref().map_or(0, |c| {
             c.run_pending_tasks();
             c.weighted_size()
@@ -360,7 +257,7 @@ impl PreflightCache {
         let Some(entries) = &self.entries else {
             return fresh(snapshot, req, id, CacheUse::Skip);
         };
-        if snapshot.preflight.wildcard_origins < self.cache_from_wildcards {
+        if snapshot.preflight.wildcard_origins() < self.cache_from_wildcards {
             return fresh(snapshot, req, id, CacheUse::Skip);
         }
         let Some(key) = cache_key(snapshot, req) else {
@@ -406,7 +303,7 @@ fn fresh(
                 rule: grant.rule.index,
                 cache,
             };
-            let headers = snapshot.preflight.headers(grant, Some(id));
+            let headers = snapshot.preflight.headers(grant, Some(id.header_value()));
             (response(StatusCode::OK, headers, empty()), outcome)
         }
         Err(denial) => {
@@ -425,7 +322,7 @@ fn fresh(
 
 /// A cache key: everything a preflight answer depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PreflightKey(Box<[u8]>);
+pub(crate) struct PreflightKey(Box<[u8]>);
 
 /// Lookups borrow a key built on the stack; `Box<[u8]>` hashes and compares as `[u8]`, so the
 /// two agree.
@@ -729,7 +626,7 @@ mod tests {
                 .collect();
             let got = |id: Option<RequestId>| -> Vec<(String, Vec<u8>)> {
                 templates
-                    .headers(grant.clone(), id)
+                    .headers(grant.clone(), id.map(RequestId::header_value))
                     .iter()
                     .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                     .collect()

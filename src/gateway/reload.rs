@@ -4,7 +4,9 @@
 //! it in at once: requests that arrive after the swap are routed, timed and capped by the new
 //! configuration; requests in flight finish under the one they started with (they hold it).
 //! A route whose rules source did not change keeps its rules, watch and pollers as they are;
-//! a new route loads its rules and starts its own, a removed route's stop.
+//! a new route loads its rules and starts its own, a removed route's stop. Candidate rules
+//! (`shadow_rules`) are built afresh by every reload: the new ones start watching and polling,
+//! the previous ones stop.
 //!
 //! A file with problems changes nothing: the problems are logged and returned (the admin
 //! listener answers them as JSON). Some settings are the sockets themselves (the listen
@@ -26,11 +28,12 @@ use super::server::{self, ConnectionLimit};
 use super::{Gateway, Instance, StartError};
 use crate::config::{Config, ConfigFileError, KeyProblem, RouteConfig};
 use crate::rules::{RouteRules, RulesSource};
+use crate::watch::{Hangup, Scope};
 
 /// Where a reload reads the configuration: the file `serve --config` names, with what the
 /// command line changes in it applied again (`--listen`, `--admin`, ...). Called off the async
 /// workers (it reads a file).
-pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ReloadError> + Send + Sync>;
+pub(crate) type ConfigSource = Arc<dyn Fn() -> Result<Config, ReloadError> + Send + Sync>;
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +118,13 @@ pub(crate) struct Reloader {
     source: Option<ConfigSource>,
     /// The configuration in force, with the restart-only keys at their running values.
     config: Config,
+    /// Where every route's and candidate's tasks run (each in a scope of its own).
+    scope: Scope,
     /// One per route in force, in order: dropping it stops the route's rules tasks.
     routes: Vec<watch::Sender<bool>>,
+    /// Stops the tasks of the candidate rules in force (`shadow_rules`): built afresh by every
+    /// reload, so each generation's are stopped when the next one's start.
+    shadows: Option<watch::Sender<bool>>,
     connections: Arc<ConnectionLimit>,
     /// The redirect listener's answers and the HTTPS port it sends clients to.
     redirect: Option<(u16, Arc<ArcSwap<Redirect>>)>,
@@ -130,11 +138,14 @@ impl Reloader {
         source: Option<ConfigSource>,
         config: Config,
         connections: Arc<ConnectionLimit>,
+        scope: Scope,
     ) -> Reloader {
         Reloader {
             source,
             config,
+            scope,
             routes: Vec::new(),
+            shadows: None,
             connections,
             redirect: None,
             admin: None,
@@ -142,12 +153,32 @@ impl Reloader {
         }
     }
 
-    /// Starts a route's rules tasks (watch, pollers, `SIGHUP`) until it is removed or the
+    /// Starts the tasks that keep the rules of `gateway` current (watches, pollers, `SIGHUP`):
+    /// each route's until it is removed, the candidates' until the next reload, all until the
     /// gateway stops.
-    pub(crate) async fn start_route(&mut self, rules: &RouteRules) {
-        let (stop, watcher) = watch::channel(false);
-        rules.start(watcher).await;
-        self.routes.push(stop);
+    pub(crate) async fn start(&mut self, gateway: &Gateway) {
+        for route in gateway.routes.all() {
+            let stop = self.start_route(&route.rules).await;
+            self.routes.push(stop);
+        }
+        self.start_shadows(gateway).await;
+    }
+
+    async fn start_route(&self, rules: &RouteRules) -> watch::Sender<bool> {
+        let (stop, scope) = self.scope.child();
+        rules.start(&scope).await;
+        stop
+    }
+
+    /// Starts the candidates of `gateway` and stops those of the previous generation.
+    async fn start_shadows(&mut self, gateway: &Gateway) {
+        let (stop, scope) = self.scope.child();
+        for shadow in gateway.shadows.iter().flatten() {
+            shadow.start(&scope).await;
+        }
+        if let Some(previous) = self.shadows.replace(stop) {
+            let _ = previous.send(true);
+        }
     }
 
     pub(crate) fn admin_bound(&mut self, addr: SocketAddr) {
@@ -158,10 +189,10 @@ impl Reloader {
         self.redirect = Some((https_port, redirect));
     }
 
-    /// Stops every route's rules tasks, and any reload after.
+    /// Stops every route's and candidate's rules tasks, and any reload after.
     pub(crate) fn stop(&mut self) {
         self.stopped = true;
-        for stop in self.routes.drain(..) {
+        for stop in self.routes.drain(..).chain(self.shadows.take()) {
             let _ = stop.send(true);
         }
     }
@@ -239,12 +270,12 @@ impl Reloader {
                 }
                 None => {
                     applied.loaded.push(route.index);
-                    let (stop, watcher) = watch::channel(false);
-                    route.rules.start(watcher).await;
-                    routes.push(stop);
+                    routes.push(self.start_route(&route.rules).await);
                 }
             }
         }
+        // Candidates are never kept: the new ones watch and poll from now on.
+        self.start_shadows(&gateway).await;
         instance.gateway.store(Arc::new(gateway));
         self.routes = routes;
         // The routes gone: their watches and pollers stop (requests in flight on them keep
@@ -263,6 +294,26 @@ impl Reloader {
         }
         self.config = config;
         Ok(applied)
+    }
+}
+
+/// SIGHUP means "reload", never "terminate", even when nothing has anything to reload. The
+/// configuration file is read again here; rules sources and certificates reload on their own
+/// [`Hangup`]s.
+pub(crate) async fn reload_on_hangup(
+    mut hangup: Hangup,
+    instance: Arc<Instance>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = hangup.recv() => {}
+            _ = stop.changed() => return,
+        }
+        // A configuration reload logs its outcome itself, either way.
+        if let Ok(None) = instance.reload_config("SIGHUP").await {
+            tracing::info!("SIGHUP: reloading every rules source");
+        }
     }
 }
 
@@ -340,7 +391,7 @@ pub(crate) fn share(rules: &RouteRules) -> Option<RouteRules> {
 
 /// The answer of `POST /-/reload`: the configuration reloaded (when there is a file), then
 /// every route's rules; `true` when everything loaded.
-pub async fn reload_all(instance: &Instance, why: &str) -> (bool, Value) {
+pub(crate) async fn reload_all(instance: &Instance, why: &str) -> (bool, Value) {
     let reloaded = instance.reloader.lock().await.reload(instance, why).await;
     let config = match reloaded {
         Ok(applied) => applied.map(|applied| applied.to_json()),

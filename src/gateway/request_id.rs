@@ -46,8 +46,8 @@ impl RequestId {
     /// The `x-amz-request-id` value, marked sensitive: HPACK then sends it as a never-indexed
     /// literal. A value unique to every response would otherwise be inserted into the h2
     /// dynamic table each time, evicting the constant CORS headers that should stay indexed
-    /// (measured: twice the HPACK encoding work per preflight).
-    pub fn header_value(self) -> HeaderValue {
+    /// (see `benches/load/README.md`, "Numbers behind the code").
+    pub(crate) fn header_value(self) -> HeaderValue {
         // 16 hex digits are always a valid header value.
         let mut value =
             HeaderValue::from_bytes(&self.hex()).expect("hex digits are a valid header value");
@@ -56,7 +56,7 @@ impl RequestId {
     }
 
     /// The 16 upper-case hex digits, without formatting machinery or allocation.
-    pub fn hex(self) -> [u8; 16] {
+    pub(crate) fn hex(self) -> [u8; 16] {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         let mut buf = [0u8; 16];
         for (i, b) in buf.iter_mut().enumerate() {

@@ -28,7 +28,7 @@ pub struct Route {
     pub index: usize,
     pub origin: OriginUrl,
     /// `Host` for the origin, unless `preserve_host`: the origin's authority.
-    pub origin_host: HeaderValue,
+    pub(crate) origin_host: HeaderValue,
     /// How requests reach the origin, at most `limits.origin_connections` connections at once.
     pub link: OriginLink,
     pub preserve_host: bool,
@@ -45,7 +45,7 @@ pub struct Route {
     /// What answers carry besides CORS (`timing_allow_origin`, `cross_origin_resource_policy`).
     pub headers: RouteHeaders,
     /// `index`: appended to `GET`/`HEAD` paths ending in `/`.
-    pub index_file: Option<String>,
+    pub(crate) index_file: Option<String>,
     /// Its requests' counters and timings, resolved once here.
     pub metrics: crate::metrics::RouteMetrics,
 }
@@ -124,7 +124,12 @@ impl Route {
     /// that pattern's port or, for a pattern without one, `served_port` (the port the request
     /// came to). HTML's origin is scheme, host and port: a page on another port is another
     /// site, and a `"*"` route has no origin of its own. An opaque origin (`null`) is never own.
-    pub fn is_own_origin(&self, origin: &HeaderValue, scheme: &str, served_port: u16) -> bool {
+    pub(crate) fn is_own_origin(
+        &self,
+        origin: &HeaderValue,
+        scheme: &str,
+        served_port: u16,
+    ) -> bool {
         let Some((origin_scheme, rest)) =
             origin.to_str().ok().and_then(|text| text.split_once("://"))
         else {
@@ -149,7 +154,7 @@ impl Route {
 }
 
 /// The port a URL of `scheme` means when it names none.
-pub fn default_port(scheme: &str) -> Option<u16> {
+pub(crate) fn default_port(scheme: &str) -> Option<u16> {
     match scheme {
         "http" => Some(80),
         "https" => Some(443),
@@ -250,7 +255,7 @@ impl Routes {
 
     /// The hosts the `position`th route (0-based) serves, as configured (`*`, `host`,
     /// `host:port`), sorted.
-    pub fn hosts_of(&self, position: usize) -> Vec<String> {
+    pub(crate) fn hosts_of(&self, position: usize) -> Vec<String> {
         let mut hosts: Vec<String> = self
             .any_port
             .iter()
@@ -310,7 +315,7 @@ impl Routes {
 
 /// The authority a request names: its URI's (HTTP/2 `:authority`, HTTP/1.1 absolute form,
 /// which RFC 9112 §3.2.2 says wins over `Host`), else its `Host` header.
-pub fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, RouteMiss> {
+pub(crate) fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, RouteMiss> {
     if let Some(authority) = req.uri().authority() {
         if authority.as_str().contains('@') {
             return Err(RouteMiss::Userinfo);

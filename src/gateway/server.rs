@@ -56,12 +56,12 @@ use crate::config::{Http2Config, Limits, Timeouts};
 use crate::tls::{self, Alpn};
 
 /// At most one warning of a kind (accept failing, the cap reached) per this period.
-pub const REPORT_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// When the gateway stops, an HTTP/1 connection with no request for this long is closed rather
 /// than left to answer one more with `Connection: close`: long enough that a client sending
 /// request after request is never caught between two, short next to any grace period.
-pub const SETTLE: Duration = Duration::from_millis(250);
+pub(crate) const SETTLE: Duration = Duration::from_millis(250);
 
 /// At most this many connections are taken from a listener's backlog as it closes: a flood
 /// arriving as fast as it is accepted must not keep the gateway from stopping.
@@ -79,7 +79,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 type ConnBuilder = auto::Builder<StreamExecutor>;
 
 /// The connection builders of every listener, one per way a connection may start.
-pub struct Protocols {
+pub(crate) struct Protocols {
     /// HTTP/1.1 or HTTP/2, told apart by the first bytes.
     pub(crate) auto: Arc<ConnBuilder>,
     http1: Arc<ConnBuilder>,
@@ -106,7 +106,7 @@ impl Protocols {
 }
 
 /// The HTTP/1.1 + HTTP/2 connection builder with the configured timeouts and HTTP/2 settings.
-pub fn connection_builder(
+pub(crate) fn connection_builder(
     timeouts: &Timeouts,
     http2: &Http2Config,
     limits: &Limits,
@@ -150,13 +150,13 @@ pub enum Role {
 /// One listener: its socket, how connections begin and what they are answered.
 pub struct Listener {
     pub socket: TcpListener,
-    pub transport: Transport,
-    pub role: Role,
+    pub(crate) transport: Transport,
+    pub(crate) role: Role,
 }
 
 /// How many connections may be open at once over the listeners that share it.
 #[derive(Debug)]
-pub struct ConnectionLimit {
+pub(crate) struct ConnectionLimit {
     permits: Arc<Semaphore>,
     max: AtomicUsize,
     full: LogThrottle,
@@ -188,7 +188,7 @@ impl ConnectionLimit {
 
     /// Changes the cap (a configuration reload). A lower cap than the connections open closes
     /// none of them: accepting waits until enough have closed on their own.
-    pub fn resize(&self, max: usize) {
+    pub(crate) fn resize(&self, max: usize) {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         let old = self.max.swap(max, Ordering::AcqRel);
         if max > old {
@@ -345,7 +345,7 @@ fn concerns_one_connection(err: &io::Error) -> bool {
 /// value first (as nginx's `worker_rlimit_nofile`); then, if half of it is less than
 /// `configured`, that half is the cap, and one warning says so: each client connection may need
 /// an origin connection too, and rules, certificates and logs need descriptors of their own.
-pub fn connection_cap(configured: usize) -> usize {
+pub(crate) fn connection_cap(configured: usize) -> usize {
     let Some(limit) = descriptor_limit() else {
         return configured;
     };
@@ -431,7 +431,7 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
 
 /// How a listener's accept loop learns that the gateway stops.
 #[derive(Clone)]
-pub struct Stopping {
+pub(crate) struct Stopping {
     /// Stop accepting: take what waits in the backlog, then close the socket.
     pub accept: watch::Receiver<bool>,
     /// Every listener is closed: connections close as soon as they can without cutting a
@@ -442,7 +442,7 @@ pub struct Stopping {
 /// Accepts connections while `limit` has room, until told to stop; then accepts what is left in
 /// the backlog, closes the socket, and lets in-flight requests finish for the grace period once
 /// told to close. `open` is dropped once the socket is closed.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: Listener,
     instance: Arc<Instance>,
     limit: Arc<ConnectionLimit>,
@@ -663,13 +663,13 @@ async fn connection(
 /// One connection, as it is served.
 pub struct Conn {
     pub peer: Peer,
-    pub role: Role,
+    pub(crate) role: Role,
     /// Read for every request: the configuration in force then answers it.
-    pub instance: Arc<Instance>,
+    pub(crate) instance: Arc<Instance>,
     /// The connection's deadlines, from the configuration in force when it began.
     pub timeouts: Timeouts,
     pub builder: Arc<ConnBuilder>,
-    pub activity: Arc<Activity>,
+    pub(crate) activity: Arc<Activity>,
 }
 
 /// Serves one connection until the client closes it, its watchdog fires (a request head too

@@ -5,7 +5,7 @@
 //! One watchdog per connection wakes a few times per period and looks at counters the
 //! connection updates as it goes; a request itself never reads the clock or arms a timer. (A
 //! timer armed, boxed and dropped for every request head, which is how hyper's own
-//! header-read timeout works, cost about 5% of a whole preflight's instructions.) The price is
+//! header-read timeout works, is a cost every preflight would pay.) The price is
 //! precision: a deadline is noticed between its length and `1 + 1/CHECKS` times it.
 //!
 //! What counts, per connection:
@@ -62,7 +62,7 @@ const SNIFFED: usize = usize::MAX;
 
 /// The deadlines a watchdog enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Deadlines {
+pub(crate) struct Deadlines {
     pub header_read: Duration,
     pub idle: Duration,
     pub send: Duration,
@@ -89,7 +89,7 @@ impl Deadlines {
 
 /// Why a connection's watchdog fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expired {
+pub(crate) enum Expired {
     /// A request head (or an HTTP/2 connection's first request) took longer than `header_read`.
     HeadTooSlow,
     /// No request for `idle`.
@@ -102,7 +102,7 @@ pub enum Expired {
 
 /// What one connection has been doing, as the watchdog sees it.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     in_flight: AtomicUsize,
     /// Changes whenever something happens: a head starts, a request starts or finishes.
     events: AtomicU64,
@@ -144,7 +144,7 @@ impl Activity {
     }
 
     /// A request handed over by hyper; in flight until the returned guard drops.
-    pub fn begin(self: &Arc<Self>) -> Busy {
+    pub(crate) fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_pending.store(false, Ordering::Release);
         self.events.fetch_add(1, Ordering::AcqRel);
@@ -236,7 +236,7 @@ impl Activity {
     }
 
     /// Whether the connection speaks HTTP/2 (by ALPN or by its preface).
-    pub fn is_http2(&self) -> bool {
+    pub(crate) fn is_http2(&self) -> bool {
         self.http2.load(Ordering::Acquire)
     }
 
@@ -266,7 +266,7 @@ impl Activity {
 
     /// Resolves when a deadline passes. While the connection drains (`draining`), only the
     /// deadlines that drop it count: a head too slow, a socket that takes nothing.
-    pub async fn expired(&self, deadlines: Deadlines, draining: bool) -> Expired {
+    pub(crate) async fn expired(&self, deadlines: Deadlines, draining: bool) -> Expired {
         let period = deadlines.period();
         let ticks = |limit: Duration| {
             let nanos = period.as_nanos().max(1);
@@ -331,7 +331,7 @@ impl Activity {
 
 /// One request in flight, until dropped.
 #[derive(Debug)]
-pub struct Busy(Arc<Activity>);
+pub(crate) struct Busy(Arc<Activity>);
 
 impl Busy {
     /// The request waits on something other than its client (its origin) until the guard drops.
@@ -359,7 +359,7 @@ impl Drop for Waiting<'_> {
 }
 
 /// A response body that keeps its request in flight until it is done.
-pub struct Tracked {
+pub(crate) struct Tracked {
     inner: Body,
     busy: Busy,
     /// Only for answers that stream: how their chunks go.
@@ -462,7 +462,7 @@ impl Drop for Tracked {
 /// One streamed answer on an HTTP/2 connection, seen from both its body (polls) and the
 /// watchdog (stalls), and the way to cancel the task that sends it.
 #[derive(Debug, Default)]
-pub struct StreamWatch {
+pub(crate) struct StreamWatch {
     /// Chunks handed to hyper.
     chunks: AtomicU64,
     /// The last poll handed a chunk over: hyper holds it until the client's window opens.
@@ -538,7 +538,7 @@ pin_project_lite::pin_project! {
     /// One HTTP/2 stream's task (its request's handling, then its answer's body). Cancelled by
     /// its watch, it ends: hyper's stream is dropped, which resets it (RST_STREAM CANCEL), and
     /// the origin's body with it, which releases the origin connection.
-    pub struct StreamTask<F> {
+    pub(crate) struct StreamTask<F> {
         #[pin]
         stream: F,
         watch: Option<Arc<StreamWatch>>,
@@ -594,7 +594,7 @@ impl<F: Future<Output = ()>> Future for StreamTask<F> {
 
 /// A connection's socket, telling its [`Activity`] when the client sends something and when
 /// it stops taking what is written.
-pub struct Watched<I> {
+pub(crate) struct Watched<I> {
     io: I,
     activity: Arc<Activity>,
 }

@@ -17,7 +17,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// Upper bounds of the buckets, in seconds: from a cached preflight (tens of microseconds) to a
 /// slow origin (seconds), about three per decade.
-pub const BOUNDS: [f64; 16] = [
+pub(crate) const BOUNDS: [f64; 16] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
@@ -51,10 +51,10 @@ struct Buckets {
 
 /// Durations in fixed buckets; clones share the buckets.
 #[derive(Clone, Debug, Default)]
-pub struct Histogram(Arc<Buckets>);
+pub(crate) struct Histogram(Arc<Buckets>);
 
 impl Histogram {
-    pub fn observe(&self, elapsed: Duration) {
+    pub(crate) fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
         self.0.counts[bucket].fetch_add(1, Ordering::Relaxed);
@@ -62,7 +62,8 @@ impl Histogram {
     }
 
     /// Observations so far.
-    pub fn count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
         self.0
             .counts
             .iter()

@@ -16,7 +16,7 @@ use prometheus_client::registry::Unit;
 
 /// Reads `/proc/self` on every scrape.
 #[derive(Debug)]
-pub struct ProcessCollector;
+pub(crate) struct ProcessCollector;
 
 /// What `/proc/self/stat` says, in its own units.
 #[derive(Debug, PartialEq)]

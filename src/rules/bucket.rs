@@ -21,7 +21,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 use super::live::{self, Current, LiveRules, Loaded};
 use super::{RulesError, SigningConfig, Unavailable};
@@ -30,10 +30,11 @@ use crate::cors::BucketCors;
 use crate::cors::document::MAX_DOCUMENT_BYTES;
 use crate::metrics::{self, BucketFetch, RulesSource};
 use crate::s3::{Addressing, Credentials, FetchError, interpret_document, sign_payload};
+use crate::watch::Scope;
 
 /// A whole fetch (connect, answer, body) must end within this; past it the fetch failed
 /// (transiently) and the rules in force stay.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// First retry delay after a transient failure; doubled each time, capped at the poll interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Room for an error body or XML preamble beyond the largest document S3 accepts.
@@ -41,7 +42,7 @@ const MAX_BODY: usize = MAX_DOCUMENT_BYTES + 16 * 1024;
 
 /// The client corsgate's own requests to origins go through (the pool is keyed by origin): `GET
 /// ?cors` with no body, and the admin panel's `PUT ?cors` with a document.
-pub type FetchClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type FetchClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub fn fetch_client(connect_timeout: Duration, tls: rustls::ClientConfig) -> FetchClient {
     Client::builder(TokioExecutor::new())
@@ -66,7 +67,7 @@ impl FetchStyle {
     /// How a single-bucket route reaches its bucket: through the origin's host when that host
     /// starts with `{bucket}.`, else path-style (a path prefix ending in `/{bucket}` is the
     /// bucket itself, not a place the bucket lives under).
-    pub fn for_bucket_route(origin: &OriginUrl, bucket: &str) -> FetchStyle {
+    pub(crate) fn for_bucket_route(origin: &OriginUrl, bucket: &str) -> FetchStyle {
         let host = origin.authority.host().to_ascii_lowercase();
         if host
             .strip_prefix(&bucket.to_ascii_lowercase())
@@ -135,7 +136,8 @@ impl BucketFetcher {
     }
 
     /// With these credentials (or none), whatever the environment says.
-    pub fn with_credentials(
+    #[cfg(test)]
+    pub(crate) fn with_credentials(
         client: FetchClient,
         origin: OriginUrl,
         style: FetchStyle,
@@ -152,7 +154,7 @@ impl BucketFetcher {
         }
     }
 
-    pub fn is_signing(&self) -> bool {
+    pub(crate) fn is_signing(&self) -> bool {
         self.credentials.is_some()
     }
 
@@ -271,16 +273,6 @@ impl BucketFetcher {
     }
 }
 
-/// Does `name` look like a bucket name? Generous on purpose (legacy us-east-1 buckets and other
-/// stores allow upper case and `_`), but never lets anything odd into a URL or a Host.
-pub fn is_bucket_name(name: &str) -> bool {
-    (1..=255).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        && !name.starts_with('.')
-}
-
 /// One bucket's rules.
 pub struct BucketRules {
     /// `route[N]`, for logs.
@@ -338,7 +330,7 @@ impl BucketRules {
     }
 
     /// Where the bucket's rules are read from (and, by the admin panel, written to).
-    pub fn fetcher(&self) -> &BucketFetcher {
+    pub(crate) fn fetcher(&self) -> &BucketFetcher {
         &self.fetcher
     }
 
@@ -361,7 +353,7 @@ impl BucketRules {
     }
 
     /// Fetches now (after any fetch in progress); returns whether the rules changed.
-    pub async fn refresh(&self, why: &str) -> Result<bool, RulesError> {
+    pub(crate) async fn refresh(&self, why: &str) -> Result<bool, RulesError> {
         let _fetching = self.fetching.lock().await;
         let result = match self.fetcher.fetch(&self.bucket).await {
             Ok(loaded) => {
@@ -392,9 +384,10 @@ impl BucketRules {
         result
     }
 
-    /// Polls until `shutdown` flips or the bucket is dropped (evicted from its route's map).
+    /// Polls until `scope` stops or the bucket is dropped (evicted from its route's map).
     /// Starts once, however often it is called.
-    pub fn spawn_poller(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) fn spawn_poller(self: &Arc<Self>, scope: &Scope) {
+        let mut shutdown = scope.stop_signal();
         if self.polling.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -405,7 +398,7 @@ impl BucketRules {
         } else {
             FIRST_BACKOFF.min(poll)
         };
-        tokio::spawn(async move {
+        scope.spawn(async move {
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(jitter(delay)) => {}
@@ -522,24 +515,5 @@ mod tests {
         );
         assert_eq!(style("http://photosx.nyc3.example.com"), FetchStyle::Path);
         assert_eq!(style("http://127.0.0.1:9000/photos"), FetchStyle::Path);
-    }
-
-    #[test]
-    fn bucket_names_never_carry_url_or_host_syntax() {
-        for good in ["photos", "my.bucket-1", "Legacy_Bucket"] {
-            assert!(is_bucket_name(good), "{good}");
-        }
-        for bad in [
-            "",
-            ".hidden",
-            "a/b",
-            "a?b",
-            "a b",
-            "a%2f",
-            "a:1",
-            &"x".repeat(256),
-        ] {
-            assert!(!is_bucket_name(bad), "{bad}");
-        }
     }
 }

@@ -36,15 +36,16 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::bucket::{BucketFetcher, BucketRules, is_bucket_name, jitter, next_poll};
+use super::bucket::{BucketFetcher, BucketRules, jitter, next_poll};
 use super::live::{Current, LiveRules, Loaded};
 use super::{EndpointSource, Resolved, RulesError, Unavailable};
 use crate::cors::{BucketCors, Resource};
-use crate::s3::Addressing;
+use crate::s3::{Addressing, is_bucket_name};
+use crate::watch::Scope;
 
 /// After a failed fetch of a name not held, its requests are answered "unavailable" for this long
 /// before one of them tries again.
-pub const RETRY_FIRST_LOAD_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_FIRST_LOAD_AFTER: Duration = Duration::from_secs(1);
 /// `POST /-/reload` refetches the buckets at most this many at a time.
 const RELOAD_CONCURRENCY: usize = 16;
 /// A throttled warning is logged at most this often.
@@ -246,8 +247,8 @@ pub struct EndpointBuckets {
     epoch: Instant,
     /// What requests naming no bucket, or a missing one, are judged by.
     no_bucket: LiveRules,
-    /// Set once the gateway runs: new buckets start polling until it flips.
-    shutdown: OnceLock<watch::Receiver<bool>>,
+    /// Set once the gateway runs: new buckets poll, and fetch, in this scope until it stops.
+    scope: OnceLock<Scope>,
 }
 
 impl EndpointBuckets {
@@ -284,13 +285,13 @@ impl EndpointBuckets {
             failed_fetch_log: Throttled::default(),
             epoch: now,
             no_bucket: LiveRules::with(Loaded::without_document(BucketCors::NoSuchBucket)),
-            shutdown: OnceLock::new(),
+            scope: OnceLock::new(),
         }
     }
 
-    /// Lets buckets poll from now on, until `shutdown` flips.
-    pub fn start(&self, shutdown: watch::Receiver<bool>) {
-        let _ = self.shutdown.set(shutdown);
+    /// Lets buckets poll from now on, until `scope` stops.
+    pub fn start(&self, scope: &Scope) {
+        let _ = self.scope.set(scope.clone());
     }
 
     /// The bucket a request names, if it could be one.
@@ -411,13 +412,21 @@ impl EndpointBuckets {
             endpoint: Arc::clone(self),
             bucket: bucket.to_string(),
         };
-        tokio::spawn(async move {
+        let fetch = async move {
             let fetched = slot.endpoint.fetcher.fetch(&slot.bucket).await;
             let held = slot.endpoint.settle(&slot.bucket, fetched, why);
             // Remembered before the slot is freed, so no request finds neither.
             drop(slot);
             let _ = settle.send(Some(held));
-        });
+        };
+        // Bounded by the fetch timeout; held by the supervisor once the gateway runs, so
+        // stopping waits for it.
+        match self.scope.get() {
+            Some(scope) => scope.spawn(fetch),
+            None => {
+                tokio::spawn(fetch);
+            }
+        }
         pending
     }
 
@@ -489,14 +498,14 @@ impl EndpointBuckets {
 
     /// Polls `known` until it is dropped, goes unseen for `bucket_idle`, or `shutdown` flips.
     fn spawn_poller(self: &Arc<Self>, known: &Arc<KnownBucket>) {
-        let Some(shutdown) = self.shutdown.get() else {
+        let Some(scope) = self.scope.get() else {
             return;
         };
-        let mut shutdown = shutdown.clone();
+        let mut shutdown = scope.stop_signal();
         let endpoint = Arc::downgrade(self);
         let known = Arc::clone(known);
         let poll = self.poll;
-        tokio::spawn(async move {
+        scope.spawn(async move {
             let mut delay = poll;
             loop {
                 tokio::select! {
@@ -589,7 +598,7 @@ impl EndpointBuckets {
     }
 
     /// The bucket a request to the bucket itself (not to one of its objects) names.
-    pub fn bucket_written(&self, host: &str, path: &str) -> Option<String> {
+    pub(crate) fn bucket_written(&self, host: &str, path: &str) -> Option<String> {
         let (bucket, key) = self.bucket_name(host, path)?;
         key.is_empty().then(|| bucket.into_owned())
     }
@@ -634,7 +643,7 @@ impl EndpointBuckets {
 
     /// Refetches every bucket held now, and forgets which names were missing (they are fetched
     /// again on their next request).
-    pub async fn refresh_all(
+    pub(crate) async fn refresh_all(
         self: &Arc<Self>,
         why: &str,
     ) -> Vec<(Option<String>, Result<bool, RulesError>)> {
@@ -695,7 +704,7 @@ impl EndpointBuckets {
         })
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let addressing = match self.addressing {
             Addressing::Path => "path-style",
             Addressing::Virtual => "virtual-hosted",

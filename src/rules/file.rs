@@ -14,14 +14,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 use super::RulesError;
 use super::live::{self, LiveRules, Loaded};
 use crate::cors::document::MAX_DOCUMENT_BYTES;
 use crate::cors::{BucketCors, Policy};
 use crate::metrics::RulesSource;
-use crate::watch::{DEFAULT_DEBOUNCE, FileWatch, Hangup};
+use crate::watch::{DEFAULT_DEBOUNCE, FileWatch, Scope};
 
 /// Why a rules file's bytes could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum ReadError {
 }
 
 /// The bytes of a rules file (also what `corsgate check` and `explain` read).
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
     let file = open_nonblocking(path)?;
     // The descriptor's own metadata (fstat): the path may have been swapped since the open.
     let kind = file.metadata()?.file_type();
@@ -204,28 +204,27 @@ impl FileRules {
         result
     }
 
-    /// Reloads on every change of the file and every `SIGHUP`, until `shutdown` flips.
-    pub fn spawn(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Reloads on every change of the file and every `SIGHUP`, until `scope` stops.
+    pub fn spawn(self: &Arc<Self>, scope: &Scope) {
         let rules = Arc::clone(self);
-        let mut files = match FileWatch::spawn(std::slice::from_ref(&rules.path), DEFAULT_DEBOUNCE)
-        {
-            Ok(files) => Some(files),
-            Err(err) => {
-                tracing::warn!(
-                    "{}: {err}; changes are picked up on SIGHUP and POST /-/reload only",
-                    rules.label
-                );
-                None
-            }
-        };
-        let mut hangup = Hangup::subscribe()
-            .map_err(|err| tracing::warn!("{}: cannot listen for SIGHUP: {err}", rules.label))
-            .ok();
-        tokio::spawn(async move {
+        let mut shutdown = scope.stop_signal();
+        let mut files =
+            match FileWatch::spawn(std::slice::from_ref(&rules.path), DEFAULT_DEBOUNCE, scope) {
+                Ok(files) => Some(files),
+                Err(err) => {
+                    tracing::warn!(
+                        "{}: {err}; changes are picked up on SIGHUP and POST /-/reload only",
+                        rules.label
+                    );
+                    None
+                }
+            };
+        let mut hangup = scope.hangup();
+        scope.spawn(async move {
             loop {
                 let why = tokio::select! {
                     () = async { match files.as_mut() { Some(f) => f.changed().await, None => std::future::pending().await } } => "file changed",
-                    () = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+                    () = hangup.recv() => "SIGHUP",
                     _ = shutdown.changed() => return,
                 };
                 let _ = rules.reload(why).await;

@@ -23,15 +23,14 @@ pub mod bucket;
 pub mod endpoint;
 pub mod file;
 pub mod live;
+pub mod preflight;
 pub mod shadow;
 pub mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::Method;
-use tokio::sync::watch;
 
 pub use bucket::{BucketFetcher, BucketRules};
 pub use endpoint::EndpointBuckets;
@@ -39,103 +38,15 @@ pub use file::FileRules;
 pub use live::{Current, LiveRules, Loaded};
 pub use snapshot::{Snapshot, SnapshotCell};
 
+// The sources are configuration, and defined there; named here too, where they are started.
+pub use crate::config::{BucketSource, EndpointSource, RulesSource, SigningConfig};
+
 use crate::config::OriginUrl;
 use crate::cors::lint::Lint;
 use crate::cors::{BucketCors, ConfigError, Problem, Resource};
-use crate::s3::{Addressing, FetchError, SigningError};
-use crate::watch::Hangup;
+use crate::s3::{FetchError, SigningError};
+use crate::watch::Scope;
 use bucket::FetchClient;
-
-/// How often bucket rules are fetched again when the configuration does not say.
-pub const DEFAULT_POLL: Duration = Duration::from_secs(30);
-/// How many buckets an S3 endpoint route keeps rules for when the configuration does not say.
-pub const DEFAULT_MAX_BUCKETS: u64 = 10_000;
-/// The region requests are signed for when the configuration does not say.
-pub const DEFAULT_REGION: &str = "us-east-1";
-
-/// A route's rules source, as configured.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RulesSource {
-    /// The route has no CORS configuration: preflights get S3's 403 "CORS is not enabled",
-    /// forwarded responses get no CORS headers.
-    None,
-    /// An S3 `CORSConfiguration` (XML or AWS CLI JSON) on disk, relative to the working
-    /// directory; watched, and reloaded on `SIGHUP` and `POST /-/reload`.
-    File(PathBuf),
-    /// The rules stored in one bucket of the route's origin (`rules = { bucket = ... }`).
-    Bucket(BucketSource),
-    /// Every bucket of an S3-compatible endpoint, each with its own stored rules
-    /// (`s3 = { addressing = ... }`).
-    Endpoint(EndpointSource),
-}
-
-/// `rules = { bucket = "name", poll = "30s", region = ..., *_env = ... }`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BucketSource {
-    pub bucket: String,
-    pub poll: Duration,
-    pub signing: SigningConfig,
-}
-
-/// `s3 = { addressing = "path" | "virtual", region = ..., poll = ..., max_buckets = ... }`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EndpointSource {
-    pub addressing: Addressing,
-    pub poll: Duration,
-    /// Buckets whose rules are kept at once; the least used are dropped (and fetched again on
-    /// their next request).
-    pub max_buckets: u64,
-    /// How long a bucket the origin says does not exist (`NoSuchBucket`) is remembered as
-    /// missing: its requests are answered without asking the origin again.
-    pub negative_ttl: Duration,
-    /// Origin fetches of not-yet-known buckets' rules per second, over the whole route; a
-    /// request for a new bucket over the rate gets 503 `SlowDown` instead of waiting.
-    pub max_fetches_per_second: u32,
-    /// A bucket not requested for this long is no longer polled (and is fetched again on its
-    /// next request).
-    pub bucket_idle: Duration,
-    pub signing: SigningConfig,
-}
-
-impl EndpointSource {
-    /// An endpoint route with every setting but `addressing` at its default.
-    pub fn defaults(addressing: Addressing) -> EndpointSource {
-        EndpointSource {
-            addressing,
-            poll: DEFAULT_POLL,
-            max_buckets: DEFAULT_MAX_BUCKETS,
-            negative_ttl: Duration::from_secs(60),
-            max_fetches_per_second: 50,
-            bucket_idle: Duration::from_secs(300),
-            signing: SigningConfig::default(),
-        }
-    }
-}
-
-/// How corsgate signs its own `GET ?cors` requests: the region, and the names of the
-/// environment variables holding the keys (never the keys: secrets stay out of files).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SigningConfig {
-    pub region: String,
-    pub access_key_env: String,
-    pub secret_key_env: String,
-    pub session_token_env: String,
-    /// The configuration named the variables: they must be set. With the default names, unset
-    /// variables mean unsigned (anonymous) requests, as `aws --no-sign-request` sends.
-    pub explicit: bool,
-}
-
-impl Default for SigningConfig {
-    fn default() -> Self {
-        SigningConfig {
-            region: DEFAULT_REGION.into(),
-            access_key_env: "AWS_ACCESS_KEY_ID".into(),
-            secret_key_env: "AWS_SECRET_ACCESS_KEY".into(),
-            session_token_env: "AWS_SESSION_TOKEN".into(),
-            explicit: false,
-        }
-    }
-}
 
 /// Why rules could not be loaded. The rules in force (if any) stay.
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +113,7 @@ impl RulesError {
     }
 
     /// Worth retrying soon (the origin or the network may recover by themselves).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             RulesError::Fetch { error, .. } => error.is_transient(),
             _ => false,
@@ -245,13 +156,13 @@ pub enum Unavailable {
 
 impl Unavailable {
     /// Refused to spare the origin, not because it failed: the request must not reach it either.
-    pub fn is_slow_down(&self) -> bool {
+    pub(crate) fn is_slow_down(&self) -> bool {
         matches!(self, Unavailable::SlowDown { .. })
     }
 }
 
 /// A bucket whose rules must be fetched again once a write through the gateway succeeds.
-pub struct WriteThrough(Written);
+pub(crate) struct WriteThrough(Written);
 
 enum Written {
     Bucket(Arc<BucketRules>),
@@ -261,7 +172,7 @@ enum Written {
 
 impl WriteThrough {
     /// Refetches now; the next request sees what the origin now holds.
-    pub async fn refresh(self) {
+    pub(crate) async fn refresh(self) {
         match self.0 {
             Written::Bucket(bucket) => {
                 let _ = bucket.refresh("write-through").await;
@@ -285,7 +196,7 @@ impl RouteRules {
 
     /// [`RouteRules::build`]; with `deny_warnings`, documents with lint warnings are refused
     /// like invalid ones, at start and on every reload.
-    pub fn build_checked(
+    pub(crate) fn build_checked(
         label: &str,
         source: &RulesSource,
         deny_warnings: bool,
@@ -330,19 +241,19 @@ impl RouteRules {
         })
     }
 
-    /// Starts what keeps the rules current until `shutdown` flips: the file watch, the pollers,
-    /// `SIGHUP`. A bucket route's first fetch is awaited (it is bounded by
+    /// Starts, in `scope`, what keeps the rules current until it stops: the file watch, the
+    /// pollers, `SIGHUP`. A bucket route's first fetch is awaited (it is bounded by
     /// [`bucket::FETCH_TIMEOUT`]), so the gateway starts serving with the bucket's rules whenever
     /// the origin answers; if it does not, the route starts without rules and keeps trying.
-    pub async fn start(&self, shutdown: watch::Receiver<bool>) {
+    pub async fn start(&self, scope: &Scope) {
         match self {
             RouteRules::Fixed(_) => {}
-            RouteRules::File(file) => file.spawn(shutdown),
+            RouteRules::File(file) => file.spawn(scope),
             RouteRules::Bucket(bucket) => {
                 let _ = bucket.refresh("start").await;
-                bucket.spawn_poller(shutdown.clone());
+                bucket.spawn_poller(scope);
                 let bucket = Arc::clone(bucket);
-                on_hangup(shutdown, move || {
+                on_hangup(scope, move || {
                     let bucket = Arc::clone(&bucket);
                     async move {
                         let _ = bucket.refresh("SIGHUP").await;
@@ -350,9 +261,9 @@ impl RouteRules {
                 });
             }
             RouteRules::Endpoint(endpoint) => {
-                endpoint.start(shutdown.clone());
+                endpoint.start(scope);
                 let endpoint = Arc::clone(endpoint);
-                on_hangup(shutdown, move || {
+                on_hangup(scope, move || {
                     let endpoint = Arc::clone(&endpoint);
                     async move {
                         endpoint.refresh_all("SIGHUP").await;
@@ -369,14 +280,14 @@ impl RouteRules {
             Ok(resolved) => resolved,
             // Boxed: a first request for a bucket fetches its rules, and that state machine
             // (hundreds of bytes) would otherwise sit inside every request's future on every
-            // route, to be copied each time one is created (measured: 792 bytes).
+            // route, to be copied each time one is created.
             Err(endpoint) => Box::pin(endpoint.resolve(host, path)).await,
         }
     }
 
     /// [`RouteRules::resolve`] without waiting, or the S3 endpoint whose bucket's rules may have
     /// to be fetched first.
-    pub fn resolve_now(&self, path: &str) -> Result<Resolved, &Arc<EndpointBuckets>> {
+    pub(crate) fn resolve_now(&self, path: &str) -> Result<Resolved, &Arc<EndpointBuckets>> {
         match self {
             RouteRules::Fixed(live) => Ok(resolved(live, path)),
             RouteRules::File(file) => Ok(resolved(file.live(), path)),
@@ -396,7 +307,7 @@ impl RouteRules {
     /// `DeleteBucketCors`, but also `CreateBucket` and `DeleteBucket`, which turn "no such bucket"
     /// into "CORS not enabled" and back (the bucket's state was fetched for the request that
     /// created it, and must not stay "no such bucket" until the next poll).
-    pub fn write_through(
+    pub(crate) fn write_through(
         &self,
         method: &Method,
         host: &str,
@@ -429,7 +340,7 @@ impl RouteRules {
 
     /// Whether the route has rules to judge by (an S3 endpoint route always has: each bucket
     /// is loaded on demand).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         match self {
             RouteRules::Fixed(_) | RouteRules::Endpoint(_) => true,
             RouteRules::File(file) => file.live().current().is_some(),
@@ -465,7 +376,7 @@ impl RouteRules {
     }
 
     /// One line for the start-up log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let rules = |live: &LiveRules| match live.current() {
             Some(snapshot) => match snapshot.cors.policy() {
                 Some(policy) => format!("{} rule(s)", policy.rules().len()),
@@ -486,20 +397,15 @@ impl RouteRules {
     }
 }
 
-/// Runs `reload` on every `SIGHUP` until `shutdown` flips.
-fn on_hangup<F, Fut>(mut shutdown: watch::Receiver<bool>, reload: F)
+/// Runs `reload` on every `SIGHUP` until `scope` stops.
+fn on_hangup<F, Fut>(scope: &Scope, reload: F)
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let mut hangup = match Hangup::subscribe() {
-        Ok(hangup) => hangup,
-        Err(err) => {
-            tracing::warn!("cannot listen for SIGHUP: {err}");
-            return;
-        }
-    };
-    tokio::spawn(async move {
+    let mut hangup = scope.hangup();
+    let mut shutdown = scope.stop_signal();
+    scope.spawn(async move {
         loop {
             tokio::select! {
                 () = hangup.recv() => reload().await,

@@ -39,29 +39,23 @@ use http::header::{HeaderName, VARY};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use super::bucket::FetchClient;
 use super::live::Current;
-use super::{RouteRules, RulesError, RulesSource};
+use super::snapshot::Snapshot;
+use super::{RouteRules, RulesError};
 use crate::config::OriginUrl;
+pub use crate::config::ShadowSource;
 use crate::cors::header::{HeaderPattern, RequestedHeaders};
+use crate::cors::outcome::Outcome;
 use crate::cors::{BucketCors, CorsMethod, CorsRequest, Rule};
-use crate::gateway::access_log::Outcome;
-use crate::gateway::snapshot::Snapshot;
 use crate::metrics;
+use crate::watch::Scope;
 
 /// Disagreements sampled (logged and kept) per second, at most, per route.
-pub const SAMPLES_PER_SECOND: u32 = 10;
+pub(crate) const SAMPLES_PER_SECOND: u32 = 10;
 /// Sampled disagreements kept for `GET /-/shadow`, per route.
-pub const SAMPLES_KEPT: usize = 100;
-
-/// `shadow_rules = { ... }`: the candidate's source, with the same keys as `rules`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShadowSource {
-    pub rules: RulesSource,
-    pub deny_warnings: bool,
-}
+pub(crate) const SAMPLES_KEPT: usize = 100;
 
 /// Which kind of request disagreed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,9 +366,9 @@ impl ShadowRules {
         &self.rules
     }
 
-    /// Keeps the candidate current (file watch, `SIGHUP`, bucket polls) until `shutdown` flips.
-    pub async fn start(&self, shutdown: watch::Receiver<bool>) {
-        self.rules.start(shutdown).await;
+    /// Keeps the candidate current (file watch, `SIGHUP`, bucket polls) until `scope` stops.
+    pub async fn start(&self, scope: &Scope) {
+        self.rules.start(scope).await;
     }
 
     /// Reloads the candidate now (`POST /-/reload`).
@@ -496,7 +490,7 @@ impl ShadowRules {
 
     /// Judges a request forwarded to the origin, which the live rules (`live`) decorated by
     /// `live_rule` (1-based; `None`: no CORS headers).
-    pub fn judge_actual(
+    pub(crate) fn judge_actual(
         &self,
         live: &Snapshot,
         live_rule: Option<usize>,

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
 
-// The answers are the gateway's, but they are built once per snapshot, when it is installed,
-// never on the request path.
+// The preflight answers are built once per snapshot, when it is installed, never on the
+// request path.
+use super::preflight::PreflightTemplates;
 use crate::cors::BucketCors;
-use crate::gateway::preflight::PreflightTemplates;
 
 /// Generations are unique across all routes of the process, so one preflight cache can serve
 /// every route: its keys start with the generation, which names both the route and the rules.
@@ -37,7 +37,7 @@ impl Snapshot {
     }
 
     /// docs/cors-semantics.md#deviation-vary: "a route that has CORS rules" is one whose bucket has a configuration.
-    pub fn has_rules(&self) -> bool {
+    pub(crate) fn has_rules(&self) -> bool {
         matches!(self.cors, BucketCors::Enabled(_))
     }
 }

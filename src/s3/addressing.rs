@@ -14,15 +14,25 @@ pub enum Addressing {
 
 /// A request's bucket and object key (without the leading `/`; empty at the bucket root).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct S3Location<'a> {
+pub(crate) struct S3Location<'a> {
     pub bucket: &'a str,
     pub key: &'a str,
+}
+
+/// Does `name` look like a bucket name? Generous on purpose (legacy us-east-1 buckets and other
+/// stores allow upper case and `_`), but never lets anything odd into a URL or a Host.
+pub(crate) fn is_bucket_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && !name.starts_with('.')
 }
 
 impl Addressing {
     /// The bucket and key a request names, or `None` when it names no bucket (the endpoint root,
     /// or a virtual-hosted request whose Host has no bucket label).
-    pub fn locate<'a>(self, host: &'a str, path: &'a str) -> Option<S3Location<'a>> {
+    pub(crate) fn locate<'a>(self, host: &'a str, path: &'a str) -> Option<S3Location<'a>> {
         let path = path.strip_prefix('/').unwrap_or(path);
         match self {
             Addressing::Path => {
@@ -48,7 +58,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Whether a query string addresses the `?cors` subresource (`cors`, `cors=`, among others).
-pub fn is_cors_subresource(query: Option<&str>) -> bool {
+pub(crate) fn is_cors_subresource(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
         q.split('&')
             .any(|param| param.split('=').next() == Some("cors"))
@@ -58,6 +68,25 @@ pub fn is_cors_subresource(query: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_names_never_carry_url_or_host_syntax() {
+        for good in ["photos", "my.bucket-1", "Legacy_Bucket"] {
+            assert!(is_bucket_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "a?b",
+            "a b",
+            "a%2f",
+            "a:1",
+            &"x".repeat(256),
+        ] {
+            assert!(!is_bucket_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn path_style_takes_the_first_segment() {

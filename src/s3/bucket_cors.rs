@@ -24,7 +24,7 @@ pub enum FetchError {
 
 impl FetchError {
     /// Worth retrying soon: the origin or the network may get better by themselves.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             FetchError::Unreachable(_) => true,
             FetchError::Origin { status, .. } => {
@@ -38,13 +38,14 @@ impl FetchError {
 /// Interprets a `GetBucketCors` answer: 200 carries the rules, S3's `NoSuchCORSConfiguration`
 /// means CORS is off for the bucket (docs/cors-semantics.md#bucket-state), `NoSuchBucket` that there is no bucket
 /// (case 2). Anything else is an error that must not change what is in force.
-pub fn interpret(status: StatusCode, body: &[u8]) -> Result<BucketCors, FetchError> {
+#[cfg(test)]
+pub(crate) fn interpret(status: StatusCode, body: &[u8]) -> Result<BucketCors, FetchError> {
     interpret_document(status, body).map(|(cors, _)| cors)
 }
 
 /// Like [`interpret`], also returning the document as stored when there is one (to show it, and
 /// to tell a changed document from the same one fetched again).
-pub fn interpret_document(
+pub(crate) fn interpret_document(
     status: StatusCode,
     body: &[u8],
 ) -> Result<(BucketCors, Option<Document>), FetchError> {

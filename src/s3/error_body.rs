@@ -5,7 +5,7 @@ use quick_xml::reader::Reader;
 
 /// The code and message of an S3 error body; empty strings when the body is not one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct S3ErrorBody {
+pub(crate) struct S3ErrorBody {
     pub code: String,
     pub message: String,
 }

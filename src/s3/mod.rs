@@ -5,12 +5,15 @@
 //! No I/O here: the rules layer does the fetching.
 
 pub mod addressing;
-pub mod bucket_cors;
-pub mod error_body;
+pub(crate) mod bucket_cors;
+pub(crate) mod error_body;
 pub mod signing;
 pub mod target;
 
-pub use addressing::{Addressing, S3Location};
-pub use bucket_cors::{FetchError, interpret, interpret_document};
-pub use signing::{Credentials, OriginSigner, SigningError, sign, sign_payload, strip_credentials};
-pub use target::signed_target;
+pub use addressing::Addressing;
+pub(crate) use addressing::is_bucket_name;
+pub use bucket_cors::FetchError;
+pub(crate) use bucket_cors::interpret_document;
+pub use signing::{Credentials, OriginSigner, SigningError, sign};
+pub(crate) use signing::{sign_payload, strip_credentials};
+pub(crate) use target::signed_target;

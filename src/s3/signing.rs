@@ -52,12 +52,12 @@ impl Credentials {
         }
     }
 
-    pub fn has_session_token(&self) -> bool {
+    pub(crate) fn has_session_token(&self) -> bool {
         self.session_token.is_some()
     }
 
     /// Reads keys from the named environment variables (the session token is optional).
-    pub fn from_env(
+    pub(crate) fn from_env(
         key_var: &str,
         secret_var: &str,
         token_var: &str,
@@ -85,7 +85,7 @@ pub fn sign<B>(
 
 /// Signs `request`, whose body is `payload`, in place for S3 in `region`: the payload's hash is
 /// part of the signature.
-pub fn sign_payload<B>(
+pub(crate) fn sign_payload<B>(
     request: &mut http::Request<B>,
     credentials: &Credentials,
     region: &str,
@@ -152,7 +152,7 @@ impl OriginSigner {
 
     /// Where the keys came from and what they sign for, for an operator to check: the variable
     /// names, the region and the service.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "the keys in {} for region {:?}, service {:?}",
             self.variables, self.region, self.service
@@ -208,7 +208,7 @@ impl OriginSigner {
 
 /// The request headers that carry a client's own SigV4 credentials: removed before corsgate
 /// signs with its keys, so the origin judges corsgate's signature alone.
-pub const CLIENT_CREDENTIAL_HEADERS: [HeaderName; 4] = [
+pub(crate) const CLIENT_CREDENTIAL_HEADERS: [HeaderName; 4] = [
     header::AUTHORIZATION,
     HeaderName::from_static("x-amz-date"),
     HeaderName::from_static("x-amz-security-token"),
@@ -216,7 +216,7 @@ pub const CLIENT_CREDENTIAL_HEADERS: [HeaderName; 4] = [
 ];
 
 /// Removes [`CLIENT_CREDENTIAL_HEADERS`].
-pub fn strip_credentials(headers: &mut HeaderMap) {
+pub(crate) fn strip_credentials(headers: &mut HeaderMap) {
     for name in &CLIENT_CREDENTIAL_HEADERS {
         headers.remove(name);
     }

@@ -14,7 +14,7 @@
 //! make S3 refuse it.
 
 /// The query parameters of a presigned URL (SigV4 in the query string).
-pub const PRESIGN_PARAMS: [&str; 7] = [
+pub(crate) const PRESIGN_PARAMS: [&str; 7] = [
     "X-Amz-Algorithm",
     "X-Amz-Credential",
     "X-Amz-Date",
@@ -28,7 +28,7 @@ pub const PRESIGN_PARAMS: [&str; 7] = [
 /// them: `path` canonical, `query` canonical without [`PRESIGN_PARAMS`] (compared without case:
 /// S3 would take `x-amz-signature` as one too). Parameters keep their order; one written
 /// without `=` (`?cors`) stays so.
-pub fn signed_target(path: &str, query: Option<&str>) -> String {
+pub(crate) fn signed_target(path: &str, query: Option<&str>) -> String {
     let mut out = String::with_capacity(path.len() + query.map_or(0, str::len) + 16);
     uri_encode(&mut out, &percent_decode(path.as_bytes(), false), true);
     let mut first = true;

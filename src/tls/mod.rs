@@ -11,9 +11,8 @@ mod handshake;
 mod origin;
 
 pub use handshake::{Alpn, HandshakeError, handshake};
-pub use origin::{
-    OriginRoots, OriginTlsError, client_config, https_connector, origin_connector, tcp_connector,
-};
+pub use origin::{OriginRoots, OriginTlsError, client_config};
+pub(crate) use origin::{https_connector, origin_connector, tcp_connector};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

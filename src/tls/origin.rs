@@ -47,7 +47,7 @@ pub enum OriginTlsError {
 /// The connector every origin connection goes through (the proxy's and the bucket rules
 /// fetcher's): plain TCP for `http://`, rustls for `https://`, ALPN offering h2 then http/1.1,
 /// so an HTTP/2 origin carries all requests on one multiplexed connection.
-pub fn origin_connector(
+pub(crate) fn origin_connector(
     connect_timeout: Duration,
     tls: rustls::ClientConfig,
 ) -> HttpsConnector<HttpConnector> {
@@ -56,7 +56,7 @@ pub fn origin_connector(
 
 /// TCP to origins, bounded by `connect_timeout`, without Nagle's delay (requests and
 /// responses are written whole).
-pub fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+pub(crate) fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
     let mut tcp = HttpConnector::new();
     tcp.set_connect_timeout(Some(connect_timeout));
     tcp.set_nodelay(true);
@@ -67,7 +67,7 @@ pub fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
 
 /// rustls (and the ALPN of [`origin_connector`]) over `tcp`, any connector that makes the TCP
 /// connections: [`tcp_connector`]'s, or one that wraps it.
-pub fn https_connector<T>(tcp: T, tls: rustls::ClientConfig) -> HttpsConnector<T> {
+pub(crate) fn https_connector<T>(tcp: T, tls: rustls::ClientConfig) -> HttpsConnector<T> {
     HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

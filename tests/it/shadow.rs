@@ -176,6 +176,47 @@ async fn the_candidate_reloads_like_live_rules() {
 }
 
 #[tokio::test]
+async fn after_a_configuration_reload_the_candidate_file_is_still_watched() {
+    let origin = Origin::start(Reply::default()).await;
+    let candidate = rules_file(CANDIDATE);
+    let config = config_with_admin(vec![shadowed(&origin, &candidate)]);
+    let gateway = start(config.clone()).await;
+    let admin_addr = gateway.admin.expect("admin");
+    let applied = gateway
+        .reconfigure(config)
+        .await
+        .expect("the same configuration applies");
+    assert_eq!(applied.kept, vec![1]);
+    // The reload built the candidate afresh: its generation is the one to see change.
+    let (_, view) = admin(admin_addr, "GET", "/-/shadow").await;
+    let generation = view["routes"][0]["rules"]["generation"].clone();
+    assert!(generation.is_u64(), "{view}");
+
+    std::fs::write(
+        &candidate,
+        CANDIDATE.replace("https://new.example", "https://evil.example"),
+    )
+    .expect("rewrite the candidate");
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        let (_, view) = admin(admin_addr, "GET", "/-/shadow").await;
+        view["routes"][0]["rules"]["generation"] != generation
+    })
+    .await;
+    assert!(
+        reloaded,
+        "the candidate file's change after a configuration reload was not picked up"
+    );
+    let evil = preflight("https://evil.example", "GET");
+    let (status, _, _) = answer(gateway.addr(), &evil).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the live rules still answer");
+    let (_, view) = admin(admin_addr, "GET", "/-/shadow").await;
+    assert_eq!(
+        view["routes"][0]["disagreements"]["preflight"]["newly_allowed"],
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_route_without_shadow_rules_is_not_listed() {
     let origin = Origin::start(Reply::default()).await;
     let gateway = start(config_with_admin(vec![route(&["*"], &origin, Some(LIVE))])).await;

@@ -105,7 +105,7 @@ impl Guard {
     /// whether the process serves. So do the panel's static pages (`/`, `/ui/…`): they hold no
     /// data, and a browser cannot send a bearer token with a page it navigates to; their script
     /// sends it with every API call. The Host and Origin checks still apply to them.
-    pub fn requires_token(&self, path: &str) -> bool {
+    pub(crate) fn requires_token(&self, path: &str) -> bool {
         self.token.is_some()
             && !matches!(path, "/healthz" | "/readyz" | "/")
             && !path.starts_with("/ui/")

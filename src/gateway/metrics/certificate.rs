@@ -8,9 +8,9 @@
 
 /// What the expiry metric shows of one certificate.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Described {
+pub(crate) struct Described {
     /// The first `dNSName` of its subjectAltName, if it has one.
-    pub dns_name: Option<String>,
+    pub(crate) dns_name: Option<String>,
     /// `notAfter`, in Unix seconds.
     pub not_after: i64,
 }
@@ -68,7 +68,7 @@ fn expect<'a>(input: &mut &'a [u8], tag: u8) -> Option<&'a [u8]> {
 }
 
 /// Reads a certificate (DER) far enough for its expiry and first DNS name.
-pub fn describe(der: &[u8]) -> Option<Described> {
+pub(crate) fn describe(der: &[u8]) -> Option<Described> {
     let mut input = der;
     let mut certificate = expect(&mut input, SEQUENCE)?;
     let mut tbs = expect(&mut certificate, SEQUENCE)?;

@@ -64,7 +64,7 @@ impl Target {
     }
 
     /// For logs and answers: `file config/cors.xml`, `bucket photos`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Target::File(file) => format!("file {}", file.path().display()),
             Target::Bucket(bucket) => format!("bucket {}", bucket.name()),
@@ -93,7 +93,7 @@ pub struct Applied {
 
 /// Why a draft was not put in force.
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub(crate) enum ApplyError {
     #[error(transparent)]
     Draft(#[from] DraftError),
     #[error("the draft is not a valid CORS configuration; nothing was changed")]
@@ -134,7 +134,7 @@ impl ApplyError {
 
 /// Why the origin did not store a bucket's rules.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("the origin refused the rules: {status} {code}: {message}")]
     Refused {
         status: StatusCode,

@@ -15,7 +15,7 @@ use crate::cors::{Resource, RuleRef};
 /// A rules document as the editor sends it: exactly one of S3 XML text, or the rules of the AWS
 /// CLI's JSON form (`[{"AllowedOrigins": [...], "AllowedMethods": [...], ...}]`).
 #[derive(Clone, Debug, Deserialize)]
-pub struct Draft {
+pub(crate) struct Draft {
     #[serde(default)]
     pub xml: Option<String>,
     #[serde(default)]
@@ -24,7 +24,7 @@ pub struct Draft {
 
 /// Why a draft cannot even be looked at.
 #[derive(Debug, thiserror::Error)]
-pub enum DraftError {
+pub(crate) enum DraftError {
     #[error("the draft must hold either \"xml\" (S3 XML text) or \"rules\" (AWS CLI JSON rules)")]
     NeitherForm,
     #[error("the draft holds both \"xml\" and \"rules\"; send one")]
@@ -44,13 +44,13 @@ impl Draft {
 
     /// The XML text the editor wrote, kept as written (its comments and layout) when the draft is
     /// written to an XML rules file.
-    pub fn xml_text(&self) -> Option<&str> {
+    pub(crate) fn xml_text(&self) -> Option<&str> {
         self.xml.as_deref()
     }
 }
 
 /// The core's judgement of a document.
-pub struct Judgement {
+pub(crate) struct Judgement {
     /// The document as read, when it could be read (even with value problems).
     pub document: Option<Document>,
     /// The compiled rules, when the document is valid.
@@ -76,7 +76,7 @@ impl Judgement {
         }
     }
 
-    pub fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         self.policy.is_some()
     }
 
@@ -98,7 +98,7 @@ impl Judgement {
 }
 
 /// A document's rules in the AWS CLI's JSON form.
-pub fn rules_of(document: &Document) -> Value {
+pub(crate) fn rules_of(document: &Document) -> Value {
     serde_json::from_str::<Value>(&document.to_json())
         .ok()
         .and_then(|mut v| v.get_mut("CORSRules").map(Value::take))
@@ -106,7 +106,7 @@ pub fn rules_of(document: &Document) -> Value {
 }
 
 /// The document `GET /-/rules` shows (AWS CLI JSON), read back.
-pub fn document_of(view_document: &Value) -> Option<Document> {
+pub(crate) fn document_of(view_document: &Value) -> Option<Document> {
     if view_document.is_null() {
         return None;
     }
@@ -114,7 +114,7 @@ pub fn document_of(view_document: &Value) -> Option<Document> {
 }
 
 /// Lints of the document `GET /-/rules` shows.
-pub fn lints_of(view_document: &Value) -> Value {
+pub(crate) fn lints_of(view_document: &Value) -> Value {
     let lints = document_of(view_document)
         .map(|d| lint(&d))
         .unwrap_or_default();

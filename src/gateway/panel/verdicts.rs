@@ -5,13 +5,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cli::explain::{to_json, to_text};
-use crate::cors::explain::{Verdict, verdicts};
+use crate::cors::explain::{Verdict, to_json, to_text, verdicts};
 use crate::cors::{BucketCors, CorsRequest, Decision, Resource};
 
 /// A request to judge, as the editor sends it.
 #[derive(Clone, Debug, Deserialize)]
-pub struct TryRequest {
+pub(crate) struct TryRequest {
     pub method: String,
     #[serde(default = "default_path")]
     pub path: String,
@@ -26,7 +25,7 @@ fn default_path() -> String {
 
 /// Why a request cannot be judged.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     #[error("{0:?} is not an HTTP method")]
     Method(String),
     #[error("{0:?} is not a header name")]
@@ -38,7 +37,7 @@ pub enum RequestError {
 }
 
 /// A request, ready to be judged.
-pub struct Parsed {
+pub(crate) struct Parsed {
     method: Method,
     headers: HeaderMap,
     path: String,

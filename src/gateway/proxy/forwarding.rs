@@ -63,7 +63,11 @@ impl TrustedProxies {
 
 /// The scheme a client reached the gateway with: the first `X-Forwarded-Proto` of a trusted
 /// proxy (one terminating TLS in front of a plain listener), else the listener's own.
-pub fn client_scheme(headers: &HeaderMap, from: Peer, trusted: &TrustedProxies) -> &'static str {
+pub(crate) fn client_scheme(
+    headers: &HeaderMap,
+    from: Peer,
+    trusted: &TrustedProxies,
+) -> &'static str {
     if !trusted.contain(from.addr.ip().to_canonical()) {
         return from.scheme;
     }
@@ -80,12 +84,12 @@ pub fn client_scheme(headers: &HeaderMap, from: Peer, trusted: &TrustedProxies) 
 
 /// The hop-by-hop headers of a response, and those its `Connection` header names: they concern
 /// one connection, not the message.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, &[]);
 }
 
 /// The same for a request, except the forwarding headers: [`set_forwarding`] decides those.
-pub fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, &FORWARDING);
 }
 
@@ -123,7 +127,7 @@ fn strip(headers: &mut HeaderMap, keep: &[HeaderName]) {
 /// From any other peer, whatever it sent is replaced: `X-Forwarded-For: <peer>`,
 /// `X-Real-IP: <peer>`, `Forwarded: for=<peer>;proto=<scheme>;host=<authority>`,
 /// `X-Forwarded-Proto: <scheme>`, `X-Forwarded-Host: <authority>` (removed if it named none).
-pub fn set_forwarding(
+pub(crate) fn set_forwarding(
     headers: &mut HeaderMap,
     from: Peer,
     trusted: &TrustedProxies,
