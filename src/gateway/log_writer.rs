@@ -20,32 +20,29 @@ use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// The longest a line waits in memory before the writer picks it up.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A buffer this full wakes the writer at once.
-pub const FLUSH_AT: usize = 64 * 1024;
+pub(crate) const FLUSH_AT: usize = 64 * 1024;
 /// A buffer this full takes no more lines until the writer has emptied it.
-pub const SHARD_CAP: usize = 1024 * 1024;
+pub(crate) const SHARD_CAP: usize = 1024 * 1024;
 /// A failing write (disk full, file removed from under us) is reported at most this often.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// Lines dropped since the process started because the writer could not keep up (or could not
-/// write them): `corsgate_log_lines_dropped_total`.
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-
-/// Lines dropped so far, over every access log of the process.
+/// Lines dropped so far, over every access log of the process, because the writer could not
+/// keep up (or could not write them): `corsgate_log_lines_dropped_total`.
 pub fn dropped_lines() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
+    crate::metrics::log_lines_dropped().get()
 }
 
 /// Where lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Destination {
+pub(crate) enum Destination {
     Stderr,
     /// Opened for appending (created if missing), and again on [`LogWriter::reopen`].
     File(PathBuf),
@@ -97,7 +94,7 @@ fn thread_slot() -> usize {
 }
 
 /// The buffers and the thread that writes them.
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// To wake the writer (a clone of its handle, kept outside the mutex).
@@ -136,7 +133,7 @@ impl LogWriter {
         let before = buf.len();
         if before >= SHARD_CAP {
             drop(buf);
-            DROPPED.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::log_lines_dropped().inc();
             return;
         }
         line(&mut buf);
@@ -149,7 +146,7 @@ impl LogWriter {
 
     /// Opens the file again by its name on the writer's next turn (now): after `logrotate` has
     /// renamed it, new lines go to a new file at the configured path.
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.shared.reopen.store(true, Ordering::Release);
         self.waker.unpark();
     }
@@ -193,7 +190,7 @@ fn write_loop(shared: &Shared, mut sink: Sink) {
             }
             if let Err(err) = sink.write(&spare) {
                 let lost = spare.iter().filter(|&&b| b == b'\n').count() as u64;
-                DROPPED.fetch_add(lost, Ordering::Relaxed);
+                crate::metrics::log_lines_dropped().inc_by(lost);
                 failures.report(&sink, &err, lost);
             }
             spare.clear();
