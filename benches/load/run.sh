@@ -25,7 +25,7 @@
 #     (a constant answer: the ceiling for a hyper-based server), and nginx with
 #     benches/load/nginx-plain.conf (a hand-written CORS block). Servers are pinned to core 0;
 #     the load generators and the origin to core 1 (except in get-1g-shared); the open-file limit
-#     is raised to 65536 for idle-connections;
+#     is raised to 65536 (or the hard limit, if that cannot be raised) for idle-connections;
 #  4. checks every CORS server with `corsgate loadtest` (h1 and h2): zero mismatches, or stop;
 #  5. measures each scenario, servers alternating within each round, rounds repeated, and
 #     prints one table of medians: req/s, p50, p99, the server's CPU time per request (utime +
@@ -146,7 +146,7 @@ done
 # --- 3. servers -----------------------------------------------------------------------------
 # idle-connections holds 10,000 connections against one server at a time: every server started
 # here inherits this limit (corsgate would raise its soft limit to the hard one by itself; nginx
-# and bare_hyper do not). Root may raise the hard limit too.
+# and bare_hyper do not). Where even root may not raise the hard limit, the soft one goes up to it.
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 65536 ]; then
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 fi
@@ -692,6 +692,7 @@ if wanted idle-connections; then
         "http://127.0.0.1:$port$PREFLIGHT_PATH"
       before=$(rss_kib "$mp" VmRSS)
       out=$TMP/idle-$server-$round.out
+      : >"$out"
       taskset -c 1 "$IDLE_BIN" --target "127.0.0.1:$port" --connections "$IDLE_N" --hold 300s \
         >"$out" 2>&1 &
       client=$!
