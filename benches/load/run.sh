@@ -151,6 +151,9 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 65536 ]; then
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 fi
 TMP=$(mktemp -d /tmp/corsgate-bench.XXXXXX)
+# nginx's workers drop root for nobody and buffer large proxied answers in temp files under $TMP
+# (get-1g): they must be able to enter it.
+chmod 711 "$TMP"
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -624,6 +627,7 @@ fi
 # alone on core 0); get-1g-shared with the origin moved to core 0, where it competes with the
 # server for one core while curl has core 1 to itself.
 BIG=/size/1073741824/big.bin
+: >"$TMP/get-1g-incomplete"
 if wanted get-1g; then
   gp=$(pid corsgate)
   np=$(nginx_worker "$(pid nginx)")
@@ -644,7 +648,9 @@ if wanted get-1g; then
           -H 'Origin: https://app.example.com' -w '%{http_code} %{size_download} %{speed_download}\n' \
           "$url$BIG" || true) || true
         if [ "${code:-}" != 200 ] || [ "${size:-}" != 1073741824 ]; then
-          echo "   warning: $server $placement: status ${code:-none}, ${size:-0} bytes" >&2
+          echo "   warning: $server $placement: status ${code:-none}, ${size:-0} bytes: not counted" >&2
+          printf '%s\t%s\n' "$placement" "$server" >>"$TMP/get-1g-incomplete"
+          continue
         fi
         extra=- cpu=-
         if [ -n "$hp" ]; then
@@ -775,6 +781,8 @@ for placement in get-1g get-1g-shared; do
         [ "$srv" = corsgate ] && note="$note, ×nginx $(ratio "$(median "$placement" 4 corsgate)" "$(median "$placement" 4 nginx)")"
         note="$note, peak RSS $(awk -v k="$hwm" 'BEGIN { printf "%.1f MiB", k / 1024 }')$( [ "$srv" = nginx ] && echo ' (worker)'), cpu $(median "$placement" 7 "$srv") s/GiB" ;;
     esac
+    incomplete=$(awk -F'\t' -v p="$placement" -v s="$srv" '$1 == p && $2 == s { n++ } END { print n + 0 }' "$TMP/get-1g-incomplete")
+    [ "$incomplete" -gt 0 ] && note="$note; $incomplete incomplete transfer(s) not counted"
     printf '%-13s %-9s %8.0fMB/s %9s %9s %10s %8s %8s  %s\n' "$placement" "$srv" \
       "$(awk -v b="$(median "$placement" 4 "$srv")" 'BEGIN { print b / 1048576 }')" - - - - - "$note"
   done
