@@ -7,21 +7,25 @@
 # Options: --rounds N, --duration SECONDS, --no-build (reuse the release binaries),
 # --only LIST (comma-separated scenario names, see below), --keep (keep the scratch directory
 # with every server's log and every raw load-generator output).
-# Environment: CORSGATE_BENCH_PORT (first of the 15 loopback ports used, default 18080),
+# Environment: CORSGATE_BENCH_PORT (first of the 20 loopback ports used, default 18080),
 # CARGO_TARGET_DIR (where the release binaries are built), RUST_LOG (corsgate's log filter;
 # default: access log off, as nginx's is in nginx.conf),
-# CORSGATE_BIN (measure this corsgate binary instead, e.g. an older build, beside the same baselines).
+# CORSGATE_BIN (measure this corsgate binary instead, e.g. an older build, beside the same baselines),
+# CORSGATE_BENCH_IDLE_CONNECTIONS (connections held by idle-connections, default 10000: corsgate's
+# default server.limits.max_connections).
 #
 # What it does, all on 127.0.0.1 and nowhere else:
 #  1. installs what is missing (apt: nginx-light, wrk, nghttp2-client for h2load, curl,
 #     util-linux for taskset), non-interactively; nothing when all is there;
-#  2. builds the release binaries: corsgate, and bare_hyper, static_origin and attack (the
+#  2. builds the release binaries: corsgate, and bare_hyper, static_origin, attack and idle (the
 #     package benches/Cargo.toml);
 #  3. starts static_origin (the origin), corsgate with benches/fixtures/cors.xml, corsgate with a
 #     generated 100-rule configuration whose matching rule is last, nginx with benches/load/nginx.conf
 #     (ports rewritten; h1 and h2c on two ports, as Debian's nginx 1.22 needs), and bare_hyper
-#     (a constant answer: the ceiling for a hyper-based server). Servers are pinned to core 0;
-#     the load generators and the origin to core 1;
+#     (a constant answer: the ceiling for a hyper-based server), and nginx with
+#     benches/load/nginx-plain.conf (a hand-written CORS block). Servers are pinned to core 0;
+#     the load generators and the origin to core 1 (except in get-1g-shared); the open-file limit
+#     is raised to 65536 (or the hard limit, if that cannot be raised) for idle-connections;
 #  4. checks every CORS server with `corsgate loadtest` (h1 and h2): zero mismatches, or stop;
 #  5. measures each scenario, servers alternating within each round, rounds repeated, and
 #     prints one table of medians: req/s, p50, p99, the server's CPU time per request (utime +
@@ -36,8 +40,18 @@
 #  get-1k          proxied 1 KiB GET with an Origin (decorated), closed loop (wrk), then open loop at
 #                  one fixed rate for both servers (`corsgate loadtest --rate`, latency from the
 #                  intended send time) so p99 is compared at the same rate
-#  get-1g          proxied 1 GiB GET: throughput (curl) against the origin directly, corsgate's
-#                  peak RSS (VmHWM, reset before each transfer)
+#  plain-nginx     preflights (as h1-32) and proxied 1 KiB GETs (as get-1k) against corsgate and
+#                  against nginx-plain.conf, the plainest CORS proxy written by hand (a static
+#                  origin map, preflights answered 204 with constant headers, proxy_pass over
+#                  kept-alive upstream connections), alternating; rows plain-preflight and
+#                  plain-get. Its answers are its own (204, constant headers, no rule evaluated):
+#                  a floor for what a CORS proxy costs, not a peer passing `corsgate loadtest`
+#  get-1g          proxied 1 GiB GET (curl): throughput from the origin directly, through corsgate
+#                  and through nginx (nginx.conf's proxy_pass, default proxy buffering), with each
+#                  proxy's peak RSS (VmHWM, reset before each transfer) and CPU time, in two
+#                  placements: get-1g, the origin on core 1 beside curl and the proxy alone on
+#                  core 0; get-1g-shared, the origin moved to core 0 beside the proxy and curl
+#                  alone on core 1 (the origin competes with the proxy, not with the client)
 #  reload          preflights (as h1-32) against a corsgate whose rules file is rewritten, alternating
 #                  between two documents, and which gets a SIGHUP, every 100 ms; beside the same
 #                  instance measured without reloads just before (reload-steady); failed requests
@@ -54,6 +68,10 @@
 #                  are on (each one's default format, to a file), beside the main instances (logs
 #                  off), alternating; same answers
 #  idle            corsgate's RSS after start and one request, and after the whole load
+#  idle-connections  RSS per idle keep-alive connection: the `idle` program holds 10,000
+#                  connections, each after one answered preflight, against a fresh corsgate (the
+#                  main instance's arguments), bare hyper and nginx (nginx.conf, its worker's RSS)
+#                  in turn; (VmRSS with them - VmRSS before) / connections, and the ratios
 #  generator       the load generators themselves (server on core 0, generator on core 1): wrk
 #                  vs `corsgate loadtest` on h1 and h2load vs `corsgate loadtest --http2` on h2,
 #                  against a bare hyper whose one answer is right for every request drawn, then
@@ -114,18 +132,28 @@ if [ "$BUILD" = 1 ]; then
   cargo build --release --quiet --bin corsgate
   # The load tools are a package of their own (benches/Cargo.toml), built into the same target.
   cargo build --release --quiet --manifest-path benches/Cargo.toml --target-dir "$TARGET" \
-    --bin bare_hyper --bin static_origin --bin attack
+    --bin bare_hyper --bin static_origin --bin attack --bin idle
 fi
 CORSGATE=${CORSGATE_BIN:-$TARGET/release/corsgate}
 BARE=$TARGET/release/bare_hyper
 ORIGIN_BIN=$TARGET/release/static_origin
 ATTACK_BIN=$TARGET/release/attack
-for b in "$CORSGATE" "$BARE" "$ORIGIN_BIN" "$ATTACK_BIN"; do
+IDLE_BIN=$TARGET/release/idle
+for b in "$CORSGATE" "$BARE" "$ORIGIN_BIN" "$ATTACK_BIN" "$IDLE_BIN"; do
   [ -x "$b" ] || { echo "run.sh: $b missing (drop --no-build)" >&2; exit 2; }
 done
 
 # --- 3. servers -----------------------------------------------------------------------------
+# idle-connections holds 10,000 connections against one server at a time: every server started
+# here inherits this limit (corsgate would raise its soft limit to the hard one by itself; nginx
+# and bare_hyper do not). Where even root may not raise the hard limit, the soft one goes up to it.
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 65536 ]; then
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+fi
 TMP=$(mktemp -d /tmp/corsgate-bench.XXXXXX)
+# nginx's workers drop root for nobody and buffer large proxied answers in temp files under $TMP
+# (get-1g): they must be able to enter it.
+chmod 711 "$TMP"
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -139,8 +167,12 @@ P_GATE=$BASE P_BARE=$((BASE + 1)) P_NGINX=$((BASE + 2)) P_NGINX_H2=$((BASE + 3))
 P_GATE100=$((BASE + 4)) P_RELOAD=$((BASE + 5)) P_ATTACK=$((BASE + 6)) P_ORIGIN=$((BASE + 10))
 P_GATE_LOG=$((BASE + 7)) P_GATE_METRICS=$((BASE + 8)) P_NGINX_LOG=$((BASE + 9))
 P_NGINX_LOG_H2=$((BASE + 11)) P_METRICS_ADMIN=$((BASE + 12))
+# BASE + 13 and 14: the generator scenario's own servers.
+P_PLAIN=$((BASE + 15)) P_IDLE_GATE=$((BASE + 16)) P_IDLE_BARE=$((BASE + 17))
+P_IDLE_NGINX=$((BASE + 18)) P_IDLE_NGINX_H2=$((BASE + 19))
 for port in $P_GATE $P_BARE $P_NGINX $P_NGINX_H2 $P_GATE100 $P_RELOAD $P_ATTACK $P_ORIGIN \
-  $P_GATE_LOG $P_GATE_METRICS $P_NGINX_LOG $P_NGINX_LOG_H2 $P_METRICS_ADMIN; do
+  $P_GATE_LOG $P_GATE_METRICS $P_NGINX_LOG $P_NGINX_LOG_H2 $P_METRICS_ADMIN $P_PLAIN \
+  $P_IDLE_GATE $P_IDLE_BARE $P_IDLE_NGINX $P_IDLE_NGINX_H2; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "run.sh: port $port is in use (set CORSGATE_BENCH_PORT)" >&2
     exit 2
@@ -248,6 +280,11 @@ sed -e "s/127\.0\.0\.1:$P_NGINX /127.0.0.1:$P_NGINX_LOG /; s/127\.0\.0\.1:$P_NGI
 grep -q "access_log $TMP/nginx-access.log;" "$TMP/nginx-log.conf" ||
   { echo "run.sh: could not turn nginx's access log on" >&2; exit 2; }
 start nginx 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx.conf"
+# The plain-nginx scenario's baseline: the hand-written CORS block of nginx-plain.conf.
+sed -e "s/127\.0\.0\.1:8084/127.0.0.1:$P_PLAIN/; s/127\.0\.0\.1:8090/127.0.0.1:$P_ORIGIN/" \
+  -e "s#/tmp/corsgate-bench-nginx-plain#$TMP/nginxplain#g" benches/load/nginx-plain.conf \
+  >"$TMP/nginx-plain.conf"
+start plain-nginx 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx-plain.conf"
 start bare 0 "$BARE" --listen "127.0.0.1:$P_BARE" --rules benches/fixtures/cors.xml
 start nginx-log 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx-log.conf"
 wait_port "$P_GATE" corsgate
@@ -260,6 +297,7 @@ wait_port "$P_BARE" bare
 wait_port "$P_GATE_METRICS" metrics
 wait_port "$P_GATE_LOG" corsgate-log
 wait_port "$P_NGINX_LOG" nginx-log
+wait_port "$P_PLAIN" plain-nginx
 
 CLK_TCK=$(getconf CLK_TCK)
 # CPU ticks (user + system) of a process, its threads and its child processes (nginx's worker).
@@ -275,6 +313,17 @@ cpu_ticks() {
   echo "$total"
 }
 rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+# nginx's one worker process (nginx.conf: worker_processes 1), once the master has started it.
+nginx_worker() {
+  local worker i
+  for i in $(seq 1 100); do
+    worker=$(pgrep -P "$1" | head -1 || true)
+    [ -n "$worker" ] && { echo "$worker"; return 0; }
+    sleep 0.1
+  done
+  echo "run.sh: nginx $1 started no worker" >&2
+  exit 1
+}
 
 # idle RSS right after start and one request, before any load.
 IDLE_RSS_FRESH=$(curl -s -o /dev/null -X OPTIONS -H 'Origin: https://app.example.com' \
@@ -310,6 +359,24 @@ if wanted access-log; then
   check nginx-log "http://127.0.0.1:$P_NGINX_LOG/" benches/fixtures/cors.xml -c 8
   [ -s "$TMP/corsgate-access.log" ] && [ -s "$TMP/nginx-access.log" ] ||
     { echo "run.sh: an access log stayed empty" >&2; exit 1; }
+fi
+
+if wanted plain-nginx; then
+  # nginx-plain.conf gives its own answers (204, constant headers), so `corsgate loadtest` would
+  # count mismatches: check only that it answers as a hand-written CORS block does.
+  plain_head() { curl -s -o /dev/null -D - -H 'Origin: https://app.example.com' "$@" | tr -d '\r'; }
+  plain_pf=$(plain_head -X OPTIONS -H 'Access-Control-Request-Method: PUT' \
+    -H 'Access-Control-Request-Headers: content-type' "http://127.0.0.1:$P_PLAIN/uploads/photo.jpg")
+  plain_get=$(plain_head "http://127.0.0.1:$P_PLAIN/size/1024/object.bin")
+  if ! grep -q '^HTTP/1.1 204' <<<"$plain_pf" ||
+    ! grep -qi '^access-control-allow-origin: https://app.example.com$' <<<"$plain_pf" ||
+    ! grep -q '^HTTP/1.1 200' <<<"$plain_get" ||
+    [ "$(grep -ci '^access-control-allow-origin: https://app.example.com$' <<<"$plain_get")" != 1 ]; then
+    echo "run.sh: plain-nginx does not answer as nginx-plain.conf says:" >&2
+    printf '%s\n\n%s\n' "$plain_pf" "$plain_get" >&2
+    exit 1
+  fi
+  echo "   plain-nginx: 204 preflight and decorated GET (its own answers: not checked against the rules)"
 fi
 
 # --- 5. measurements ------------------------------------------------------------------------
@@ -430,6 +497,7 @@ GA=http://127.0.0.1:$P_ATTACK
 GM=http://127.0.0.1:$P_GATE_METRICS
 GL=http://127.0.0.1:$P_GATE_LOG
 NL=http://127.0.0.1:$P_NGINX_LOG
+NP=http://127.0.0.1:$P_PLAIN
 pid() { echo "${PID_OF[$1]}"; }
 
 # reloader: until killed, every 100 ms, swaps the other document into place and sends SIGHUP.
@@ -523,6 +591,14 @@ for round in warm $(seq 1 "$ROUNDS"); do
     : >"$TMP/corsgate-access.log"
     : >"$TMP/nginx-access.log"
   fi
+  if wanted plain-nginx; then
+    order="corsgate plain-nginx"; [ "$round" != warm ] && [ $((round % 2)) = 0 ] && order="plain-nginx corsgate"
+    for instance in $order; do
+      case $instance in corsgate) url=$G ;; plain-nginx) url=$NP ;; esac
+      wrk_run plain-preflight "$instance" "$round" "$(pid "$instance")" "$url" "$TMP/preflight.lua" 32 "$secs"
+      wrk_run plain-get "$instance" "$round" "$(pid "$instance")" "$url" "$TMP/get.lua" 32 "$secs"
+    done
+  fi
   if wanted get-1k; then
     for server in corsgate nginx; do
       case $server in corsgate) url=$G ;; nginx) url=$N ;; esac
@@ -548,20 +624,102 @@ if wanted get-1k; then
   done
 fi
 
-# 1 GiB through corsgate against the origin directly; corsgate's peak RSS over each transfer.
+# 1 GiB from the origin directly, through corsgate and through nginx (nginx.conf's proxy_pass,
+# nginx's default proxy buffering); each server's peak RSS over each transfer and its CPU time.
+# Two placements: get-1g as everything else here (the origin on core 1 with curl, the server
+# alone on core 0); get-1g-shared with the origin moved to core 0, where it competes with the
+# server for one core while curl has core 1 to itself.
 BIG=/size/1073741824/big.bin
+: >"$TMP/get-1g-incomplete"
 if wanted get-1g; then
-  echo "   proxied 1 GiB GET"
   gp=$(pid corsgate)
+  np=$(nginx_worker "$(pid nginx)")
+  op=$(pid origin)
+  for placement in get-1g get-1g-shared; do
+    echo "   proxied 1 GiB GET ($placement)"
+    [ "$placement" = get-1g-shared ] && taskset -a -cp 0 "$op" >/dev/null
+    for round in $(seq 1 "$ROUNDS"); do
+      order="origin corsgate nginx"; [ $((round % 2)) = 0 ] && order="nginx corsgate origin"
+      for server in $order; do
+        case $server in
+          origin) url=$ORIGIN_URL hp= ;;
+          corsgate) url=$G hp=$gp ;;
+          nginx) url=$N hp=$np ;;
+        esac
+        [ -n "$hp" ] && echo 5 >"/proc/$hp/clear_refs" && before=$(cpu_ticks "$(pid "$server")")
+        read -r code size speed < <(taskset -c 1 curl -s -o /dev/null \
+          -H 'Origin: https://app.example.com' -w '%{http_code} %{size_download} %{speed_download}\n' \
+          "$url$BIG" || true) || true
+        if [ "${code:-}" != 200 ] || [ "${size:-}" != 1073741824 ]; then
+          echo "   warning: $server $placement: status ${code:-none}, ${size:-0} bytes: not counted" >&2
+          printf '%s\t%s\n' "$placement" "$server" >>"$TMP/get-1g-incomplete"
+          continue
+        fi
+        extra=- cpu=-
+        if [ -n "$hp" ]; then
+          extra=$(rss_kib "$hp" VmHWM)
+          cpu=$(awk -v t=$(($(cpu_ticks "$(pid "$server")") - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')
+        fi
+        printf '%s\t%s\t%s\t%s\t-\t-\t%s\t%s\n' "$placement" "$server" "$round" "${speed:-0}" "$cpu" "$extra" >>"$RESULTS"
+      done
+    done
+    taskset -a -cp 1 "$op" >/dev/null
+  done
+fi
+
+# RSS per idle keep-alive connection: corsgate (as the main instance), bare hyper and nginx (as
+# the main ones) each hold IDLE_N connections that have had one preflight answered; VmRSS after
+# minus before (nginx: its worker's), over IDLE_N. Each server is a fresh process per round, on
+# ports of its own, so that memory freed by earlier load or rounds and kept by the allocator
+# cannot absorb the connections; one preflight is answered before "before", so that what is
+# set up on first use is not counted as the connections'.
+IDLE_N=${CORSGATE_BENCH_IDLE_CONNECTIONS:-10000}
+if wanted idle-connections; then
+  echo "   idle keep-alive connections: $IDLE_N per server"
+  sed -e "s/127\.0\.0\.1:$P_NGINX /127.0.0.1:$P_IDLE_NGINX /; s/127\.0\.0\.1:$P_NGINX_H2 /127.0.0.1:$P_IDLE_NGINX_H2 /" \
+    -e "s#$TMP/nginx#$TMP/nginxidle#g" -e "s/worker_connections [0-9]*;/worker_connections $((IDLE_N + 1024));/" \
+    "$TMP/nginx.conf" >"$TMP/nginx-idle.conf"
+  : >"$TMP/idle-fds"
   for round in $(seq 1 "$ROUNDS"); do
-    for server in origin corsgate; do
-      case $server in origin) url=$ORIGIN_URL ;; corsgate) url=$G ;; esac
-      [ "$server" = corsgate ] && echo 5 >"/proc/$gp/clear_refs"
-      speed=$(taskset -c 1 curl -s -o /dev/null -H 'Origin: https://app.example.com' \
-        -w '%{speed_download}' "$url$BIG")
-      extra=-
-      [ "$server" = corsgate ] && extra=$(rss_kib "$gp" VmHWM)
-      printf 'get-1g\t%s\t%s\t%s\t-\t-\t-\t%s\n' "$server" "$round" "$speed" "$extra" >>"$RESULTS"
+    order="corsgate bare nginx"; [ $((round % 2)) = 0 ] && order="nginx bare corsgate"
+    for server in $order; do
+      name=idle-$server-$round
+      case $server in
+        corsgate) port=$P_IDLE_GATE
+          start "$name" 0 "$CORSGATE" serve --listen "127.0.0.1:$port" --origin "$ORIGIN_URL" \
+            --rules benches/fixtures/cors.xml --admin off ;;
+        bare) port=$P_IDLE_BARE
+          start "$name" 0 "$BARE" --listen "127.0.0.1:$port" --rules benches/fixtures/cors.xml ;;
+        nginx) port=$P_IDLE_NGINX
+          start "$name" 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx-idle.conf" ;;
+      esac
+      wait_port "$port" "$name"
+      mp=$(pid "$name")
+      [ "$server" = nginx ] && mp=$(nginx_worker "$mp")
+      curl -s -o /dev/null -X OPTIONS -H 'Origin: https://app.example.com' \
+        -H 'Access-Control-Request-Method: PUT' -H 'Access-Control-Request-Headers: content-type' \
+        "http://127.0.0.1:$port$PREFLIGHT_PATH"
+      before=$(rss_kib "$mp" VmRSS)
+      out=$TMP/idle-$server-$round.out
+      : >"$out"
+      taskset -c 1 "$IDLE_BIN" --target "127.0.0.1:$port" --connections "$IDLE_N" --hold 300s \
+        >"$out" 2>&1 &
+      client=$!
+      # Until every connection has had its answer; the client exits at once if one fails.
+      until grep -q '^ready' "$out"; do
+        if ! kill -0 "$client" 2>/dev/null; then
+          echo "run.sh: the idle client against $server failed:" >&2
+          cat "$out" >&2
+          exit 1
+        fi
+        sleep 0.1
+      done
+      after=$(rss_kib "$mp" VmRSS)
+      printf '%s\t%s\t%s\n' "$server" "$round" "$(ls "/proc/$mp/fd" | wc -l)" >>"$TMP/idle-fds"
+      kill "$client"; wait "$client" 2>/dev/null || true
+      kill "$(pid "$name")"; wait "$(pid "$name")" 2>/dev/null || true
+      printf 'idle-connections\t%s\t%s\t-\t-\t-\t-\t%s\n' "$server" "$round" \
+        "$(awk -v a="$after" -v b="$before" -v n="$IDLE_N" 'BEGIN { printf "%.3f", (a - b) / n }')" >>"$RESULTS"
     done
   done
 fi
@@ -614,15 +772,38 @@ row get-1k corsgate "cpu: ×nginx $(cpu_ratio get-1k get-1k nginx)"
 row get-1k nginx
 row get-1k-rate corsgate "open loop, same rate for both; p99 ×nginx $(ratio "$(median get-1k-rate 6 corsgate)" "$(median get-1k-rate 6 nginx)")"
 row get-1k-rate nginx
-if [ -n "$(median get-1g 4 corsgate)" ]; then
-  for srv in origin corsgate; do
-    note=
-    if [ "$srv" = corsgate ]; then
-      hwm=$(awk -F'\t' '$1 == "get-1g" && $2 == "corsgate" { if ($8 > m) m = $8 } END { print m }' "$RESULTS")
-      note="×direct $(ratio "$(median get-1g 4 corsgate)" "$(median get-1g 4 origin)"), peak RSS $(awk -v k="$hwm" 'BEGIN { printf "%.1f MiB", k / 1024 }')"
-    fi
-    printf '%-12s %-9s %8.0fMB/s %9s %9s %10s %8s %8s  %s\n' get-1g "$srv" \
-      "$(awk -v b="$(median get-1g 4 "$srv")" 'BEGIN { print b / 1048576 }')" - - - - - "$note"
+for placement in get-1g get-1g-shared; do
+  [ -z "$(median "$placement" 4 corsgate)" ] && continue
+  for srv in origin corsgate nginx; do
+    case $placement:$srv in
+      get-1g:origin) note="direct; the origin and curl on core 1" ;;
+      get-1g-shared:origin) note="direct; the origin on core 0 (the servers' core), curl on core 1" ;;
+      *)
+        hwm=$(awk -F'\t' -v p="$placement" -v s="$srv" '$1 == p && $2 == s { if ($8 > m) m = $8 } END { print m }' "$RESULTS")
+        note="×direct $(ratio "$(median "$placement" 4 "$srv")" "$(median "$placement" 4 origin)")"
+        [ "$srv" = corsgate ] && note="$note, ×nginx $(ratio "$(median "$placement" 4 corsgate)" "$(median "$placement" 4 nginx)")"
+        note="$note, peak RSS $(awk -v k="$hwm" 'BEGIN { printf "%.1f MiB", k / 1024 }')$( [ "$srv" = nginx ] && echo ' (worker)'), cpu $(median "$placement" 7 "$srv") s/GiB" ;;
+    esac
+    incomplete=$(awk -F'\t' -v p="$placement" -v s="$srv" '$1 == p && $2 == s { n++ } END { print n + 0 }' "$TMP/get-1g-incomplete")
+    [ "$incomplete" -gt 0 ] && note="$note; $incomplete incomplete transfer(s) not counted"
+    printf '%-13s %-9s %8.0fMB/s %9s %9s %10s %8s %8s  %s\n' "$placement" "$srv" \
+      "$(awk -v b="$(median "$placement" 4 "$srv")" 'BEGIN { print b / 1048576 }')" - - - - - "$note"
+  done
+done
+if [ -n "$(median plain-preflight 4 corsgate)" ]; then
+  for s in plain-preflight plain-get; do
+    row "$s" corsgate "req/s ×plain-nginx $(ratio "$(median "$s" 4 corsgate)" "$(median "$s" 4 plain-nginx)"), cpu ×plain-nginx $(cpu_ratio "$s" "$s" plain-nginx)"
+    row "$s" plain-nginx "nginx-plain.conf: 204, constant headers; cannot pass corsgate loadtest's check"
+  done
+fi
+if [ -n "$(median idle-connections 8 corsgate)" ]; then
+  for srv in corsgate bare nginx; do
+    kib=$(median idle-connections 8 "$srv")
+    fds=$(awk -F'\t' -v s="$srv" '$1 == s { if ($3 > m) m = $3 } END { print m }' "$TMP/idle-fds")
+    note="$(awk -v k="$kib" 'BEGIN { printf "%.2f KiB", k }') RSS per idle connection ($IDLE_N held, $fds descriptors)"
+    [ "$srv" = nginx ] && note="$note, the worker's"
+    [ "$srv" = corsgate ] && note="$note; ×bare $(ratio "$kib" "$(median idle-connections 8 bare)"), ×nginx $(ratio "$kib" "$(median idle-connections 8 nginx)")"
+    printf '%-12s %-9s %10s %9s %9s %10s %8s %8s  %s\n' idle-conns "$srv" - - - - - - "$note"
   done
 fi
 if [ -n "$(median reload 4 corsgate)" ]; then
