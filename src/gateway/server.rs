@@ -630,32 +630,37 @@ async fn connection(
             };
             serve_connection(stream, conn, close).await;
         }
+        // Boxed: an idle plain connection's task is then sized for plain serving, not for the
+        // larger TLS stream it will never hold (the task lives as long as the connection).
         Transport::Tls(acceptor) => {
-            // Not cut short when the gateway stops: the client may have sent its request
-            // already, and the handshake has its own deadline.
-            let limit = timeouts.tls_handshake;
-            let (stream, alpn) = match tls::handshake(acceptor, stream, limit).await {
-                Ok(done) => done,
-                Err(err) => {
-                    // Scanners, clients that distrust the certificate, names we reject: routine
-                    // on a public port, so not worth more than a debug line.
-                    tracing::debug!(peer = %addr, "{err}");
-                    return;
-                }
-            };
-            let peer = Peer {
-                addr,
-                scheme: "https",
-            };
-            let conn = Conn {
-                peer,
-                role,
-                instance,
-                timeouts,
-                builder: Arc::clone(protocols.for_alpn(alpn)),
-                activity: Activity::new(alpn == Alpn::H2),
-            };
-            serve_connection(stream, conn, close).await;
+            Box::pin(async move {
+                // Not cut short when the gateway stops: the client may have sent its request
+                // already, and the handshake has its own deadline.
+                let limit = timeouts.tls_handshake;
+                let (stream, alpn) = match tls::handshake(acceptor, stream, limit).await {
+                    Ok(done) => done,
+                    Err(err) => {
+                        // Scanners, clients that distrust the certificate, names we reject:
+                        // routine on a public port, so not worth more than a debug line.
+                        tracing::debug!(peer = %addr, "{err}");
+                        return;
+                    }
+                };
+                let peer = Peer {
+                    addr,
+                    scheme: "https",
+                };
+                let conn = Conn {
+                    peer,
+                    role,
+                    instance,
+                    timeouts,
+                    builder: Arc::clone(protocols.for_alpn(alpn)),
+                    activity: Activity::new(alpn == Alpn::H2),
+                };
+                serve_connection(stream, conn, close).await;
+            })
+            .await;
         }
     }
 }
