@@ -50,7 +50,7 @@ use super::Instance;
 use super::handler::{self, Handled};
 use super::proxy::Peer;
 use super::redirect::Redirect;
-use super::watchdog::{Activity, Deadlines, Expired, StreamExecutor, Tracked, Watched};
+use super::watchdog::{Activity, Deadlines, Expired, H2_PREFACE, StreamExecutor, Tracked, Watched};
 use super::{admin, demo, metrics};
 use crate::config::{Http2Config, Limits, Timeouts};
 use crate::tls::{self, Alpn};
@@ -616,6 +616,14 @@ async fn connection(
     let instance = Arc::clone(&served.instance);
     match &served.transport {
         Transport::Plain => {
+            let began = Instant::now();
+            let Some(builder) =
+                sniff(&stream, &protocols, timeouts.header_read, close.clone()).await
+            else {
+                return;
+            };
+            let activity = Activity::new(false);
+            activity.waited_for_first_bytes(began.elapsed());
             let peer = Peer {
                 addr,
                 scheme: "http",
@@ -625,8 +633,8 @@ async fn connection(
                 role,
                 instance,
                 timeouts,
-                builder: Arc::clone(&protocols.auto),
-                activity: Activity::new(false),
+                builder: Arc::clone(builder),
+                activity,
             };
             serve_connection(stream, conn, close).await;
         }
@@ -663,6 +671,45 @@ async fn connection(
             .await;
         }
     }
+}
+
+/// The builder for a plain connection, chosen by its first bytes, looked at without reading
+/// them: HTTP/2 when they are the whole preface, HTTP/1 when they cannot begin it. hyper's
+/// single-protocol connection then reads the socket from its first byte; the auto builder
+/// would read those bytes into a buffer of its own and replay them, after which hyper's read
+/// buffer grows past its first size and stays so for as long as the connection is idle. The few
+/// clients whose first bytes are only part of the preface get the auto builder. `None`: nothing
+/// came within `header_read` (the watchdog would have closed it then too), the client left, or
+/// the gateway is stopping and it had sent nothing.
+async fn sniff<'p>(
+    stream: &TcpStream,
+    protocols: &'p Protocols,
+    header_read: Duration,
+    mut close: watch::Receiver<bool>,
+) -> Option<&'p Arc<ConnBuilder>> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let waited = tokio::select! {
+        biased;
+        peeked = tokio::time::timeout(header_read, stream.peek(&mut first)) => Some(peeked),
+        _ = close.wait_for(|close| *close) => None,
+    };
+    // Stopping: a client that has sent something is still answered (with `Connection: close`);
+    // one that has sent nothing is let go, as an idle connection is.
+    let peeked = match waited {
+        Some(peeked) => peeked,
+        None => tokio::time::timeout(Duration::ZERO, stream.peek(&mut first)).await,
+    };
+    let seen = match peeked {
+        Ok(Ok(n)) if n > 0 => &first[..n],
+        _ => return None,
+    };
+    Some(if seen == H2_PREFACE {
+        &protocols.http2
+    } else if H2_PREFACE.starts_with(seen) {
+        &protocols.auto
+    } else {
+        &protocols.http1
+    })
 }
 
 /// One connection, as it is served.

@@ -55,7 +55,7 @@ use crate::config::Timeouts;
 const CHECKS: u32 = 4;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4); no HTTP/1 request line is this.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// `Activity::preface` once the connection's protocol is known.
 const SNIFFED: usize = usize::MAX;
@@ -123,6 +123,9 @@ pub(crate) struct Activity {
     write_stalls: AtomicU64,
     /// The streamed answers of an HTTP/2 connection, each resettable on its own.
     streams: Mutex<Vec<Arc<StreamWatch>>>,
+    /// Nanoseconds the connection waited for its first bytes before it was served: they count
+    /// against its first head.
+    waited: AtomicU64,
 }
 
 impl Activity {
@@ -140,7 +143,15 @@ impl Activity {
             write_blocked: AtomicBool::new(false),
             write_stalls: AtomicU64::new(0),
             streams: Mutex::new(Vec::new()),
+            waited: AtomicU64::new(0),
         })
+    }
+
+    /// The connection waited `waited` for its first bytes before it was served (its protocol
+    /// was told by them): its first head has that much less of `header_read` left.
+    pub(crate) fn waited_for_first_bytes(&self, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.waited.store(nanos, Ordering::Release);
     }
 
     /// A request handed over by hyper; in flight until the returned guard drops.
@@ -278,8 +289,11 @@ impl Activity {
             ticks(deadlines.send),
         );
         // Ticks since the last event; the event happened within the tick before the count
-        // restarted, so `n` ticks mean at least `n` periods of the current state.
-        let mut quiet = 0;
+        // restarted, so `n` ticks mean at least `n` periods of the current state. The first
+        // head starts with the whole periods spent waiting for the first bytes.
+        let waited = self.waited.swap(0, Ordering::AcqRel);
+        let mut quiet =
+            u32::try_from(u128::from(waited) / period.as_nanos().max(1)).unwrap_or(u32::MAX);
         let mut seen = self.events.load(Ordering::Acquire);
         let mut chunks = self.chunks.load(Ordering::Relaxed);
         let mut stall: Option<u64> = None;

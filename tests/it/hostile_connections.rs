@@ -121,6 +121,47 @@ async fn heads_sent_a_byte_at_a_time_are_cut_at_header_read_while_others_are_ser
 }
 
 #[tokio::test]
+async fn the_wait_for_the_first_byte_counts_against_header_read() {
+    let origin = Origin::start(Reply::default()).await;
+    let gw = start(hostile_config(&origin.url())).await;
+    // The first byte comes after most of `header_read`, then the head dribbles: the deadline
+    // still counts from the connection's start, not from its first byte.
+    let start = Instant::now();
+    let stream = TcpStream::connect(gw.addr()).await.expect("connect");
+    tokio::time::sleep(HEADER_READ * 3 / 5).await;
+    let (mut reader, mut writer) = stream.into_split();
+    let write = async move {
+        for byte in b"GET / HTTP/1.1\r\nHost: a\r\n"
+            .iter()
+            .chain(b"x-slow: 1\r\n".iter().cycle())
+        {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let read = async move {
+        let mut buf = [0u8; 1024];
+        matches!(reader.read(&mut buf).await, Ok(0) | Err(_))
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::select! {
+            closed = read => closed,
+            () = write => false,
+        }
+    })
+    .await
+    .expect("the gateway ends the connection within 10 s");
+    let after = start.elapsed();
+    assert!(closed, "the gateway answered a slow head");
+    assert!(
+        after >= HEADER_READ && after <= cut_within(HEADER_READ),
+        "closed after {after:?}, header_read {HEADER_READ:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_head_that_begins_like_the_http2_preface_is_cut_at_header_read_too() {
     let origin = Origin::start(Reply::default()).await;
     let gw = start(hostile_config(&origin.url())).await;
