@@ -168,11 +168,8 @@ impl<'a> RequestedHeaders<'a> {
     /// this is the preflight hot path and `flat_map` costs twice as much here.
     fn each_name<B>(&self, mut f: impl FnMut(&'a [u8]) -> ControlFlow<B>) -> Option<B> {
         for line in &self.lines {
-            for item in line.as_bytes().split(|&b| b == b',') {
-                let name = trim_ows(item);
-                if !name.is_empty()
-                    && let ControlFlow::Break(b) = f(name)
-                {
+            for name in line_names(line.as_bytes()) {
+                if let ControlFlow::Break(b) = f(name) {
                     return Some(b);
                 }
             }
@@ -271,6 +268,15 @@ fn is_canonical(line: &[u8]) -> bool {
                 .iter()
                 .any(|&b| b == b' ' || b == b'\t' || b.is_ascii_uppercase())
     })
+}
+
+/// The names one ACRH line lists, as sent: split on `,`, trimmed, empty items dropped. Nothing
+/// is validated: the line is one [`RequestedHeaders::parse`] accepted, or one the caller knows
+/// it would.
+pub(crate) fn line_names(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|name| !name.is_empty())
 }
 
 fn trim_ows(mut s: &[u8]) -> &[u8] {

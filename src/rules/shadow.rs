@@ -46,7 +46,7 @@ use super::snapshot::Snapshot;
 use super::{RouteRules, RulesError};
 use crate::config::OriginUrl;
 pub use crate::config::ShadowSource;
-use crate::cors::header::{HeaderPattern, RequestedHeaders};
+use crate::cors::header::{HeaderPattern, RequestedHeaders, line_names};
 use crate::cors::outcome::Outcome;
 use crate::cors::{BucketCors, CorsMethod, CorsRequest, Rule};
 use crate::metrics;
@@ -152,17 +152,12 @@ fn preflight_verdict<'p>(cors: &'p BucketCors, req: &CorsRequest<'_>) -> Verdict
 }
 
 /// Whether none of the headers `req` asks for is matched by one of `lost`. Asked only of
-/// requests the live rules granted, whose ACRH is therefore well-formed: the names are split
-/// here without validating them again.
+/// requests the live rules granted, whose ACRH is therefore well-formed: its names are read
+/// without validating them again.
 fn none_requested(lost: &[HeaderPattern], req: &CorsRequest<'_>) -> bool {
-    req.acrh.iter().all(|line| {
-        line.as_bytes().split(|&b| b == b',').all(|item| {
-            // Header values hold no white space but SP and HTAB: trimming ASCII white space
-            // trims exactly the list's optional white space.
-            let name = item.trim_ascii();
-            name.is_empty() || !lost.iter().any(|p| p.matches(name))
-        })
-    })
+    req.acrh
+        .iter()
+        .all(|line| line_names(line.as_bytes()).all(|name| !lost.iter().any(|p| p.matches(name))))
 }
 
 /// How `candidate` differs from `live`, if it does.
