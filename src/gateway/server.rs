@@ -617,12 +617,10 @@ async fn connection(
     match &served.transport {
         Transport::Plain => {
             let began = Instant::now();
-            let Some(builder) =
-                sniff(&stream, &protocols, timeouts.header_read, close.clone()).await
-            else {
+            let Some(protocol) = sniff(&stream, timeouts.header_read, close.clone()).await else {
                 return;
             };
-            let activity = Activity::new(false);
+            let activity = Activity::new(protocol == Alpn::H2);
             activity.waited_for_first_bytes(began.elapsed());
             let peer = Peer {
                 addr,
@@ -633,7 +631,7 @@ async fn connection(
                 role,
                 instance,
                 timeouts,
-                builder: Arc::clone(builder),
+                builder: Arc::clone(protocols.for_alpn(protocol)),
                 activity,
             };
             serve_connection(stream, conn, close).await;
@@ -673,20 +671,19 @@ async fn connection(
     }
 }
 
-/// The builder for a plain connection, chosen by its first bytes, looked at without reading
-/// them: HTTP/2 when they are the whole preface, HTTP/1 when they cannot begin it. hyper's
-/// single-protocol connection then reads the socket from its first byte; the auto builder
-/// would read those bytes into a buffer of its own and replay them, after which hyper's read
-/// buffer grows past its first size and stays so for as long as the connection is idle. The few
-/// clients whose first bytes are only part of the preface get the auto builder. `None`: nothing
-/// came within `header_read` (the watchdog would have closed it then too), the client left, or
-/// the gateway is stopping and it had sent nothing.
-async fn sniff<'p>(
+/// A plain connection's protocol, told by its first bytes, looked at without reading them, as
+/// ALPN tells a TLS one's: HTTP/2 when they are the whole preface, HTTP/1 when they cannot begin
+/// it, unknown when they are only part of it. hyper's single-protocol connection then reads the
+/// socket from its first byte; the auto builder would read those bytes into a buffer of its own
+/// and replay them, after which hyper's read buffer grows past its first size and stays so for
+/// as long as the connection is idle. `None`: nothing came within `header_read` (the watchdog
+/// would have closed it then too), the client left, or the gateway is stopping and it had sent
+/// nothing.
+async fn sniff(
     stream: &TcpStream,
-    protocols: &'p Protocols,
     header_read: Duration,
     mut close: watch::Receiver<bool>,
-) -> Option<&'p Arc<ConnBuilder>> {
+) -> Option<Alpn> {
     let mut first = [0u8; H2_PREFACE.len()];
     let waited = tokio::select! {
         biased;
@@ -704,11 +701,11 @@ async fn sniff<'p>(
         _ => return None,
     };
     Some(if seen == H2_PREFACE {
-        &protocols.http2
+        Alpn::H2
     } else if H2_PREFACE.starts_with(seen) {
-        &protocols.auto
+        Alpn::None
     } else {
-        &protocols.http1
+        Alpn::Http11
     })
 }
 
