@@ -105,6 +105,23 @@ fn bench(c: &mut Criterion) {
         "<CORSRule><AllowedOrigin>https://new.example.com</AllowedOrigin>\
          <AllowedMethod>GET</AllowedMethod></CORSRule><CORSRule>",
     );
+    // The gateway's answer to a preflight with `headers`, judged by `shadow` if there is one.
+    let preflight = |headers: &HeaderMap, shadow: Option<&ShadowRules>| {
+        let snapshot = cell.load();
+        let req = CorsRequest::new(&Method::OPTIONS, headers, Resource::Object);
+        let (response, outcome) = cache.respond(&snapshot, &req, ids.next());
+        if let Some(shadow) = shadow {
+            shadow.judge_preflight(
+                &snapshot,
+                &outcome,
+                response.status(),
+                response.headers(),
+                &req,
+                PATH,
+            );
+        }
+        response
+    };
     // Each candidate does what its name says, before anything is measured.
     for (shadow, disagreements) in [
         (&agreeing, 0),
@@ -112,17 +129,7 @@ fn bench(c: &mut Criterion) {
         (&evaluated, 0),
         (&inserted, 0),
     ] {
-        let snapshot = cell.load();
-        let req = CorsRequest::new(&Method::OPTIONS, &headers, Resource::Object);
-        let (response, outcome) = cache.respond(&snapshot, &req, ids.next());
-        shadow.judge_preflight(
-            &snapshot,
-            &outcome,
-            response.status(),
-            response.headers(),
-            &req,
-            PATH,
-        );
+        preflight(&headers, Some(shadow));
         assert_eq!(shadow.disagreements().total(), disagreements);
     }
     let text_log = access_log(LogFormat::Text);
@@ -131,11 +138,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group(GROUP);
     group.bench_function(BASELINE, |b| {
-        b.iter(|| {
-            let snapshot = cell.load();
-            let req = CorsRequest::new(&Method::OPTIONS, &headers, Resource::Object);
-            black_box(cache.respond(&snapshot, &req, ids.next()))
-        })
+        b.iter(|| black_box(preflight(&headers, None)))
     });
     for (name, shadow) in [
         ("preflight-shadowed-agreeing", &agreeing),
@@ -143,20 +146,7 @@ fn bench(c: &mut Criterion) {
         ("preflight-shadowed-evaluated", &evaluated),
     ] {
         group.bench_function(name, |b| {
-            b.iter(|| {
-                let snapshot = cell.load();
-                let req = CorsRequest::new(&Method::OPTIONS, &headers, Resource::Object);
-                let (response, outcome) = cache.respond(&snapshot, &req, ids.next());
-                shadow.judge_preflight(
-                    &snapshot,
-                    &outcome,
-                    response.status(),
-                    response.headers(),
-                    &req,
-                    PATH,
-                );
-                black_box(response)
-            })
+            b.iter(|| black_box(preflight(&headers, Some(shadow))))
         });
     }
     for (name, log) in [
@@ -207,20 +197,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let headers = next.next().expect("cycle never ends");
-                let snapshot = cell.load();
-                let req = CorsRequest::new(&Method::OPTIONS, headers, Resource::Object);
-                let (response, outcome) = cache.respond(&snapshot, &req, ids.next());
-                if let Some(shadow) = shadow {
-                    shadow.judge_preflight(
-                        &snapshot,
-                        &outcome,
-                        response.status(),
-                        response.headers(),
-                        &req,
-                        PATH,
-                    );
-                }
-                black_box(response)
+                black_box(preflight(headers, shadow))
             })
         });
     }
