@@ -189,7 +189,12 @@ impl OriginPool {
         // One wait for a slot per request, however many retries it takes.
         let mut give_up = None;
         loop {
-            let (mut sender, reused) = self.connection(&mut give_up).await?;
+            // An idle connection needs no waiting; the slow path (connecting, waiting for a
+            // slot) is boxed so that its state is not part of every request's future.
+            let (mut sender, reused) = match self.checkout() {
+                Some(sender) => (sender, true),
+                None => Box::pin(self.connection(&mut give_up)).await?,
+            };
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let lease = Lease {
@@ -208,15 +213,13 @@ impl OriginPool {
         }
     }
 
-    /// An idle connection (`true`), else a new one under the cap (`false`). With every slot
-    /// taken, waits until `give_up` for a slot or a returned connection, whichever comes first.
+    /// With no idle connection: a new one under the cap (`false`). With every slot taken,
+    /// waits until `give_up` for a slot or a returned connection (`true`), whichever comes
+    /// first.
     async fn connection(
         &self,
         give_up: &mut Option<tokio::time::Instant>,
     ) -> Result<(SendRequest<Upload>, bool), PoolError> {
-        if let Some(sender) = self.checkout() {
-            return Ok((sender, true));
-        }
         if let Some(slot) = self.slots.try_take() {
             return Ok((self.connect(slot).await?, false));
         }

@@ -215,7 +215,8 @@ pub async fn forward(
                     StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN
                 ) =>
         {
-            let body = screen_refusal(route, signer, body).await?;
+            // Boxed, as it is rare: its state would otherwise enlarge every request's future.
+            let body = Box::pin(screen_refusal(route, signer, body)).await?;
             Ok(Response::from_parts(parts, body))
         }
         _ => Ok(Response::from_parts(parts, body.boxed())),

@@ -172,12 +172,15 @@ enum Written {
 
 impl WriteThrough {
     /// Refetches now; the next request sees what the origin now holds.
+    ///
+    /// Boxed: the fetch's state machine would otherwise sit inside every proxied request's
+    /// future, to be copied each time one is created, for the rare write that changes CORS.
     pub(crate) async fn refresh(self) {
         match self.0 {
             Written::Bucket(bucket) => {
-                let _ = bucket.refresh("write-through").await;
+                let _ = Box::pin(bucket.refresh("write-through")).await;
             }
-            Written::Endpoint(endpoint, bucket) => endpoint.written(&bucket).await,
+            Written::Endpoint(endpoint, bucket) => Box::pin(endpoint.written(&bucket)).await,
         }
     }
 }

@@ -141,11 +141,11 @@ pub(crate) fn set_forwarding(
     if trusted.contain(ip) {
         let xff = append(headers, &X_FORWARDED_FOR, peer.as_bytes());
         if !headers.contains_key(header::FORWARDED) {
-            let element = forwarded_element(ip, from.scheme, authority.as_ref());
+            let element = forwarded_element(ip, &peer, from.scheme, authority.as_ref());
             insert_bytes(headers, header::FORWARDED, &element);
         } else {
             let mut element = b"for=".to_vec();
-            push_node(&mut element, ip);
+            push_node(&mut element, ip, &peer);
             append(headers, &header::FORWARDED, &element);
         }
         if !headers.contains_key(X_REAL_IP) {
@@ -164,7 +164,7 @@ pub(crate) fn set_forwarding(
         }
         return;
     }
-    let element = forwarded_element(ip, from.scheme, authority.as_ref());
+    let element = forwarded_element(ip, &peer, from.scheme, authority.as_ref());
     insert_bytes(headers, header::FORWARDED, &element);
     headers.insert(X_FORWARDED_FOR, peer.clone());
     headers.insert(X_REAL_IP, peer);
@@ -200,11 +200,17 @@ fn insert_bytes(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
     }
 }
 
-/// An RFC 7239 `Forwarded` element: `for=<ip>;proto=<scheme>[;host=<authority>]`.
-fn forwarded_element(ip: IpAddr, scheme: &str, authority: Option<&HeaderValue>) -> Vec<u8> {
+/// An RFC 7239 `Forwarded` element: `for=<ip>;proto=<scheme>[;host=<authority>]`, `text`
+/// being `ip` as [`ip_value`] wrote it.
+fn forwarded_element(
+    ip: IpAddr,
+    text: &HeaderValue,
+    scheme: &str,
+    authority: Option<&HeaderValue>,
+) -> Vec<u8> {
     let mut element = Vec::with_capacity(64);
     element.extend_from_slice(b"for=");
-    push_node(&mut element, ip);
+    push_node(&mut element, ip, text);
     element.extend_from_slice(b";proto=");
     element.extend_from_slice(scheme.as_bytes());
     if let Some(host) = authority {
@@ -215,15 +221,14 @@ fn forwarded_element(ip: IpAddr, scheme: &str, authority: Option<&HeaderValue>) 
 }
 
 /// RFC 7239 §6: an IPv6 node is bracketed, and so (':' and '[' not being token characters)
-/// quoted: `for="[2001:db8::1]"`.
-fn push_node(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => out.extend_from_slice(v4.to_string().as_bytes()),
-        IpAddr::V6(v6) => {
-            out.extend_from_slice(b"\"[");
-            out.extend_from_slice(v6.to_string().as_bytes());
-            out.extend_from_slice(b"]\"");
-        }
+/// quoted: `for="[2001:db8::1]"`. `text` is `ip` written once for every header that names it.
+fn push_node(out: &mut Vec<u8>, ip: IpAddr, text: &HeaderValue) {
+    if ip.is_ipv4() {
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"]\"");
     }
 }
 
