@@ -5,7 +5,8 @@
 //! connection's task never migrates, and threads share nothing per request but the ticket
 //! counter, so the cost per request stays flat as threads are added. HTTP/1.1 goes through
 //! [`super::wire`], which writes bytes rendered before the run and checks the answer's header
-//! lines where they were read; h2 goes through hyper's client.
+//! lines where they were read; h2 goes through [`super::h2wire`], one task per connection driving
+//! all of its streams, with header blocks encoded before the run ([`super::hpack`]).
 //!
 //! Requests are handed out by a shared ticket counter. Closed loop (the default), a worker takes
 //! the next ticket as soon as its previous answer is in. Open loop (`rate`), ticket `i` is due at
@@ -18,12 +19,12 @@
 //! Every loop is bounded: no ticket is handed out past the deadline or past `max_requests`, every
 //! exchange has a timeout, and reconnecting stops at the deadline.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -32,6 +33,8 @@ use tokio_rustls::client::TlsStream;
 use super::check::{Checker, Mismatch};
 use super::expect::Answer;
 use super::generate::{PooledRequest, describe};
+use super::h2wire::{H2, H2Error, Reply, StreamError};
+use super::hpack;
 use super::latency::Latencies;
 use super::mix::RequestKind;
 use super::progress::Progress;
@@ -50,6 +53,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 const BODY_KEPT: usize = 4096;
 /// Pause after a failed connect, so that a refusing server is not hammered in a tight loop.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
+/// When an h2 connection's timer is not needed sooner, it wakes this far ahead, to no effect.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -106,8 +111,8 @@ struct Prepared {
     request: PooledRequest,
     /// The whole HTTP/1.1 request, `Host` included.
     wire: Vec<u8>,
-    /// The absolute URI h2 sends as `:scheme`, `:authority` and `:path`.
-    uri: Uri,
+    /// The h2 header block, `:scheme` and `:authority` included, valid on any connection.
+    h2: Vec<u8>,
 }
 
 struct Shared {
@@ -125,38 +130,69 @@ struct Shared {
 struct Ticket {
     index: usize,
     since: Instant,
+    /// Already sent once and refused unprocessed: a second refusal is an error.
+    retried: bool,
+}
+
+impl Ticket {
+    fn new(index: usize, since: Instant) -> Ticket {
+        Ticket {
+            index,
+            since,
+            retried: false,
+        }
+    }
+}
+
+/// What [`Shared::claim`] hands out.
+enum Claim {
+    /// To send now.
+    Now(Ticket),
+    /// Request `index` of the pool, to send at `due` (open loop, ahead of the schedule).
+    Due(usize, Instant),
+    /// The run is over.
+    Over,
 }
 
 impl Shared {
-    /// The next request and when it is due; `None` once the run is over.
-    async fn next(&self) -> Option<Ticket> {
+    /// The next request, and when it is due, without waiting for it.
+    fn claim(&self) -> Claim {
         let i = self.tickets.fetch_add(1, Ordering::Relaxed);
         if self.config.max_requests.is_some_and(|max| i >= max) {
-            return None;
+            return Claim::Over;
         }
         let claimed = Instant::now();
         let index = (i % self.pool.len() as u64) as usize;
         let Some(rate) = self.config.rate else {
-            return (claimed < self.deadline).then_some(Ticket {
-                index,
-                since: claimed,
-            });
+            return if claimed < self.deadline {
+                Claim::Now(Ticket::new(index, claimed))
+            } else {
+                Claim::Over
+            };
         };
         let due = self.start + Duration::from_secs_f64(i as f64 / rate);
         if due >= self.deadline {
-            return None;
+            return Claim::Over;
         }
         if claimed >= due {
             // Every worker was busy when this request was due: its wait is the server's doing.
-            return Some(Ticket { index, since: due });
+            return Claim::Now(Ticket::new(index, due));
         }
-        // Early: wait for the schedule. The timer wakes up to a millisecond late; that delay is
-        // the load generator's, so latency counts from the actual send.
-        tokio::time::sleep_until(due.into()).await;
-        Some(Ticket {
-            index,
-            since: Instant::now(),
-        })
+        Claim::Due(index, due)
+    }
+
+    /// The next request, once it is due; `None` once the run is over.
+    async fn next(&self) -> Option<Ticket> {
+        match self.claim() {
+            Claim::Now(ticket) => Some(ticket),
+            Claim::Over => None,
+            // Early: wait for the schedule. The timer wakes up to a millisecond late; that delay
+            // is the load generator's, so latency counts from the actual send.
+            Claim::Due(index, due) => {
+                tokio::time::sleep_until(due.into()).await;
+                Some(Ticket::new(index, Instant::now()))
+            }
+        }
     }
 
     fn finished(&self) -> bool {
@@ -277,15 +313,17 @@ fn prepare(request: PooledRequest, target: &Target) -> Prepared {
         wire.extend_from_slice(b"\r\n");
     }
     wire.extend_from_slice(b"\r\n");
-    let scheme = if target.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let uri = format!("{scheme}://{}{}", target.authority, request.path)
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"));
-    Prepared { request, wire, uri }
+    let h2 = hpack::request_block(
+        request.method.as_str().as_bytes(),
+        target.tls.is_some(),
+        target.authority.as_bytes(),
+        request.path.as_bytes(),
+        request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+    );
+    Prepared { request, wire, h2 }
 }
 
 /// A connection to the target, and whether it speaks h2.
@@ -366,7 +404,7 @@ impl Worker {
         shared: &Shared,
         ticket: &Ticket,
         received: u64,
-        got: impl FnOnce(&[u8]) -> String,
+        got: impl FnOnce() -> String,
     ) {
         let now = Instant::now();
         let latency = now.saturating_duration_since(ticket.since);
@@ -375,11 +413,10 @@ impl Worker {
         self.tally.response(kind, received);
         let wrong = !self.mismatches.is_empty();
         if wrong {
-            let body = &self.body;
             self.tally.wrong(kind, &self.mismatches, || Sample {
                 request: describe(&prepared.request),
                 expected: describe_answer(&prepared.request.answer),
-                got: got(body),
+                got: got(),
                 mismatches: self.mismatches.iter().map(ToString::to_string).collect(),
             });
             self.unreported_wrong += 1;
@@ -445,74 +482,38 @@ impl Worker {
             &self.body,
             &mut self.mismatches,
         );
-        self.record(shared, ticket, head.body_len, |body| {
-            let mut headers = HeaderMap::new();
-            for (n, v) in conn.lines() {
-                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
-                    headers.append(n, v);
-                }
-            }
-            describe_response(head.status, &headers, body)
+        let body = std::mem::take(&mut self.body);
+        self.record(shared, ticket, head.body_len, || {
+            describe_lines(head.status, conn.lines(), &body)
         });
+        self.body = body;
         Ok(head.close)
     }
 
-    /// One h2 exchange on `sender`, which has room for a stream.
-    async fn h2_exchange(
-        &mut self,
-        shared: &Shared,
-        sender: &mut h2::client::SendRequest<Bytes>,
-        ticket: &Ticket,
-    ) -> Result<(), ErrorKind> {
+    /// Checks and counts one h2 answer.
+    fn h2_answer(&mut self, shared: &Shared, ticket: &Ticket, reply: &Reply<'_>) {
         let prepared = &shared.pool[ticket.index];
-        let mut req = Request::new(());
-        *req.method_mut() = prepared.request.method.clone();
-        *req.uri_mut() = prepared.uri.clone();
-        *req.headers_mut() = prepared.request.headers.clone();
-        *req.version_mut() = Version::HTTP_2;
-        self.body.clear();
-        let body = &mut self.body;
-        let answer = tokio::time::timeout(shared.config.timeout, async {
-            let (response, _) = sender.send_request(req, true).map_err(|e| h2_kind(&e))?;
-            let (parts, mut incoming) = response.await.map_err(|e| h2_kind(&e))?.into_parts();
-            let mut received = 0u64;
-            while let Some(data) = incoming.data().await {
-                let data = data.map_err(|e| h2_kind(&e))?;
-                received += data.len() as u64;
-                let room = BODY_KEPT - body.len();
-                body.extend_from_slice(&data[..data.len().min(room)]);
-                let _ = incoming.flow_control().release_capacity(data.len());
-            }
-            Ok((parts, received))
-        })
-        .await;
-        let (parts, received) = match answer {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(kind)) => return Err(kind),
-            Err(_) => return Err(ErrorKind::Timeout),
-        };
         self.mismatches.clear();
-        shared.config.checker.check(
+        shared.config.checker.check_lines(
             &prepared.request.answer,
-            parts.status,
-            &parts.headers,
-            &self.body,
+            reply.status,
+            reply.fields(),
+            reply.body,
             &mut self.mismatches,
         );
-        self.record(shared, ticket, received, |body| {
-            describe_response(parts.status.as_u16(), &parts.headers, body)
+        self.record(shared, ticket, reply.received, || {
+            describe_lines(reply.status, reply.fields(), reply.body)
         });
-        Ok(())
     }
 }
 
-fn h2_kind(e: &h2::Error) -> ErrorKind {
-    if e.is_io() {
-        ErrorKind::Io
-    } else if e.is_go_away() || e.is_reset() || e.is_remote() {
-        ErrorKind::Closed
-    } else {
-        ErrorKind::Protocol
+fn h2_error_kind(e: &H2Error) -> ErrorKind {
+    match e {
+        H2Error::Closed => ErrorKind::Closed,
+        H2Error::Protocol(_) | H2Error::FrameSize(_) | H2Error::FlowControl | H2Error::Hpack(_) => {
+            ErrorKind::Protocol
+        }
+        H2Error::Io(_) => ErrorKind::Io,
     }
 }
 
@@ -529,54 +530,48 @@ fn wire_error_kind(e: &WireError) -> ErrorKind {
 /// `new_connections`, a fresh connection for every ticket.
 async fn connection(shared: Arc<Shared>) -> Tally {
     let mut worker = Worker::new();
-    let mut tally = Tally::default();
-    // A ticket whose request found its reused connection already closed by the server: it is
-    // sent again on the next one, as a browser would.
-    let mut carried: Option<Ticket> = None;
-    while !shared.finished() || carried.is_some() {
-        let ticket = if shared.config.new_connections {
-            match carried.take() {
-                Some(t) => Some(t),
-                None => match shared.next().await {
-                    Some(t) => Some(t),
-                    None => break,
-                },
+    // Tickets whose requests the server did not process (a reused HTTP/1.1 connection already
+    // closed, h2 streams refused or beyond a GOAWAY): sent again on the next connection, as a
+    // browser would.
+    let mut carried: VecDeque<Ticket> = VecDeque::new();
+    while !shared.finished() || !carried.is_empty() {
+        if shared.config.new_connections && carried.is_empty() {
+            match shared.next().await {
+                Some(t) => carried.push_back(t),
+                None => break,
             }
-        } else {
-            carried.take()
-        };
+        }
         let (stream, h2) = match open(&shared.target, &shared.config).await {
             Ok(opened) => opened,
             Err(_) => {
+                // The tickets waiting for this connection are lost with it: one connect error.
                 worker.error(&shared, ErrorKind::Connect);
+                carried.clear();
                 if !shared.config.new_connections {
                     tokio::time::sleep(RECONNECT_PAUSE).await;
                 }
                 continue;
             }
         };
-        if h2 {
-            let (t, more) = match stream {
-                Stream::Plain(s) => http2_on(&shared, s, ticket).await,
-                Stream::Tls(s) => http2_on(&shared, *s, ticket).await,
-            };
-            tally.merge(t);
-            if !more {
-                break;
+        let more = if h2 {
+            match stream {
+                Stream::Plain(s) => http2_on(&shared, &mut worker, s, &mut carried).await,
+                Stream::Tls(s) => http2_on(&shared, &mut worker, *s, &mut carried).await,
             }
         } else {
+            let first = carried.pop_front();
             let (more, retry) = match stream {
-                Stream::Plain(s) => http1_on(&shared, &mut worker, s, ticket).await,
-                Stream::Tls(s) => http1_on(&shared, &mut worker, *s, ticket).await,
+                Stream::Plain(s) => http1_on(&shared, &mut worker, s, first).await,
+                Stream::Tls(s) => http1_on(&shared, &mut worker, *s, first).await,
             };
-            carried = retry;
-            if !more {
-                break;
-            }
+            carried.extend(retry);
+            more
+        };
+        if !more && carried.is_empty() {
+            break;
         }
     }
-    tally.merge(worker.finish(&shared));
-    tally
+    worker.finish(&shared)
 }
 
 /// Sends on one HTTP/1.1 connection until it ends: (whether the run goes on, a ticket to send
@@ -615,72 +610,124 @@ async fn http1_on<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// One h2 connection with `streams` workers on it (one request only, for `new_connections`):
-/// their counts, and whether the run goes on.
-async fn http2_on<S>(shared: &Arc<Shared>, stream: S, first: Option<Ticket>) -> (Tally, bool)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut tally = Tally::default();
-    let Ok((sender, conn)) = h2::client::handshake(stream).await else {
-        tally.error(ErrorKind::Connect);
-        shared.progress.error();
-        return (tally, true);
+/// Sends on one h2 connection until it ends, all of its streams driven from this one task:
+/// whether the run goes on. Tickets in `carried` go first; the ones the server did not process
+/// are put back there for the next connection. With `new_connections`, only the first ticket of
+/// `carried` is sent.
+async fn http2_on<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    worker: &mut Worker,
+    stream: S,
+    carried: &mut VecDeque<Ticket>,
+) -> bool {
+    let one_shot = shared.config.new_connections;
+    let streams = if one_shot {
+        1
+    } else {
+        shared.config.streams.max(1)
     };
-    let driver = tokio::spawn(conn);
-    if let Some(ticket) = first {
-        let mut worker = Worker::new();
-        match sender.ready().await {
-            Ok(mut sender) => {
-                if let Err(kind) = worker.h2_exchange(shared, &mut sender, &ticket).await {
-                    worker.error(shared, kind);
-                }
-            }
-            Err(e) => worker.error(shared, h2_kind(&e)),
-        }
-        driver.abort();
-        tally.merge(worker.finish(shared));
-        return (tally, true);
-    }
-    let streams: Vec<_> = (0..shared.config.streams.max(1))
-        .map(|_| {
-            let mut sender = sender.clone();
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let mut worker = Worker::new();
-                let mut more = true;
-                loop {
-                    sender = match sender.ready().await {
-                        Ok(ready) => ready,
-                        Err(_) => break,
-                    };
-                    let Some(ticket) = shared.next().await else {
-                        more = false;
-                        break;
-                    };
-                    // A failed stream leaves the connection to the next `ready`, which fails
-                    // once the connection is gone, and the slot then reconnects.
-                    if let Err(kind) = worker.h2_exchange(&shared, &mut sender, &ticket).await {
-                        worker.error(&shared, kind);
+    let mut conn: H2<S, Ticket> = H2::new(stream, streams, BODY_KEPT);
+    // An open-loop request claimed ahead of its time: (pool index, due).
+    let mut pending: Option<(usize, Instant)> = None;
+    let mut over = false;
+    let mut sent = 0u64;
+    // Wakes the task for the earliest stream deadline, a pending request's due time, or the end
+    // of the run. Moved earlier only when needed, so that a closed-loop run resets it about once
+    // per timeout rather than once per request.
+    let idle = || Instant::now() + IDLE_WAKE;
+    let timer = tokio::time::sleep_until(idle().into());
+    tokio::pin!(timer);
+    let failure = loop {
+        // Keep `streams` requests in flight, written together.
+        let mut now = None;
+        while conn.can_open() && !(one_shot && sent > 0) {
+            let ticket = match carried.pop_front() {
+                Some(t) => t,
+                None if over || one_shot => break,
+                None => match pending {
+                    Some((index, due)) => {
+                        let at = *now.get_or_insert_with(Instant::now);
+                        if at < due {
+                            break;
+                        }
+                        pending = None;
+                        Ticket::new(index, at)
                     }
-                }
-                (worker.finish(&shared), more)
-            })
-        })
-        .collect();
-    drop(sender);
-    let mut more = true;
-    for stream in streams {
-        match stream.await {
-            Ok((t, m)) => {
-                tally.merge(t);
-                more &= m;
+                    None => match shared.claim() {
+                        Claim::Now(t) => t,
+                        Claim::Due(index, due) => {
+                            pending = Some((index, due));
+                            continue;
+                        }
+                        Claim::Over => {
+                            over = true;
+                            break;
+                        }
+                    },
+                },
+            };
+            let at = *now.get_or_insert_with(Instant::now);
+            let block = &shared.pool[ticket.index].h2;
+            conn.open(block, ticket, at + shared.config.timeout);
+            sent += 1;
+        }
+        if let Err(e) = conn.flush().await {
+            break Some(e);
+        }
+        let sending_done = over || conn.going_away() || (one_shot && sent > 0);
+        if conn.in_flight() == 0 && (sending_done || (shared.finished() && pending.is_none())) {
+            break None;
+        }
+        let mut wake = conn.earliest_deadline();
+        if let Some((_, due)) = pending {
+            wake = Some(wake.map_or(due, |w| w.min(due)));
+        }
+        if conn.in_flight() == 0 {
+            // Nothing to read for: a server allowing no stream is waited on until the run ends.
+            wake = Some(wake.map_or(shared.deadline, |w| w.min(shared.deadline)));
+        }
+        if let Some(wake) = wake
+            && wake < timer.deadline().into_std()
+        {
+            timer.as_mut().reset(wake.into());
+        }
+        let failed = tokio::select! {
+            biased;
+            read = conn.read() => read.err(),
+            () = &mut timer => {
+                conn.expire(Instant::now());
+                timer.as_mut().reset(idle().into());
+                None
             }
-            Err(_) => tally.error(ErrorKind::Io),
+        };
+        while let Some((ticket, reply)) = conn.next_ended() {
+            match reply {
+                Ok(reply) => worker.h2_answer(shared, &ticket, &reply),
+                Err(StreamError::Refused) if !ticket.retried => carried.push_back(Ticket {
+                    retried: true,
+                    ..ticket
+                }),
+                Err(StreamError::Refused | StreamError::Reset(_)) => {
+                    worker.error(shared, ErrorKind::Closed);
+                }
+                Err(StreamError::TimedOut) => worker.error(shared, ErrorKind::Timeout),
+            }
+        }
+        if failed.is_some() {
+            break failed;
+        }
+    };
+    if let Some(e) = failure {
+        // Whether the server processed the streams still open is unknown: each is an error.
+        let kind = h2_error_kind(&e);
+        while conn.abandon().is_some() {
+            worker.error(shared, kind);
         }
     }
-    driver.abort();
-    (tally, more && !shared.finished())
+    if let Some((index, due)) = pending {
+        carried.push_front(Ticket::new(index, due));
+    }
+    !over
 }
 
 fn describe_answer(answer: &Answer) -> String {
@@ -701,6 +748,21 @@ fn describe_answer(answer: &Answer) -> String {
         ),
         Answer::Actual { cors: None } => "any non-5xx, no Access-Control-*".to_string(),
     }
+}
+
+/// [`describe_response`] of an answer whose header lines were kept as bytes.
+fn describe_lines<'a>(
+    status: u16,
+    lines: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    body: &[u8],
+) -> String {
+    let mut headers = HeaderMap::new();
+    for (n, v) in lines {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
+            headers.append(n, v);
+        }
+    }
+    describe_response(status, &headers, body)
 }
 
 fn describe_response(status: u16, headers: &HeaderMap, body: &[u8]) -> String {
