@@ -218,19 +218,22 @@ async fn status_204_is_wrong_unless_lenient() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_keeps_to_the_schedule() {
     let addr = serve(Flaw::None).await;
-    let mut config = config(500);
-    config.rate = Some(2000.0);
-    let outcome = load(addr, config).await;
-    let n = outcome.tally.total_responses();
-    // 2000 req/s for 0.5 s is 1000 requests, due at 0, 0.5 ms, ... 499.5 ms.
-    assert_eq!(n, 1000, "{:?}", outcome.tally);
-    assert_eq!(outcome.tally.total_wrong(), 0);
-    assert!(outcome.elapsed >= Duration::from_millis(499));
-    assert!(
-        outcome.elapsed < Duration::from_secs(2),
-        "{:?}",
-        outcome.elapsed
-    );
+    for http2 in [false, true] {
+        let mut config = config(500);
+        config.rate = Some(2000.0);
+        config.http2 = http2;
+        let outcome = load(addr, config).await;
+        let n = outcome.tally.total_responses();
+        // 2000 req/s for 0.5 s is 1000 requests, due at 0, 0.5 ms, ... 499.5 ms.
+        assert_eq!(n, 1000, "h2 {http2}: {:?}", outcome.tally);
+        assert_eq!(outcome.tally.total_wrong(), 0);
+        assert!(outcome.elapsed >= Duration::from_millis(499));
+        assert!(
+            outcome.elapsed < Duration::from_secs(2),
+            "h2 {http2}: {:?}",
+            outcome.elapsed
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,5 +460,84 @@ async fn new_connections_opens_one_connection_and_handshake_per_request() {
         Some(secure::client(&Trust::CaFile(ca.file.clone()), false).expect("client configuration"));
     let outcome = load_url(&format!("https://{addr}/bucket"), config).await;
     assert_eq!(outcome.tally.total_responses(), 60);
+    assert_eq!(accepted.load(Ordering::Relaxed), 4);
+}
+
+/// An h2c CORS server allowing `max_streams` concurrent streams, which ends each connection
+/// gracefully (GOAWAY, then the streams already sent are answered) once it has received
+/// `per_connection` requests on it; counts the connections it accepts.
+async fn serve_h2_ending(
+    per_connection: usize,
+    max_streams: u32,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let cors = Arc::new(BucketCors::Enabled(
+        Policy::parse(RULES).expect("valid rules"),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("bound address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let cors = cors.clone();
+            tokio::spawn(async move {
+                let received = Arc::new(AtomicUsize::new(0));
+                let enough = Arc::new(tokio::sync::Notify::new());
+                let service = {
+                    let enough = enough.clone();
+                    service_fn(move |req| {
+                        if received.fetch_add(1, Ordering::Relaxed) + 1 == per_connection {
+                            enough.notify_one();
+                        }
+                        let response = answer(&cors, Flaw::None, &req);
+                        async move { Ok::<_, Infallible>(response) }
+                    })
+                };
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(max_streams)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = enough.notified() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_goaway_mid_run_sends_the_rest_on_new_connections() {
+    let (addr, accepted) = serve_h2_ending(25, 100).await;
+    let mut config = config(10_000);
+    config.http2 = true;
+    config.max_requests = Some(400);
+    let outcome = load(addr, config).await;
+    let t = &outcome.tally;
+    assert_eq!(t.total_responses(), 400, "{t:?}");
+    assert_eq!(t.total_wrong(), 0, "{:#?}", t.samples);
+    assert_eq!(t.total_errors(), 0, "{:?}", t.errors);
+    assert_eq!(outcome.latencies.overall().len(), 400);
+    // Each of the four connection slots went through several connections.
+    assert!(accepted.load(Ordering::Relaxed) >= 8, "{accepted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_over_the_server_limit_are_refused_and_sent_again() {
+    let (addr, accepted) = serve_h2_ending(usize::MAX, 2).await;
+    let mut config = config(10_000);
+    config.http2 = true;
+    config.streams = 6;
+    config.max_requests = Some(300);
+    let outcome = load(addr, config).await;
+    let t = &outcome.tally;
+    assert_eq!(t.total_responses(), 300, "{t:?}");
+    assert_eq!(t.total_wrong(), 0, "{:#?}", t.samples);
+    assert_eq!(t.total_errors(), 0, "{:?}", t.errors);
     assert_eq!(accepted.load(Ordering::Relaxed), 4);
 }
