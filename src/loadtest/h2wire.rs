@@ -1,8 +1,8 @@
 //! The h2 client of the load generator: one connection, many concurrent streams, driven by the
 //! one task that owns it. Requests go out as header blocks encoded before the run
 //! ([`super::hpack`]), several HEADERS frames to a write; answers are read frame by frame, their
-//! header blocks decoded by `loona-hpack` into a per-stream buffer that the checker reads as byte
-//! slices.
+//! header blocks decoded ([`super::hpack::Decoder`]) into a per-stream buffer that the checker
+//! reads as byte slices.
 //!
 //! The `h2` crate's client costs a task, a `Request`, a `HeaderMap` clone and a parsed
 //! `HeaderMap` per request, and keeps streams behind locks; the generator must cost less per
@@ -13,11 +13,12 @@
 //! an error of the connection ([`H2Error`]), never a panic. This module does no timing of its own
 //! beyond the deadlines it is given, and knows nothing of tickets: a stream carries an opaque tag.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::hpack::{self, HpackError};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEAD: usize = 9;
@@ -33,8 +34,6 @@ const DEFAULT_WINDOW: u32 = 65_535;
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 /// Largest header block, and largest total of an answer's decoded fields, accepted.
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
-/// The HPACK dynamic table size the client allows (the default, SETTINGS_HEADER_TABLE_SIZE unsent).
-const HEADER_TABLE: usize = 4096;
 /// Read buffer: a whole largest frame always fits after compaction, with room for a few more.
 const READ_BUF: usize = 64 * 1024;
 const LARGEST_STREAM_ID: u32 = (1 << 31) - 1;
@@ -83,7 +82,7 @@ pub(crate) enum H2Error {
     #[error("the server sent more DATA than the flow-control window allowed")]
     FlowControl,
     #[error("the server's header block does not decode: {0}")]
-    Hpack(loona_hpack::decoder::DecoderError),
+    Hpack(#[from] HpackError),
     #[error("i/o error: {0}")]
     Io(std::io::Error),
 }
@@ -182,7 +181,7 @@ struct Proto<T> {
     next_id: u32,
     /// The last stream id of a GOAWAY received.
     goaway: Option<u32>,
-    decoder: loona_hpack::Decoder<'static>,
+    decoder: hpack::Decoder,
     /// A header block spread over HEADERS and CONTINUATION frames, and its stream (0 for none).
     block: Vec<u8>,
     block_stream: u32,
@@ -219,8 +218,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin, T> H2<S, T> {
         stream_window: u32,
         connection_window: u32,
     ) -> H2<S, T> {
-        let mut decoder = loona_hpack::Decoder::new();
-        decoder.set_max_allowed_table_size(HEADER_TABLE);
         let mut proto = Proto {
             slots: Vec::with_capacity(streams),
             free: Vec::with_capacity(streams),
@@ -233,7 +230,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, T> H2<S, T> {
             peer_max_frame: MAX_FRAME,
             next_id: 1,
             goaway: None,
-            decoder,
+            decoder: hpack::Decoder::new(hpack::TABLE_SIZE),
             block: Vec::new(),
             block_stream: 0,
             block_end_stream: false,
@@ -686,9 +683,7 @@ impl<T> Proto<T> {
             Lookup::Idle => return Err(H2Error::Protocol("HEADERS on a stream never opened")),
         };
         let Some(i) = live else {
-            self.decoder
-                .decode_with_cb(block, |_, _| {})
-                .map_err(H2Error::Hpack)?;
+            self.decoder.decode(block, |_, _| {})?;
             if let Lookup::Live(i) = self.lookup(stream) {
                 if !end_stream {
                     return Err(H2Error::Protocol("trailers without END_STREAM"));
@@ -702,22 +697,20 @@ impl<T> Proto<T> {
         slot.spans.clear();
         let mut status = None;
         let mut bad = None;
-        self.decoder
-            .decode_with_cb(block, |name, value| {
-                if name.first() == Some(&b':') {
-                    if &*name == b":status" && status.is_none() {
-                        status = parse_status(&value);
-                        if status.is_none() {
-                            bad = Some("a :status not three digits");
-                        }
-                    } else {
-                        bad = Some("a pseudo-header other than one :status in an answer");
+        self.decoder.decode(block, |name, value| {
+            if name.first() == Some(&b':') {
+                if name == b":status" && status.is_none() {
+                    status = parse_status(value);
+                    if status.is_none() {
+                        bad = Some("a :status not three digits");
                     }
-                    return;
+                } else {
+                    bad = Some("a pseudo-header other than one :status in an answer");
                 }
-                push_field(slot, &name, &value, &mut bad);
-            })
-            .map_err(H2Error::Hpack)?;
+                return;
+            }
+            push_field(slot, name, value, &mut bad);
+        })?;
         if let Some(bad) = bad {
             return Err(H2Error::Protocol(bad));
         }
@@ -787,7 +780,7 @@ impl<T> Proto<T> {
 }
 
 /// Appends one decoded field to the stream's buffer.
-fn push_field<T>(slot: &mut Slot<T>, name: &Cow<[u8]>, value: &Cow<[u8]>, bad: &mut Option<&str>) {
+fn push_field<T>(slot: &mut Slot<T>, name: &[u8], value: &[u8], bad: &mut Option<&str>) {
     if slot.fields.len() + name.len() + value.len() > MAX_HEADER_BLOCK {
         *bad = Some("an answer's header fields over 64 KiB");
         return;
