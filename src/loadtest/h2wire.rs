@@ -600,7 +600,7 @@ impl<T> Proto<T> {
                 Err(H2Error::Protocol("a SETTINGS ACK with a payload"))
             };
         }
-        if payload.len() % 6 != 0 {
+        if !payload.len().is_multiple_of(6) {
             return Err(H2Error::Protocol(
                 "a SETTINGS frame not a multiple of 6 bytes",
             ));
@@ -1010,7 +1010,8 @@ mod tests {
     #[tokio::test]
     async fn malformed_frames_are_connection_errors() {
         let ok_head = headers(&[(b":status", b"200")]);
-        let cases: Vec<(&str, Vec<u8>, fn(&H2Error) -> bool)> = vec![
+        type Case = (&'static str, Vec<u8>, fn(&H2Error) -> bool);
+        let cases: Vec<Case> = vec![
             (
                 "truncated frame",
                 frame(frame::HEADERS, flag::END_HEADERS, 1, &ok_head)[..6].to_vec(),

@@ -370,7 +370,7 @@ fn decode_string<'a>(
         return Ok(raw);
     }
     buf.clear();
-    httlib_huffman::decode(raw, buf, httlib_huffman::DecoderSpeed::FourBits)
+    httlib_huffman::decode(raw, buf, httlib_huffman::DecoderSpeed::FiveBits)
         .map_err(|_| HpackError::Huffman)?;
     Ok(buf)
 }

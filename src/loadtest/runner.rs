@@ -632,11 +632,13 @@ async fn http2_on<S: AsyncRead + AsyncWrite + Unpin>(
     let mut over = false;
     let mut sent = 0u64;
     // Wakes the task for the earliest stream deadline, a pending request's due time, or the end
-    // of the run. Moved earlier only when needed, so that a closed-loop run resets it about once
-    // per timeout rather than once per request.
+    // of the run. Streams are opened in deadline order, so once set to the earliest deadline
+    // (`armed`) the timer stays early enough until it fires: it is reset about once per timeout,
+    // not once per request.
     let idle = || Instant::now() + IDLE_WAKE;
     let timer = tokio::time::sleep_until(idle().into());
     tokio::pin!(timer);
+    let mut armed = false;
     let failure = loop {
         // Keep `streams` requests in flight, written together.
         let mut now = None;
@@ -678,10 +680,11 @@ async fn http2_on<S: AsyncRead + AsyncWrite + Unpin>(
         if conn.in_flight() == 0 && (sending_done || (shared.finished() && pending.is_none())) {
             break None;
         }
-        let mut wake = conn.earliest_deadline();
-        if let Some((_, due)) = pending {
-            wake = Some(wake.map_or(due, |w| w.min(due)));
+        if !armed && let Some(deadline) = conn.earliest_deadline() {
+            timer.as_mut().reset(deadline.into());
+            armed = true;
         }
+        let mut wake = pending.map(|(_, due)| due);
         if conn.in_flight() == 0 {
             // Nothing to read for: a server allowing no stream is waited on until the run ends.
             wake = Some(wake.map_or(shared.deadline, |w| w.min(shared.deadline)));
@@ -691,14 +694,17 @@ async fn http2_on<S: AsyncRead + AsyncWrite + Unpin>(
         {
             timer.as_mut().reset(wake.into());
         }
+        // The timer first: it is rarely ready, and a connection whose reads are always ready
+        // must still see its streams time out.
         let failed = tokio::select! {
             biased;
-            read = conn.read() => read.err(),
             () = &mut timer => {
                 conn.expire(Instant::now());
                 timer.as_mut().reset(idle().into());
+                armed = false;
                 None
             }
+            read = conn.read() => read.err(),
         };
         while let Some((ticket, reply)) = conn.next_ended() {
             match reply {
