@@ -541,3 +541,37 @@ async fn h2_streams_over_the_server_limit_are_refused_and_sent_again() {
     assert_eq!(t.total_errors(), 0, "{:?}", t.errors);
     assert_eq!(accepted.load(Ordering::Relaxed), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_a_server_never_answers_time_out_and_the_run_still_ends() {
+    use tokio::io::AsyncReadExt;
+    // Reads whatever comes and never writes a byte, not even its SETTINGS.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("bound address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut sink = [0; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let mut config = config(500);
+    config.http2 = true;
+    config.connections = 1;
+    config.threads = 1;
+    config.streams = 3;
+    config.timeout = Duration::from_millis(100);
+    let outcome = load(addr, config).await;
+    let t = &outcome.tally;
+    assert_eq!(t.total_responses(), 0, "{t:?}");
+    // Three streams at a time, each cancelled after 100 ms, for 500 ms.
+    let timeouts = t.errors[&corsgate::loadtest::tally::ErrorKind::Timeout];
+    assert!((9..=18).contains(&timeouts), "{t:?}");
+    assert_eq!(t.total_errors(), timeouts, "{t:?}");
+    assert!(
+        outcome.elapsed < Duration::from_secs(1),
+        "{:?}",
+        outcome.elapsed
+    );
+}
