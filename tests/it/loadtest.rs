@@ -565,12 +565,13 @@ async fn h2_streams_a_server_never_answers_time_out_and_the_run_still_ends() {
     let outcome = load(addr, config).await;
     let t = &outcome.tally;
     assert_eq!(t.total_responses(), 0, "{t:?}");
-    // Three streams at a time, each cancelled after 100 ms, for 500 ms.
+    // Three streams at a time, each cancelled after 100 ms, for 500 ms: at most six rounds
+    // (the last sent just before the end), at least the first.
     let timeouts = t.errors[&corsgate::loadtest::tally::ErrorKind::Timeout];
-    assert!((9..=18).contains(&timeouts), "{t:?}");
+    assert!((3..=18).contains(&timeouts), "{t:?}");
     assert_eq!(t.total_errors(), timeouts, "{t:?}");
     assert!(
-        outcome.elapsed < Duration::from_secs(1),
+        outcome.elapsed < Duration::from_secs(2),
         "{:?}",
         outcome.elapsed
     );
