@@ -4,9 +4,8 @@
 //! The work is split so that the hot loop only sends, compares and counts: [`generate`] draws a
 //! pool of realistic requests from the rules and [`expect`] computes each one's answer before the
 //! first byte is sent; [`runner`] drives the connections, over TCP or TLS ([`secure`]), speaking
-//! HTTP/1.1 through [`wire`] and h2 through [`h2wire`] ([`hpack`] encodes its requests before the
-//! run); [`check`] compares an answer with its
-//! expectation; [`tally`] and [`latency`] count; [`report`] and [`plot`] present.
+//! HTTP/1.1 through [`wire`] and h2 through [`h2wire`] and [`hpack`]; [`check`] compares an answer
+//! with its expectation; [`tally`] and [`latency`] count; [`report`] and [`plot`] present.
 //!
 //! Never used by the gateway itself: nothing here may be on a request path.
 

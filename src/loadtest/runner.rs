@@ -8,13 +8,15 @@
 //! lines where they were read; h2 goes through [`super::h2wire`], one task per connection driving
 //! all of its streams, with header blocks encoded before the run ([`super::hpack`]).
 //!
-//! Requests are handed out by a shared ticket counter. Closed loop (the default), a worker takes
-//! the next ticket as soon as its previous answer is in. Open loop (`rate`), ticket `i` is due at
+//! Requests are handed out by a shared ticket counter. Closed loop (the default), a worker (an
+//! HTTP/1.1 connection, an h2 stream) takes the next ticket as soon as its previous answer is in. Open loop (`rate`), ticket `i` is due at
 //! `start + i / rate`, whatever happened before: when every worker is still busy at that moment,
 //! the request waits, and its latency counts from when it was due, not from when it could be sent,
 //! so a stalled server cannot hide its stall by slowing the load down (no coordinated omission).
 //! With `new_connections`, every request opens its own connection (and TLS handshake), and its
-//! latency includes them.
+//! latency includes them. A request the server did not process (sent on a keep-alive connection
+//! it had just closed, an h2 stream refused or above a GOAWAY's last stream) is sent once more,
+//! on the next connection, as a browser would.
 //!
 //! Every loop is bounded: no ticket is handed out past the deadline or past `max_requests`, every
 //! exchange has a timeout, and reconnecting stops at the deadline.
