@@ -60,6 +60,7 @@ mod flag {
 }
 
 mod setting {
+    pub(super) const HEADER_TABLE_SIZE: u16 = 0x1;
     pub(super) const ENABLE_PUSH: u16 = 0x2;
     pub(super) const MAX_CONCURRENT_STREAMS: u16 = 0x3;
     pub(super) const INITIAL_WINDOW_SIZE: u16 = 0x4;
@@ -182,6 +183,10 @@ struct Proto<T> {
     /// The last stream id of a GOAWAY received.
     goaway: Option<u32>,
     decoder: hpack::Decoder,
+    /// The requests' side of HPACK: which repeated fields the server's table holds.
+    encoder: hpack::Encoder,
+    /// A block too large for one frame, while it is cut into frames.
+    oversized: Vec<u8>,
     /// A header block spread over HEADERS and CONTINUATION frames, and its stream (0 for none).
     block: Vec<u8>,
     block_stream: u32,
@@ -231,6 +236,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin, T> H2<S, T> {
             next_id: 1,
             goaway: None,
             decoder: hpack::Decoder::new(hpack::TABLE_SIZE),
+            encoder: hpack::Encoder::new(),
+            oversized: Vec::new(),
             block: Vec::new(),
             block_stream: 0,
             block_end_stream: false,
@@ -281,10 +288,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin, T> H2<S, T> {
         self.proto.goaway.is_some() || self.proto.next_id > LARGEST_STREAM_ID
     }
 
-    /// Queues a request without body as a new stream; sent at the next flush. Call only when
-    /// [`H2::can_open`].
-    pub(crate) fn open(&mut self, block: &[u8], tag: T, deadline: Instant) {
-        self.proto.open_stream(block, tag, deadline);
+    /// Queues a request without body as a new stream, its header block encoded with this
+    /// connection's table (every block of a connection must come from the same `repeated`);
+    /// sent at the next flush. Call only when [`H2::can_open`].
+    pub(crate) fn open(
+        &mut self,
+        repeated: &hpack::Repeated,
+        block: &hpack::Block,
+        tag: T,
+        deadline: Instant,
+    ) {
+        self.proto.open_stream(repeated, block, tag, deadline);
     }
 
     /// Writes every frame queued.
@@ -419,7 +433,13 @@ impl<T> Proto<T> {
         self.out.extend_from_slice(&code.to_be_bytes());
     }
 
-    fn open_stream(&mut self, block: &[u8], tag: T, deadline: Instant) {
+    fn open_stream(
+        &mut self,
+        repeated: &hpack::Repeated,
+        block: &hpack::Block,
+        tag: T,
+        deadline: Instant,
+    ) {
         let id = self.next_id;
         self.next_id += 2;
         let i = match self.free.pop() {
@@ -454,23 +474,32 @@ impl<T> Proto<T> {
         slot.window = i64::from(self.stream_window);
         slot.unacked = 0;
         self.open += 1;
-        // A block larger than the server's frame size continues in CONTINUATION frames.
+        // The block is encoded in place after a frame head whose length is filled in after it.
+        let head = self.out.len();
+        self.frame_head(0, frame::HEADERS, flag::END_STREAM | flag::END_HEADERS, id);
+        let start = self.out.len();
+        self.encoder.encode(repeated, block, &mut self.out);
+        let len = self.out.len() - start;
+        if len <= self.peer_max_frame {
+            self.out[head..head + 3].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
+            return;
+        }
+        // Larger than the server's frame size: cut into HEADERS and CONTINUATION frames.
+        let mut block = std::mem::take(&mut self.oversized);
+        block.clear();
+        block.extend_from_slice(&self.out[start..]);
+        self.out.truncate(head);
         let mut chunks = block.chunks(self.peer_max_frame.max(1));
         let first = chunks.next().unwrap_or_default();
         let rest = chunks.len();
-        let end_headers = if rest == 0 { flag::END_HEADERS } else { 0 };
-        self.frame_head(
-            first.len(),
-            frame::HEADERS,
-            flag::END_STREAM | end_headers,
-            id,
-        );
+        self.frame_head(first.len(), frame::HEADERS, flag::END_STREAM, id);
         self.out.extend_from_slice(first);
         for (k, chunk) in chunks.enumerate() {
             let end_headers = if k + 1 == rest { flag::END_HEADERS } else { 0 };
             self.frame_head(chunk.len(), frame::CONTINUATION, end_headers, id);
             self.out.extend_from_slice(chunk);
         }
+        self.oversized = block;
     }
 
     fn lookup(&self, stream: u32) -> Lookup {
@@ -622,11 +651,12 @@ impl<T> Proto<T> {
                     }
                     self.peer_max_frame = value as usize;
                 }
-                // Header table size: the client's blocks never use the dynamic table. The
-                // server's windows: the client sends no DATA. Unknown settings: ignored.
+                setting::HEADER_TABLE_SIZE => self.encoder.table_size(value),
+                // The server's windows: the client sends no DATA. Unknown settings: ignored.
                 _ => {}
             }
         }
+        self.encoder.settings_received();
         self.frame_head(0, frame::SETTINGS, flag::ACK, 0);
         Ok(())
     }
@@ -828,8 +858,12 @@ mod tests {
 
     use super::*;
 
-    /// `GET /` on `a`, as [`super::super::hpack`] would encode it.
-    const BLOCK: &[u8] = b"\x82\x86\x01\x01a\x04\x01/";
+    /// A pool of one request, `GET /` on `a`: nothing repeats, so no block touches the table.
+    fn get() -> (hpack::Repeated, hpack::Block) {
+        let fields = hpack::request_fields(b"GET", false, b"a", b"/", []);
+        let (repeated, mut blocks) = hpack::pool_blocks(&[fields]);
+        (repeated, blocks.remove(0))
+    }
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -856,9 +890,10 @@ mod tests {
         let (client, mut server) = tokio::io::duplex(1 << 16);
         let mut conn = H2::with_windows(client, 8, 16, 100, CONNECTION_WINDOW);
         let far = Instant::now() + Duration::from_secs(60);
+        let (repeated, block) = get();
         for tag in 0..streams {
             assert!(conn.can_open());
-            conn.open(BLOCK, tag, far);
+            conn.open(&repeated, &block, tag, far);
         }
         conn.flush().await.expect("in-memory write");
         server.write_all(answer).await.expect("in-memory write");
@@ -1007,6 +1042,88 @@ mod tests {
 
     /// Each malformed answer fails the connection with the error given, and no stream is
     /// answered: the open ones are abandoned.
+    /// The server's side of a connection: reads until its SETTINGS are acknowledged.
+    async fn settle(conn: &mut H2<DuplexStream, u32>, server: &mut DuplexStream, settings: &[u8]) {
+        server.write_all(settings).await.expect("in-memory write");
+        let ack = frame(frame::SETTINGS, flag::ACK, 0, &[]);
+        while !conn.proto.out.ends_with(&ack) {
+            conn.read().await.expect("a valid SETTINGS frame");
+        }
+    }
+
+    #[tokio::test]
+    async fn blocks_use_the_table_the_servers_settings_allow() {
+        let pool: Vec<_> = ["/a", "/b"]
+            .iter()
+            .map(|path| {
+                hpack::request_fields(
+                    b"OPTIONS",
+                    false,
+                    b"bucket.example.com",
+                    path.as_bytes(),
+                    [(&b"origin"[..], &b"https://app.example.com"[..])],
+                )
+            })
+            .collect();
+        let (repeated, blocks) = hpack::pool_blocks(&pool);
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let mut conn: H2<DuplexStream, u32> = H2::new(client, 8, 16);
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut tag = 0;
+        let mut send = |conn: &mut H2<DuplexStream, u32>| {
+            for block in &blocks {
+                assert!(conn.can_open());
+                conn.open(&repeated, block, tag, far);
+                tag += 1;
+            }
+        };
+        // Before the server's SETTINGS, with its default table, then with none.
+        send(&mut conn);
+        conn.flush().await.expect("in-memory write");
+        settle(&mut conn, &mut server, &settings()).await;
+        send(&mut conn);
+        conn.flush().await.expect("in-memory write");
+        let none = frame(frame::SETTINGS, 0, 0, &[0, 1, 0, 0, 0, 0]);
+        settle(&mut conn, &mut server, &none).await;
+        send(&mut conn);
+        conn.flush().await.expect("in-memory write");
+        drop(conn);
+        let mut sent = Vec::new();
+        server.read_to_end(&mut sent).await.expect("in-memory read");
+        let mut rest = sent.strip_prefix(PREFACE).expect("the preface first");
+        let mut heads = Vec::new();
+        while rest.len() >= FRAME_HEAD {
+            let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            let (frame, tail) = rest.split_at(FRAME_HEAD + len);
+            if frame[3] == frame::HEADERS {
+                assert_eq!(frame[4], flag::END_STREAM | flag::END_HEADERS);
+                heads.push(frame[FRAME_HEAD..].to_vec());
+            }
+            rest = tail;
+        }
+        // One decoder, as the server's connection has: every block decodes to its request.
+        let mut decoder = loona_hpack::Decoder::new();
+        let decoded: Vec<_> = heads
+            .iter()
+            .map(|h| decoder.decode(h).expect("a block we encoded decodes"))
+            .collect();
+        let want: Vec<_> = (0..3).flat_map(|_| pool.iter().cloned()).collect();
+        assert_eq!(decoded, want);
+        // `OPTIONS`, the authority and the origin: literals, inserted, then indexed; after a
+        // table size of 0, signalled first, literals again.
+        let [early_a, early_b, inserted, indexed, emptied, after] = &heads[..] else {
+            panic!("six requests sent, {} HEADERS", heads.len());
+        };
+        assert_eq!(inserted.len(), early_a.len());
+        assert_eq!(indexed[..3], [0x80 | 64, 0x86, 0x80 | 63]);
+        assert_eq!(indexed.last(), Some(&(0x80 | 62)));
+        // Literals of 9, 20 and 32 bytes down to an index each.
+        assert_eq!(indexed.len(), early_b.len() - (9 - 1) - (20 - 1) - (32 - 1));
+        assert_eq!(emptied[0], 0x20);
+        assert_eq!(emptied.len(), early_a.len() + 1);
+        assert_eq!(after, early_b);
+    }
+
     #[tokio::test]
     async fn malformed_frames_are_connection_errors() {
         let ok_head = headers(&[(b":status", b"200")]);

@@ -1,13 +1,18 @@
-//! HPACK (RFC 7541) for the load generator's h2 client: request header blocks encoded once per
-//! pooled request before the run, answer header blocks decoded as they arrive.
+//! HPACK (RFC 7541) for the load generator's h2 client: request header blocks encoded before
+//! the run up to what only a connection's table decides, answer header blocks decoded as they
+//! arrive.
 //!
-//! Requests: every field is either fully indexed in the static table (`:method` GET or POST,
-//! `:scheme`) or a literal without indexing (§6.2.2), its name by static index where the table
-//! has the name, its strings plain rather than Huffman-coded. Nothing touches the dynamic table,
-//! so one block is valid on every connection, in any order, as often as it is sent; the price is
-//! a few bytes per request that a stateful encoder would save, and the saving is what costs CPU
-//! per request.
-//!
+//! Requests: a server decodes a field it has in its table far more cheaply than a literal, so the
+//! fields that more than one pooled request carries (the authority, `:method OPTIONS`, the
+//! origin, a repeated path...) get an id before the run ([`pool_blocks`]), most frequent first,
+//! with both literal forms encoded. Each connection's [`Encoder`] inserts an id's field the first
+//! time it sends it, as long as the table the server allows has room, and sends it by index
+//! afterwards; nothing is ever evicted by an insertion, so an entry's index is known from the
+//! insertions made since, without a table of names and values. Fields in the static table
+//! (`:method GET`, `:scheme`, `:path /`) are indexed there; the other fields are literals without
+//! indexing, their names by static index where the table has them, their strings plain rather
+//! than Huffman-coded: per request, encoding copies bytes and writes a few indexes.
+
 //! Answers: [`Decoder`] keeps the connection's dynamic table and hands each field to a callback
 //! as byte slices, borrowed from the block, the table or a scratch buffer. Huffman-coded strings
 //! go through `httlib-huffman`'s table-driven decoder: `loona-hpack` builds a hash map of the
@@ -16,7 +21,7 @@
 //! server's own. The table's entries are reused as they are evicted, so a steady run allocates
 //! nothing here.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// The names of RFC 7541 Appendix A's static table, index 1 first.
 const STATIC_NAMES: [&[u8]; 61] = [
@@ -105,42 +110,276 @@ fn static_value(index: usize) -> &'static [u8] {
 }
 
 /// Indexed field `:method: GET` (static index 2), `POST` (3), `:scheme: http` (6), `https` (7).
+#[cfg(test)]
 const METHOD_GET: u8 = 0x80 | 2;
-const METHOD_POST: u8 = 0x80 | 3;
+#[cfg(test)]
 const SCHEME_HTTP: u8 = 0x80 | 6;
-const SCHEME_HTTPS: u8 = 0x80 | 7;
 
-/// The header block of a request without body. `headers` are lower-case names (h2 forbids
-/// upper case) other than the pseudo-headers, which come from the other arguments.
-pub(crate) fn request_block<'a>(
-    method: &[u8],
-    https: bool,
-    authority: &[u8],
-    path: &[u8],
-    headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    match method {
-        b"GET" => out.push(METHOD_GET),
-        b"POST" => out.push(METHOD_POST),
-        other => literal(&mut out, b":method", other),
-    }
-    out.push(if https { SCHEME_HTTPS } else { SCHEME_HTTP });
-    literal(&mut out, b":authority", authority);
-    literal(&mut out, b":path", path);
-    for (name, value) in headers {
-        literal(&mut out, name, value);
-    }
-    out
+/// At most this many repeated fields get an id: no more entries of 32 bytes or more fit in the
+/// default table, and the per-connection state stays a few hundred bytes.
+const MAX_REPEATED: usize = TABLE_SIZE / ENTRY_OVERHEAD;
+/// An id's slot in [`Encoder`] while the field is not in the table.
+const NOT_INSERTED: u32 = u32::MAX;
+
+/// A field that more than one pooled request carries, in both of the forms a connection may
+/// send it in before it is in the table.
+struct Repeat {
+    /// Literal with incremental indexing (§6.2.1).
+    indexing: Vec<u8>,
+    /// Literal without indexing (§6.2.2), for when the table has no room for it.
+    plain: Vec<u8>,
+    /// Its size in the dynamic table (§4.1).
+    size: usize,
 }
 
-/// A literal field without indexing (RFC 7541 §6.2.2).
-fn literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// The repeated fields of a pool, by id, most frequent first; shared by every connection.
+pub(crate) struct Repeated {
+    fields: Vec<Repeat>,
+}
+
+/// A run of a block: bytes sent as they are, or a repeated field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Bytes { start: u32, end: u32 },
+    Repeat(u16),
+}
+
+/// One pooled request's header block, encoded before the run up to the choices only a
+/// connection's table can make.
+pub(crate) struct Block {
+    /// The forms of the fields that need no table: fully indexed in the static table, or
+    /// literals without indexing.
+    bytes: Vec<u8>,
+    parts: Vec<Part>,
+}
+
+/// The fields of a request without body, in the order they are sent. `headers` are lower-case
+/// names (h2 forbids upper case) other than the pseudo-headers.
+pub(crate) fn request_fields<'a>(
+    method: &'a [u8],
+    https: bool,
+    authority: &'a [u8],
+    path: &'a [u8],
+    headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let scheme: &[u8] = if https { b"https" } else { b"http" };
+    let pseudo = [
+        (&b":method"[..], method),
+        (b":scheme", scheme),
+        (b":authority", authority),
+        (b":path", path),
+    ];
+    pseudo
+        .into_iter()
+        .chain(headers)
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect()
+}
+
+/// Encodes a pool's requests (each its fields, as [`request_fields`] gives them): the fields
+/// that more than one request carries get an id, and each request a [`Block`] to send with
+/// a connection's [`Encoder`].
+pub(crate) fn pool_blocks(requests: &[Vec<(Vec<u8>, Vec<u8>)>]) -> (Repeated, Vec<Block>) {
+    // Per field: how many requests carry it, where it was first seen, and the last request
+    // counted.
+    let mut seen: HashMap<(&[u8], &[u8]), (usize, usize, usize)> = HashMap::new();
+    for (r, fields) in requests.iter().enumerate() {
+        for (name, value) in fields {
+            if static_index(name, value).is_some() {
+                continue;
+            }
+            let first = seen.len();
+            let e = seen
+                .entry((&name[..], &value[..]))
+                .or_insert((0, first, usize::MAX));
+            if e.2 != r {
+                e.0 += 1;
+                e.2 = r;
+            }
+        }
+    }
+    let mut candidates: Vec<_> = seen
+        .into_iter()
+        .filter(|&((n, v), (count, ..))| {
+            count > 1 && n.len() + v.len() + ENTRY_OVERHEAD <= TABLE_SIZE
+        })
+        .collect();
+    candidates.sort_by_key(|&(_, (count, first, _))| (std::cmp::Reverse(count), first));
+    candidates.truncate(MAX_REPEATED);
+    let mut ids = HashMap::new();
+    let mut fields = Vec::with_capacity(candidates.len());
+    for (id, ((name, value), _)) in candidates.into_iter().enumerate() {
+        let mut indexing = Vec::new();
+        literal(&mut indexing, Indexing::Incremental, name, value);
+        let mut plain = Vec::new();
+        literal(&mut plain, Indexing::Without, name, value);
+        fields.push(Repeat {
+            indexing,
+            plain,
+            size: name.len() + value.len() + ENTRY_OVERHEAD,
+        });
+        ids.insert((name, value), id as u16);
+    }
+    let blocks = requests
+        .iter()
+        .map(|request| {
+            let mut block = Block {
+                bytes: Vec::with_capacity(128),
+                parts: Vec::new(),
+            };
+            for (name, value) in request {
+                if let Some(&id) = ids.get(&(&name[..], &value[..])) {
+                    block.parts.push(Part::Repeat(id));
+                    continue;
+                }
+                let start = block.bytes.len() as u32;
+                match static_index(name, value) {
+                    Some(i) => integer(&mut block.bytes, 0x80, 7, i),
+                    None => literal(&mut block.bytes, Indexing::Without, name, value),
+                }
+                let end = block.bytes.len() as u32;
+                // Consecutive fields that need no table go out as one copy.
+                match block.parts.last_mut() {
+                    Some(Part::Bytes { end: last, .. }) if *last == start => *last = end,
+                    _ => block.parts.push(Part::Bytes { start, end }),
+                }
+            }
+            block
+        })
+        .collect();
+    (Repeated { fields }, blocks)
+}
+
+/// The encoding side of one connection's HPACK context. Entries are only ever added while they
+/// fit, so none is evicted by an insertion and an entry's index follows from the insertions
+/// made after it; only a lower table size from the server evicts, and then the oldest first,
+/// as the decoder does.
+pub(crate) struct Encoder {
+    /// Per id, the number of its insertion, or [`NOT_INSERTED`].
+    inserted: Vec<u32>,
+    /// The ids in the table, oldest first, with their sizes.
+    order: VecDeque<(u16, usize)>,
+    insertions: u32,
+    used: usize,
+    /// The table size the server's decoder knows, as last signalled (or its default).
+    max: usize,
+    /// The server's SETTINGS arrived: until they do, its table size is unknown.
+    ready: bool,
+    /// A dynamic table size update owed at the start of the next block: the lowest size since
+    /// the last block, and the last (§4.2).
+    update: Option<(usize, usize)>,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder::new()
+    }
+}
+
+impl Encoder {
+    pub(crate) fn new() -> Encoder {
+        Encoder {
+            inserted: Vec::new(),
+            order: VecDeque::new(),
+            insertions: 0,
+            used: 0,
+            max: TABLE_SIZE,
+            ready: false,
+            update: None,
+        }
+    }
+
+    /// The server's SETTINGS frame arrived (after its SETTINGS_HEADER_TABLE_SIZE, if any, went
+    /// to [`Encoder::table_size`]).
+    pub(crate) fn settings_received(&mut self) {
+        self.ready = true;
+    }
+
+    /// The server's SETTINGS_HEADER_TABLE_SIZE. A larger table than the default is not used;
+    /// a smaller one is signalled at the start of the next block, evicting what no longer fits.
+    pub(crate) fn table_size(&mut self, allowed: u32) {
+        let target = usize::try_from(allowed).map_or(TABLE_SIZE, |a| a.min(TABLE_SIZE));
+        if target == self.max && self.update.is_none() {
+            return;
+        }
+        let low = self.update.map_or(target, |(low, _)| low.min(target));
+        self.update = Some((low, target));
+        self.max = target;
+        while self.used > low {
+            let Some((id, size)) = self.order.pop_front() else {
+                break;
+            };
+            self.inserted[usize::from(id)] = NOT_INSERTED;
+            self.used -= size;
+        }
+    }
+
+    /// Appends `block`'s header block to `out`: a repeated field in the table by its index, one
+    /// not yet there inserted if it fits, else as a literal without indexing.
+    pub(crate) fn encode(&mut self, repeated: &Repeated, block: &Block, out: &mut Vec<u8>) {
+        if let Some((low, last)) = self.update.take() {
+            integer(out, 0x20, 5, low);
+            if last != low {
+                integer(out, 0x20, 5, last);
+            }
+        }
+        if self.inserted.len() < repeated.fields.len() {
+            self.inserted.resize(repeated.fields.len(), NOT_INSERTED);
+        }
+        for &part in &block.parts {
+            let id = match part {
+                Part::Bytes { start, end } => {
+                    out.extend_from_slice(&block.bytes[start as usize..end as usize]);
+                    continue;
+                }
+                Part::Repeat(id) => usize::from(id),
+            };
+            let field = &repeated.fields[id];
+            let at = self.inserted[id];
+            if at != NOT_INSERTED {
+                // §6.1: the newest entry is dynamic index 62.
+                integer(out, 0x80, 7, 62 + (self.insertions - 1 - at) as usize);
+            } else if self.ready && self.used + field.size <= self.max {
+                out.extend_from_slice(&field.indexing);
+                self.inserted[id] = self.insertions;
+                self.insertions += 1;
+                self.used += field.size;
+                self.order.push_back((id as u16, field.size));
+            } else {
+                out.extend_from_slice(&field.plain);
+            }
+        }
+    }
+}
+
+/// Whether a literal adds its field to the dynamic table.
+#[derive(Clone, Copy)]
+enum Indexing {
+    /// §6.2.1: pattern 01, the name's index on a 6-bit prefix.
+    Incremental,
+    /// §6.2.2: pattern 0000, the name's index on a 4-bit prefix.
+    Without,
+}
+
+/// The static table's index of the whole field, for the fields it has with a value.
+fn static_index(name: &[u8], value: &[u8]) -> Option<usize> {
+    if value.is_empty() {
+        return None;
+    }
+    (1..=STATIC_NAMES.len()).find(|&i| STATIC_NAMES[i - 1] == name && static_value(i) == value)
+}
+
+/// A literal field, its name by static index where the table has the name, its strings plain
+/// rather than Huffman-coded.
+fn literal(out: &mut Vec<u8>, indexing: Indexing, name: &[u8], value: &[u8]) {
+    let (flags, prefix) = match indexing {
+        Indexing::Incremental => (0x40, 6),
+        Indexing::Without => (0x00, 4),
+    };
     match STATIC_NAMES.iter().position(|n| *n == name) {
-        // Pattern 0000, then the name's index on a 4-bit prefix.
-        Some(i) => integer(out, 0x00, 4, i + 1),
+        Some(i) => integer(out, flags, prefix, i + 1),
         None => {
-            out.push(0x00);
+            out.push(flags);
             string(out, name);
         }
     }
@@ -399,57 +638,279 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_preflight_block_decodes_to_the_same_fields() {
-        let long = "x".repeat(300);
+    type Pool = Vec<Fields>;
+
+    /// A preflight for `path` from `origin`, with the fields every one of them shares.
+    fn preflight(path: &str, origin: &str, headers: &str) -> Fields {
         let headers = [
-            (&b"origin"[..], &b"https://app.example.com"[..]),
+            (&b"origin"[..], origin.as_bytes()),
             (b"access-control-request-method", b"PUT"),
-            (b"access-control-request-headers", long.as_bytes()),
+            (b"access-control-request-headers", headers.as_bytes()),
             (b"user-agent", b"corsgate"),
         ];
-        let block = request_block(
+        request_fields(
             b"OPTIONS",
             true,
             b"bucket.example.com:8443",
-            b"/bucket/key?x=1",
+            path.as_bytes(),
             headers,
-        );
-        let want = fields(&[
-            (":method", "OPTIONS"),
-            (":scheme", "https"),
-            (":authority", "bucket.example.com:8443"),
-            (":path", "/bucket/key?x=1"),
-            ("origin", "https://app.example.com"),
-            ("access-control-request-method", "PUT"),
-            ("access-control-request-headers", &long),
-            ("user-agent", "corsgate"),
-        ]);
-        assert_eq!(decoded(&mut loona_hpack::Decoder::new(), &block), want);
-        assert_eq!(ours(&mut Decoder::new(TABLE_SIZE), &block), Ok(want));
+        )
+    }
+
+    /// Encodes `order` (indexes into `pool`) on one connection, each block decoded by
+    /// loona-hpack and by [`Decoder`] as one server connection would, and checked against the
+    /// request's fields. Returns the blocks.
+    fn exchange(
+        encoder: &mut Encoder,
+        loona: &mut loona_hpack::Decoder<'_>,
+        ours_decoder: &mut Decoder,
+        repeated: &Repeated,
+        blocks: &[Block],
+        pool: &Pool,
+        order: impl IntoIterator<Item = usize>,
+    ) -> Vec<Vec<u8>> {
+        order
+            .into_iter()
+            .map(|i| {
+                let mut out = vec![0xff];
+                encoder.encode(repeated, &blocks[i], &mut out);
+                // Appended after what the buffer held, which stays as it was.
+                assert_eq!(out[0], 0xff);
+                let block = out.split_off(1);
+                assert_eq!(decoded(loona, &block), pool[i], "request {i}");
+                assert_eq!(ours(ours_decoder, &block).as_ref(), Ok(&pool[i]));
+                assert!(encoder.used <= encoder.max);
+                block
+            })
+            .collect()
     }
 
     #[test]
-    fn get_and_post_are_indexed_and_blocks_stay_valid_in_any_order() {
-        let get = request_block(b"GET", false, b"127.0.0.1:80", b"/a", []);
-        let post = request_block(b"POST", false, b"127.0.0.1:80", b"/b", []);
-        assert_eq!(get[..2], [METHOD_GET, SCHEME_HTTP]);
-        assert_eq!(post[..2], [METHOD_POST, SCHEME_HTTP]);
-        // One decoder, as one connection has: no block depends on what came before it.
-        let mut decoder = loona_hpack::Decoder::new();
-        for block in [&get, &post, &get, &get, &post] {
-            let method = if block == &get { "GET" } else { "POST" };
-            let path = if block == &get { "/a" } else { "/b" };
+    fn repeated_fields_get_ids_most_frequent_first() {
+        let pool = vec![
+            preflight("/a", "https://one.example", "x-a"),
+            preflight("/b", "https://two.example", "x-a"),
+            preflight("/a", "https://one.example", "x-b"),
+            request_fields(b"GET", false, b"bucket.example.com:8443", b"/", []),
+        ];
+        let (repeated, blocks) = pool_blocks(&pool);
+        // The authority is in four; then, in the order first seen, OPTIONS, PUT and the
+        // user-agent in three; `/a`, the first origin and `x-a` in two.
+        assert_eq!(repeated.fields.len(), 7);
+        let ids = |b: &Block| -> Vec<Option<u16>> {
+            b.parts
+                .iter()
+                .map(|p| match p {
+                    Part::Repeat(id) => Some(*id),
+                    Part::Bytes { .. } => None,
+                })
+                .collect()
+        };
+        // :method OPTIONS, :scheme https (static), :authority, :path, origin, method, headers,
+        // user-agent.
+        let first = ids(&blocks[0]);
+        assert_eq!(
+            first,
+            [
+                Some(1),
+                None,
+                Some(0),
+                Some(4),
+                Some(5),
+                Some(2),
+                Some(6),
+                Some(3)
+            ]
+        );
+        // `:path /b` and the second origin are not repeated: one run of bytes.
+        assert_eq!(ids(&blocks[1])[3], None);
+        assert_eq!(ids(&blocks[1]).len(), 7);
+        // GET, http and `/` are in the static table: only the authority is left.
+        assert_eq!(ids(&blocks[3]), [None, Some(0), None]);
+        assert_eq!(blocks[3].bytes, [METHOD_GET, SCHEME_HTTP, 0x80 | 4]);
+    }
+
+    #[test]
+    fn a_connection_indexes_what_repeats_and_every_block_decodes() {
+        let long = "x".repeat(300);
+        let pool: Pool = (0..6)
+            .map(|i| {
+                preflight(
+                    &format!("/bucket/key{}", i % 3),
+                    "https://app.example.com",
+                    &long,
+                )
+            })
+            .collect();
+        let (repeated, blocks) = pool_blocks(&pool);
+        let mut encoder = Encoder::new();
+        let mut loona = loona_hpack::Decoder::new();
+        let mut decoder = Decoder::new(TABLE_SIZE);
+        // Before the server's SETTINGS: nothing is inserted, so every block stands alone.
+        let early = exchange(
+            &mut encoder,
+            &mut loona,
+            &mut decoder,
+            &repeated,
+            &blocks,
+            &pool,
+            [0, 1],
+        );
+        for (block, i) in early.iter().zip([0, 1]) {
+            assert_eq!(decoded(&mut loona_hpack::Decoder::new(), block), pool[i]);
+        }
+        assert_eq!(encoder.used, 0);
+        encoder.settings_received();
+        let first = exchange(
+            &mut encoder,
+            &mut loona,
+            &mut decoder,
+            &repeated,
+            &blocks,
+            &pool,
+            0..6,
+        );
+        let again = exchange(
+            &mut encoder,
+            &mut loona,
+            &mut decoder,
+            &repeated,
+            &blocks,
+            &pool,
+            (0..6).rev(),
+        );
+        // Once in the table, every field but `:scheme` (static) is one byte.
+        assert!(first[0].len() > long.len());
+        for block in &again {
+            assert_eq!(block.len(), 8, "{block:x?}");
+        }
+    }
+
+    #[test]
+    fn fields_past_a_full_table_go_without_indexing() {
+        // `:authority a` (43 bytes in the table's terms) in every request, then 60 fields of
+        // 137, each in two requests.
+        let value = "v".repeat(100);
+        let pool: Pool = (0..120)
+            .map(|i| {
+                let name = format!("x-f{:02}", i % 60);
+                request_fields(
+                    b"GET",
+                    false,
+                    b"a",
+                    b"/",
+                    [(name.as_bytes(), value.as_bytes())],
+                )
+            })
+            .collect();
+        let (repeated, blocks) = pool_blocks(&pool);
+        for allowed in [TABLE_SIZE, 1000, 43 + 137, 43 + 136, 42] {
+            let mut encoder = Encoder::new();
+            encoder.table_size(allowed as u32);
+            encoder.settings_received();
+            let mut loona = loona_hpack::Decoder::new();
+            loona.set_max_allowed_table_size(allowed);
+            let mut decoder = Decoder::new(TABLE_SIZE);
+            let sent = exchange(
+                &mut encoder,
+                &mut loona,
+                &mut decoder,
+                &repeated,
+                &blocks,
+                &pool,
+                (0..120).chain(0..120),
+            );
+            // The authority, inserted first, and as many of the others as fit after it.
+            let fit = if allowed >= 43 {
+                1 + (allowed - 43) / 137
+            } else {
+                0
+            };
+            assert_eq!(encoder.order.len(), fit, "table of {allowed}");
+            assert!(encoder.used + 137 > allowed, "table of {allowed} not full");
+            // The first request again: GET, http and `/` static; the authority and `x-f00`
+            // indexed where they were inserted, a 3- and a 108-byte literal where not.
+            let want = match fit {
+                0 => 3 + 3 + 108,
+                1 => 3 + 1 + 108,
+                _ => 3 + 1 + 1,
+            };
+            assert_eq!(sent[120].len(), want, "table of {allowed}");
+        }
+    }
+
+    #[test]
+    fn a_table_size_of_zero_inserts_nothing() {
+        let pool: Pool = (0..4)
+            .map(|i| preflight(&format!("/k{}", i % 2), "https://app.example.com", "x-a"))
+            .collect();
+        let (repeated, blocks) = pool_blocks(&pool);
+        let mut encoder = Encoder::new();
+        encoder.table_size(0);
+        encoder.settings_received();
+        let mut loona = loona_hpack::Decoder::new();
+        loona.set_max_allowed_table_size(0);
+        let mut decoder = Decoder::new(0);
+        let sent = exchange(
+            &mut encoder,
+            &mut loona,
+            &mut decoder,
+            &repeated,
+            &blocks,
+            &pool,
+            (0..4).cycle().take(12),
+        );
+        // The first block tells the server the table is now empty (§4.2), the others stand
+        // alone.
+        assert_eq!(sent[0][0], 0x20);
+        for (k, block) in sent.iter().enumerate().skip(1) {
+            assert_ne!(block[0] & 0xe0, 0x20);
             assert_eq!(
-                decoded(&mut decoder, block),
-                fields(&[
-                    (":method", method),
-                    (":scheme", "http"),
-                    (":authority", "127.0.0.1:80"),
-                    (":path", path),
-                ])
+                decoded(&mut loona_hpack::Decoder::new(), block),
+                pool[k % 4]
             );
         }
+        assert_eq!(encoder.used, 0);
+    }
+
+    #[test]
+    fn a_lower_table_size_is_signalled_and_evicts_the_oldest() {
+        let pool: Pool = (0..4)
+            .map(|i| preflight(&format!("/k{}", i % 2), "https://app.example.com", "x-a"))
+            .collect();
+        let (repeated, blocks) = pool_blocks(&pool);
+        let mut encoder = Encoder::new();
+        encoder.settings_received();
+        let mut loona = loona_hpack::Decoder::new();
+        let mut decoder = Decoder::new(TABLE_SIZE);
+        let mut run = |encoder: &mut Encoder| {
+            exchange(
+                encoder,
+                &mut loona,
+                &mut decoder,
+                &repeated,
+                &blocks,
+                &pool,
+                0..4,
+            )
+        };
+        run(&mut encoder);
+        let full = encoder.used;
+        // Lower than what is used: one update, the oldest entries gone, the rest still used.
+        encoder.table_size(100);
+        assert!(encoder.used <= 100 && encoder.used > 0);
+        let sent = run(&mut encoder);
+        assert_eq!(sent[0][..2], [0x3f, 100 - 31]);
+        assert_ne!(sent[1][0] & 0xe0, 0x20);
+        // Lowered then raised before the next block: the lowest, then the last (§4.2).
+        encoder.table_size(50);
+        encoder.table_size(8192);
+        let sent = run(&mut encoder);
+        assert_eq!(sent[0][..5], [0x3f, 50 - 31, 0x3f, 0xe1, 0x1f]);
+        assert_eq!(encoder.used, full);
+        // A size equal to the one in use needs no update.
+        encoder.table_size(TABLE_SIZE as u32);
+        assert_ne!(run(&mut encoder)[0][0] & 0xe0, 0x20);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! counter, so the cost per request stays flat as threads are added. HTTP/1.1 goes through
 //! [`super::wire`], which writes bytes rendered before the run and checks the answer's header
 //! lines where they were read; h2 goes through [`super::h2wire`], one task per connection driving
-//! all of its streams, with header blocks encoded before the run ([`super::hpack`]).
+//! all of its streams, with header blocks encoded before the run up to what each connection's
+//! HPACK table holds ([`super::hpack`]).
 //!
 //! Requests are handed out by a shared ticket counter. Closed loop (the default), a worker (an
 //! HTTP/1.1 connection, an h2 stream) takes the next ticket as soon as its previous answer is in. Open loop (`rate`), ticket `i` is due at
@@ -113,12 +114,14 @@ struct Prepared {
     request: PooledRequest,
     /// The whole HTTP/1.1 request, `Host` included.
     wire: Vec<u8>,
-    /// The h2 header block, `:scheme` and `:authority` included, valid on any connection.
-    h2: Vec<u8>,
+    /// The h2 header block, `:scheme` and `:authority` included, for a connection's encoder.
+    h2: hpack::Block,
 }
 
 struct Shared {
     pool: Vec<Prepared>,
+    /// The fields that the pool's h2 blocks share, for every connection's table.
+    repeated: hpack::Repeated,
     config: RunConfig,
     target: Target,
     tickets: AtomicU64,
@@ -217,13 +220,17 @@ pub async fn run(
         !pool.is_empty(),
         "the generator never returns an empty pool"
     );
+    let fields: Vec<_> = pool.iter().map(|r| h2_fields(r, target)).collect();
+    let (repeated, blocks) = hpack::pool_blocks(&fields);
     let pool = pool
         .into_iter()
-        .map(|request| prepare(request, target))
+        .zip(blocks)
+        .map(|(request, h2)| prepare(request, target, h2))
         .collect();
     let start = Instant::now();
     let shared = Arc::new(Shared {
         pool,
+        repeated,
         config: config.clone(),
         target: target.clone(),
         tickets: AtomicU64::new(0),
@@ -300,7 +307,21 @@ fn thread_main(shared: Arc<Shared>, connections: usize) -> Tally {
     })
 }
 
-fn prepare(request: PooledRequest, target: &Target) -> Prepared {
+/// A pooled request's h2 fields, pseudo-headers first.
+fn h2_fields(request: &PooledRequest, target: &Target) -> Vec<(Vec<u8>, Vec<u8>)> {
+    hpack::request_fields(
+        request.method.as_str().as_bytes(),
+        target.tls.is_some(),
+        target.authority.as_bytes(),
+        request.path.as_bytes(),
+        request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+    )
+}
+
+fn prepare(request: PooledRequest, target: &Target, h2: hpack::Block) -> Prepared {
     let mut wire = Vec::with_capacity(256);
     wire.extend_from_slice(request.method.as_str().as_bytes());
     wire.push(b' ');
@@ -315,16 +336,6 @@ fn prepare(request: PooledRequest, target: &Target) -> Prepared {
         wire.extend_from_slice(b"\r\n");
     }
     wire.extend_from_slice(b"\r\n");
-    let h2 = hpack::request_block(
-        request.method.as_str().as_bytes(),
-        target.tls.is_some(),
-        target.authority.as_bytes(),
-        request.path.as_bytes(),
-        request
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
-    );
     Prepared { request, wire, h2 }
 }
 
@@ -672,7 +683,7 @@ async fn http2_on<S: AsyncRead + AsyncWrite + Unpin>(
             };
             let at = *now.get_or_insert_with(Instant::now);
             let block = &shared.pool[ticket.index].h2;
-            conn.open(block, ticket, at + shared.config.timeout);
+            conn.open(&shared.repeated, block, ticket, at + shared.config.timeout);
             sent += 1;
         }
         if let Err(e) = conn.flush().await {
