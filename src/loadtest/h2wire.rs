@@ -1125,6 +1125,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_block_over_the_frame_size_continues_in_continuation_frames() {
+        let value = "x".repeat(MAX_FRAME + 100);
+        let pool = [hpack::request_fields(
+            b"GET",
+            false,
+            b"a",
+            b"/",
+            [(&b"x-large"[..], value.as_bytes())],
+        )];
+        let (repeated, blocks) = hpack::pool_blocks(&pool);
+        let (client, mut server) = tokio::io::duplex(1 << 17);
+        let mut conn: H2<DuplexStream, u32> = H2::new(client, 8, 16);
+        let far = Instant::now() + Duration::from_secs(60);
+        for tag in 0..2 {
+            conn.open(&repeated, &blocks[0], tag, far);
+        }
+        conn.flush().await.expect("in-memory write");
+        drop(conn);
+        let mut sent = Vec::new();
+        server.read_to_end(&mut sent).await.expect("in-memory read");
+        let mut rest = sent.strip_prefix(PREFACE).expect("the preface first");
+        // Per stream: its frames' types and flags, and its block put back together.
+        let mut streams: Vec<(u32, Vec<(u8, u8)>, Vec<u8>)> = Vec::new();
+        while rest.len() >= FRAME_HEAD {
+            let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            let (frame, tail) = rest.split_at(FRAME_HEAD + len);
+            let id = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]);
+            if id != 0 {
+                if streams.last().is_none_or(|s| s.0 != id) {
+                    streams.push((id, Vec::new(), Vec::new()));
+                }
+                let stream = streams.last_mut().expect("pushed above");
+                stream.1.push((frame[3], frame[4]));
+                stream.2.extend_from_slice(&frame[FRAME_HEAD..]);
+            }
+            rest = tail;
+        }
+        let mut decoder = loona_hpack::Decoder::new();
+        assert_eq!(streams.len(), 2);
+        for (id, frames, block) in streams {
+            assert_eq!(
+                frames,
+                [
+                    (frame::HEADERS, flag::END_STREAM),
+                    (frame::CONTINUATION, flag::END_HEADERS)
+                ],
+                "stream {id}"
+            );
+            assert_eq!(
+                decoder.decode(&block).expect("a block we encoded decodes"),
+                pool[0]
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn malformed_frames_are_connection_errors() {
         let ok_head = headers(&[(b":status", b"200")]);
         type Case = (&'static str, Vec<u8>, fn(&H2Error) -> bool);
