@@ -463,12 +463,14 @@ async fn new_connections_opens_one_connection_and_handshake_per_request() {
     assert_eq!(accepted.load(Ordering::Relaxed), 4);
 }
 
-/// An h2c CORS server allowing `max_streams` concurrent streams, which ends each connection
-/// gracefully (GOAWAY, then the streams already sent are answered) once it has received
-/// `per_connection` requests on it; counts the connections it accepts.
+/// An h2c CORS server allowing `max_streams` concurrent streams and an HPACK table of
+/// `header_table` bytes for the requests' fields, which ends each connection gracefully (GOAWAY,
+/// then the streams already sent are answered) once it has received `per_connection` requests
+/// on it; counts the connections it accepts.
 async fn serve_h2_ending(
     per_connection: usize,
     max_streams: u32,
+    header_table: u32,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
     let cors = Arc::new(BucketCors::Enabled(
         Policy::parse(RULES).expect("valid rules"),
@@ -496,6 +498,7 @@ async fn serve_h2_ending(
                 };
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .max_concurrent_streams(max_streams)
+                    .header_table_size(header_table)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -513,7 +516,7 @@ async fn serve_h2_ending(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_goaway_mid_run_sends_the_rest_on_new_connections() {
-    let (addr, accepted) = serve_h2_ending(25, 100).await;
+    let (addr, accepted) = serve_h2_ending(25, 100, 4096).await;
     let mut config = config(10_000);
     config.http2 = true;
     config.max_requests = Some(400);
@@ -528,8 +531,24 @@ async fn h2_goaway_mid_run_sends_the_rest_on_new_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_blocks_decode_whatever_table_size_the_server_allows() {
+    // None, room for a few of the pool's repeated fields, and for all of them.
+    for table in [0, 150, 4096] {
+        let (addr, _) = serve_h2_ending(usize::MAX, 100, table).await;
+        let mut config = config(10_000);
+        config.http2 = true;
+        config.max_requests = Some(600);
+        let outcome = load(addr, config).await;
+        let t = &outcome.tally;
+        assert_eq!(t.total_responses(), 600, "table {table}: {t:?}");
+        assert_eq!(t.total_wrong(), 0, "table {table}: {:#?}", t.samples);
+        assert_eq!(t.total_errors(), 0, "table {table}: {:?}", t.errors);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_streams_over_the_server_limit_are_refused_and_sent_again() {
-    let (addr, accepted) = serve_h2_ending(usize::MAX, 2).await;
+    let (addr, accepted) = serve_h2_ending(usize::MAX, 2, 4096).await;
     let mut config = config(10_000);
     config.http2 = true;
     config.streams = 6;
