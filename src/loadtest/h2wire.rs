@@ -1147,7 +1147,8 @@ mod tests {
         server.read_to_end(&mut sent).await.expect("in-memory read");
         let mut rest = sent.strip_prefix(PREFACE).expect("the preface first");
         // Per stream: its frames' types and flags, and its block put back together.
-        let mut streams: Vec<(u32, Vec<(u8, u8)>, Vec<u8>)> = Vec::new();
+        type Sent = (u32, Vec<(u8, u8)>, Vec<u8>);
+        let mut streams: Vec<Sent> = Vec::new();
         while rest.len() >= FRAME_HEAD {
             let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
             let (frame, tail) = rest.split_at(FRAME_HEAD + len);

@@ -119,7 +119,7 @@ const SCHEME_HTTP: u8 = 0x80 | 6;
 /// default table, and the per-connection state stays a few hundred bytes.
 const MAX_REPEATED: usize = TABLE_SIZE / ENTRY_OVERHEAD;
 /// An id's slot in [`Encoder`] while the field is not in the table.
-const NOT_INSERTED: u32 = u32::MAX;
+const NOT_INSERTED: u64 = u64::MAX;
 
 /// A field that more than one pooled request carries, in both of the forms a connection may
 /// send it in before it is in the table.
@@ -180,31 +180,41 @@ pub(crate) fn request_fields<'a>(
 /// that more than one request carries get an id, and each request a [`Block`] to send with
 /// a connection's [`Encoder`].
 pub(crate) fn pool_blocks(requests: &[Vec<(Vec<u8>, Vec<u8>)>]) -> (Repeated, Vec<Block>) {
-    // Per field: how many requests carry it, where it was first seen, and the last request
-    // counted.
-    let mut seen: HashMap<(&[u8], &[u8]), (usize, usize, usize)> = HashMap::new();
+    /// A field as counted over the pool.
+    struct Seen {
+        /// Requests carrying it.
+        requests: usize,
+        /// Fields seen before it: ties go to the first seen, so that ids do not depend on a
+        /// hash map's order.
+        first: usize,
+        /// The last request counted, so that a request carrying it twice counts once.
+        last: usize,
+    }
+    let mut seen: HashMap<(&[u8], &[u8]), Seen> = HashMap::new();
     for (r, fields) in requests.iter().enumerate() {
         for (name, value) in fields {
             if static_index(name, value).is_some() {
                 continue;
             }
             let first = seen.len();
-            let e = seen
-                .entry((&name[..], &value[..]))
-                .or_insert((0, first, usize::MAX));
-            if e.2 != r {
-                e.0 += 1;
-                e.2 = r;
+            let e = seen.entry((&name[..], &value[..])).or_insert(Seen {
+                requests: 0,
+                first,
+                last: usize::MAX,
+            });
+            if e.last != r {
+                e.requests += 1;
+                e.last = r;
             }
         }
     }
     let mut candidates: Vec<_> = seen
         .into_iter()
-        .filter(|&((n, v), (count, ..))| {
-            count > 1 && n.len() + v.len() + ENTRY_OVERHEAD <= TABLE_SIZE
+        .filter(|((n, v), seen)| {
+            seen.requests > 1 && n.len() + v.len() + ENTRY_OVERHEAD <= TABLE_SIZE
         })
         .collect();
-    candidates.sort_by_key(|&(_, (count, first, _))| (std::cmp::Reverse(count), first));
+    candidates.sort_by_key(|(_, seen)| (std::cmp::Reverse(seen.requests), seen.first));
     candidates.truncate(MAX_REPEATED);
     let mut ids = HashMap::new();
     let mut fields = Vec::with_capacity(candidates.len());
@@ -256,10 +266,12 @@ pub(crate) fn pool_blocks(requests: &[Vec<(Vec<u8>, Vec<u8>)>]) -> (Repeated, Ve
 /// as the decoder does.
 pub(crate) struct Encoder {
     /// Per id, the number of its insertion, or [`NOT_INSERTED`].
-    inserted: Vec<u32>,
+    inserted: Vec<u64>,
     /// The ids in the table, oldest first, with their sizes.
     order: VecDeque<(u16, usize)>,
-    insertions: u32,
+    /// Insertions made so far: a server that lowers and raises the table size again and again
+    /// has fields inserted again, so this is not bounded by the number of ids.
+    insertions: u64,
     used: usize,
     /// The table size the server's decoder knows, as last signalled (or its default).
     max: usize,
