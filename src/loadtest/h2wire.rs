@@ -1,8 +1,8 @@
 //! The h2 client of the load generator: one connection, many concurrent streams, driven by the
-//! one task that owns it. Requests go out as header blocks encoded before the run
-//! ([`super::hpack`]), several HEADERS frames to a write; answers are read frame by frame, their
-//! header blocks decoded ([`super::hpack::Decoder`]) into a per-stream buffer that the checker
-//! reads as byte slices.
+//! one task that owns it. Requests go out as header blocks encoded before the run and finished
+//! in the write buffer by the connection's HPACK table ([`super::hpack::Encoder`]), several
+//! HEADERS frames to a write; answers are read frame by frame, their header blocks decoded
+//! ([`super::hpack::Decoder`]) into a per-stream buffer that the checker reads as byte slices.
 //!
 //! The `h2` crate's client costs a task, a `Request`, a `HeaderMap` clone and a parsed
 //! `HeaderMap` per request, and keeps streams behind locks; the generator must cost less per
