@@ -373,12 +373,13 @@ enum Indexing {
     Without,
 }
 
-/// The static table's index of the whole field, for the fields it has with a value.
+/// The static table's index of the whole field, for the fields it has with a value (entries 2
+/// to 16 are the only ones with one).
 fn static_index(name: &[u8], value: &[u8]) -> Option<usize> {
     if value.is_empty() {
         return None;
     }
-    (1..=STATIC_NAMES.len()).find(|&i| STATIC_NAMES[i - 1] == name && static_value(i) == value)
+    (2..=16).find(|&i| STATIC_NAMES[i - 1] == name && static_value(i) == value)
 }
 
 /// A literal field, its name by static index where the table has the name, its strings plain
