@@ -670,32 +670,55 @@ mod tests {
         )
     }
 
-    /// Encodes `order` (indexes into `pool`) on one connection, each block decoded by
-    /// loona-hpack and by [`Decoder`] as one server connection would, and checked against the
-    /// request's fields. Returns the blocks.
-    fn exchange(
-        encoder: &mut Encoder,
-        loona: &mut loona_hpack::Decoder<'_>,
-        ours_decoder: &mut Decoder,
-        repeated: &Repeated,
-        blocks: &[Block],
-        pool: &Pool,
-        order: impl IntoIterator<Item = usize>,
-    ) -> Vec<Vec<u8>> {
-        order
-            .into_iter()
-            .map(|i| {
-                let mut out = vec![0xff];
-                encoder.encode(repeated, &blocks[i], &mut out);
-                // Appended after what the buffer held, which stays as it was.
-                assert_eq!(out[0], 0xff);
-                let block = out.split_off(1);
-                assert_eq!(decoded(loona, &block), pool[i], "request {i}");
-                assert_eq!(ours(ours_decoder, &block).as_ref(), Ok(&pool[i]));
-                assert!(encoder.used <= encoder.max);
-                block
-            })
-            .collect()
+    /// One connection over the blocks of `pool`: our encoder, and the server's decoder twice
+    /// (loona-hpack's, and [`Decoder`]), allowing a table of `server_table` bytes.
+    struct Link {
+        encoder: Encoder,
+        loona: loona_hpack::Decoder<'static>,
+        ours: Decoder,
+        repeated: Repeated,
+        blocks: Vec<Block>,
+        pool: Pool,
+    }
+
+    impl Link {
+        fn new(pool: Pool, server_table: usize) -> Link {
+            let (repeated, blocks) = pool_blocks(&pool);
+            let mut loona = loona_hpack::Decoder::new();
+            loona.set_max_allowed_table_size(server_table);
+            Link {
+                encoder: Encoder::new(),
+                loona,
+                ours: Decoder::new(server_table),
+                repeated,
+                blocks,
+                pool,
+            }
+        }
+
+        /// Encodes `order` (indexes into the pool), each block decoded by both decoders as one
+        /// server connection would and checked against the request's fields. Returns the blocks.
+        fn send(&mut self, order: impl IntoIterator<Item = usize>) -> Vec<Vec<u8>> {
+            order
+                .into_iter()
+                .map(|i| {
+                    let mut out = vec![0xff];
+                    self.encoder
+                        .encode(&self.repeated, &self.blocks[i], &mut out);
+                    // Appended after what the buffer held, which stays as it was.
+                    assert_eq!(out[0], 0xff);
+                    let block = out.split_off(1);
+                    assert_eq!(
+                        decoded(&mut self.loona, &block),
+                        self.pool[i],
+                        "request {i}"
+                    );
+                    assert_eq!(ours(&mut self.ours, &block).as_ref(), Ok(&self.pool[i]));
+                    assert!(self.encoder.used <= self.encoder.max);
+                    block
+                })
+                .collect()
+        }
     }
 
     #[test]
@@ -755,43 +778,19 @@ mod tests {
                 )
             })
             .collect();
-        let (repeated, blocks) = pool_blocks(&pool);
-        let mut encoder = Encoder::new();
-        let mut loona = loona_hpack::Decoder::new();
-        let mut decoder = Decoder::new(TABLE_SIZE);
+        let mut link = Link::new(pool, TABLE_SIZE);
         // Before the server's SETTINGS: nothing is inserted, so every block stands alone.
-        let early = exchange(
-            &mut encoder,
-            &mut loona,
-            &mut decoder,
-            &repeated,
-            &blocks,
-            &pool,
-            [0, 1],
-        );
+        let early = link.send([0, 1]);
         for (block, i) in early.iter().zip([0, 1]) {
-            assert_eq!(decoded(&mut loona_hpack::Decoder::new(), block), pool[i]);
+            assert_eq!(
+                decoded(&mut loona_hpack::Decoder::new(), block),
+                link.pool[i]
+            );
         }
-        assert_eq!(encoder.used, 0);
-        encoder.settings_received();
-        let first = exchange(
-            &mut encoder,
-            &mut loona,
-            &mut decoder,
-            &repeated,
-            &blocks,
-            &pool,
-            0..6,
-        );
-        let again = exchange(
-            &mut encoder,
-            &mut loona,
-            &mut decoder,
-            &repeated,
-            &blocks,
-            &pool,
-            (0..6).rev(),
-        );
+        assert_eq!(link.encoder.used, 0);
+        link.encoder.settings_received();
+        let first = link.send(0..6);
+        let again = link.send((0..6).rev());
         // Once in the table, every field but `:scheme` (static) is one byte.
         assert!(first[0].len() > long.len());
         for block in &again {
@@ -816,23 +815,12 @@ mod tests {
                 )
             })
             .collect();
-        let (repeated, blocks) = pool_blocks(&pool);
         for allowed in [TABLE_SIZE, 1000, 43 + 137, 43 + 136, 42] {
-            let mut encoder = Encoder::new();
-            encoder.table_size(allowed as u32);
-            encoder.settings_received();
-            let mut loona = loona_hpack::Decoder::new();
-            loona.set_max_allowed_table_size(allowed);
-            let mut decoder = Decoder::new(TABLE_SIZE);
-            let sent = exchange(
-                &mut encoder,
-                &mut loona,
-                &mut decoder,
-                &repeated,
-                &blocks,
-                &pool,
-                (0..120).chain(0..120),
-            );
+            let mut link = Link::new(pool.clone(), allowed);
+            link.encoder.table_size(allowed as u32);
+            link.encoder.settings_received();
+            let sent = link.send((0..120).chain(0..120));
+            let encoder = &link.encoder;
             // The authority, inserted first, and as many of the others as fit after it.
             let fit = if allowed >= 43 {
                 1 + (allowed - 43) / 137
@@ -857,22 +845,10 @@ mod tests {
         let pool: Pool = (0..4)
             .map(|i| preflight(&format!("/k{}", i % 2), "https://app.example.com", "x-a"))
             .collect();
-        let (repeated, blocks) = pool_blocks(&pool);
-        let mut encoder = Encoder::new();
-        encoder.table_size(0);
-        encoder.settings_received();
-        let mut loona = loona_hpack::Decoder::new();
-        loona.set_max_allowed_table_size(0);
-        let mut decoder = Decoder::new(0);
-        let sent = exchange(
-            &mut encoder,
-            &mut loona,
-            &mut decoder,
-            &repeated,
-            &blocks,
-            &pool,
-            (0..4).cycle().take(12),
-        );
+        let mut link = Link::new(pool.clone(), 0);
+        link.encoder.table_size(0);
+        link.encoder.settings_received();
+        let sent = link.send((0..4).cycle().take(12));
         // The first block tells the server the table is now empty (§4.2), the others stand
         // alone.
         assert_eq!(sent[0][0], 0x20);
@@ -883,7 +859,7 @@ mod tests {
                 pool[k % 4]
             );
         }
-        assert_eq!(encoder.used, 0);
+        assert_eq!(link.encoder.used, 0);
     }
 
     #[test]
@@ -891,39 +867,25 @@ mod tests {
         let pool: Pool = (0..4)
             .map(|i| preflight(&format!("/k{}", i % 2), "https://app.example.com", "x-a"))
             .collect();
-        let (repeated, blocks) = pool_blocks(&pool);
-        let mut encoder = Encoder::new();
-        encoder.settings_received();
-        let mut loona = loona_hpack::Decoder::new();
-        let mut decoder = Decoder::new(TABLE_SIZE);
-        let mut run = |encoder: &mut Encoder| {
-            exchange(
-                encoder,
-                &mut loona,
-                &mut decoder,
-                &repeated,
-                &blocks,
-                &pool,
-                0..4,
-            )
-        };
-        run(&mut encoder);
-        let full = encoder.used;
+        let mut link = Link::new(pool, TABLE_SIZE);
+        link.encoder.settings_received();
+        link.send(0..4);
+        let full = link.encoder.used;
         // Lower than what is used: one update, the oldest entries gone, the rest still used.
-        encoder.table_size(100);
-        assert!(encoder.used <= 100 && encoder.used > 0);
-        let sent = run(&mut encoder);
+        link.encoder.table_size(100);
+        assert!(link.encoder.used <= 100 && link.encoder.used > 0);
+        let sent = link.send(0..4);
         assert_eq!(sent[0][..2], [0x3f, 100 - 31]);
         assert_ne!(sent[1][0] & 0xe0, 0x20);
         // Lowered then raised before the next block: the lowest, then the last (§4.2).
-        encoder.table_size(50);
-        encoder.table_size(8192);
-        let sent = run(&mut encoder);
+        link.encoder.table_size(50);
+        link.encoder.table_size(8192);
+        let sent = link.send(0..4);
         assert_eq!(sent[0][..5], [0x3f, 50 - 31, 0x3f, 0xe1, 0x1f]);
-        assert_eq!(encoder.used, full);
+        assert_eq!(link.encoder.used, full);
         // A size equal to the one in use needs no update.
-        encoder.table_size(TABLE_SIZE as u32);
-        assert_ne!(run(&mut encoder)[0][0] & 0xe0, 0x20);
+        link.encoder.table_size(TABLE_SIZE as u32);
+        assert_ne!(link.send(0..4)[0][0] & 0xe0, 0x20);
     }
 
     #[test]
