@@ -514,17 +514,27 @@ async fn serve_h2_ending(
     (addr, accepted)
 }
 
+/// An h2 run of exactly `requests` requests.
+fn h2_requests(requests: u64) -> RunConfig {
+    let mut config = config(10_000);
+    config.http2 = true;
+    config.max_requests = Some(requests);
+    config
+}
+
+/// Every one of `requests` answered, and answered right.
+fn assert_all_answered_right(outcome: &Outcome, requests: u64, context: &str) {
+    let t = &outcome.tally;
+    assert_eq!(t.total_responses(), requests, "{context}{t:?}");
+    assert_eq!(t.total_wrong(), 0, "{context}{:#?}", t.samples);
+    assert_eq!(t.total_errors(), 0, "{context}{:?}", t.errors);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_goaway_mid_run_sends_the_rest_on_new_connections() {
     let (addr, accepted) = serve_h2_ending(25, 100, 4096).await;
-    let mut config = config(10_000);
-    config.http2 = true;
-    config.max_requests = Some(400);
-    let outcome = load(addr, config).await;
-    let t = &outcome.tally;
-    assert_eq!(t.total_responses(), 400, "{t:?}");
-    assert_eq!(t.total_wrong(), 0, "{:#?}", t.samples);
-    assert_eq!(t.total_errors(), 0, "{:?}", t.errors);
+    let outcome = load(addr, h2_requests(400)).await;
+    assert_all_answered_right(&outcome, 400, "");
     assert_eq!(outcome.latencies.overall().len(), 400);
     // Each of the four connection slots went through several connections.
     assert!(accepted.load(Ordering::Relaxed) >= 8, "{accepted:?}");
@@ -535,29 +545,18 @@ async fn h2_blocks_decode_whatever_table_size_the_server_allows() {
     // None, room for a few of the pool's repeated fields, and for all of them.
     for table in [0, 150, 4096] {
         let (addr, _) = serve_h2_ending(usize::MAX, 100, table).await;
-        let mut config = config(10_000);
-        config.http2 = true;
-        config.max_requests = Some(600);
-        let outcome = load(addr, config).await;
-        let t = &outcome.tally;
-        assert_eq!(t.total_responses(), 600, "table {table}: {t:?}");
-        assert_eq!(t.total_wrong(), 0, "table {table}: {:#?}", t.samples);
-        assert_eq!(t.total_errors(), 0, "table {table}: {:?}", t.errors);
+        let outcome = load(addr, h2_requests(600)).await;
+        assert_all_answered_right(&outcome, 600, &format!("table {table}: "));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_streams_over_the_server_limit_are_refused_and_sent_again() {
     let (addr, accepted) = serve_h2_ending(usize::MAX, 2, 4096).await;
-    let mut config = config(10_000);
-    config.http2 = true;
+    let mut config = h2_requests(300);
     config.streams = 6;
-    config.max_requests = Some(300);
     let outcome = load(addr, config).await;
-    let t = &outcome.tally;
-    assert_eq!(t.total_responses(), 300, "{t:?}");
-    assert_eq!(t.total_wrong(), 0, "{:#?}", t.samples);
-    assert_eq!(t.total_errors(), 0, "{:?}", t.errors);
+    assert_all_answered_right(&outcome, 300, "");
     assert_eq!(accepted.load(Ordering::Relaxed), 4);
 }
 
