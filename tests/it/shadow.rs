@@ -2,6 +2,7 @@
 //! disagreement counted and a few sampled for `GET /-/shadow`, and never an answer changed.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
@@ -153,16 +154,7 @@ async fn the_candidate_reloads_like_live_rules() {
     let generation = view["routes"][0]["rules"]["generation"].clone();
 
     // Promote-to-be: the candidate now also allows evil.example.
-    std::fs::write(
-        &candidate,
-        CANDIDATE.replace("https://new.example", "https://evil.example"),
-    )
-    .expect("rewrite the candidate");
-    let reloaded = eventually(Duration::from_secs(10), || async {
-        let (_, view) = admin(admin_addr, "GET", "/-/shadow").await;
-        view["routes"][0]["rules"]["generation"] != generation
-    })
-    .await;
+    let reloaded = allow_evil_in_candidate(admin_addr, &candidate, &generation).await;
     assert!(reloaded, "the candidate file's change was not picked up");
     let (status, _, _) = answer(gateway.addr(), &evil).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the live rules still answer");
@@ -173,6 +165,25 @@ async fn the_candidate_reloads_like_live_rules() {
     let (status, outcome) = admin(admin_addr, "POST", "/-/reload").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(outcome["routes"][0]["shadow_results"][0]["changed"], false);
+}
+
+/// Rewrites the candidate to also allow `https://evil.example`; whether `/-/shadow` then shows
+/// a candidate generation other than `generation` within 10 s.
+async fn allow_evil_in_candidate(
+    admin_addr: SocketAddr,
+    candidate: &Path,
+    generation: &serde_json::Value,
+) -> bool {
+    std::fs::write(
+        candidate,
+        CANDIDATE.replace("https://new.example", "https://evil.example"),
+    )
+    .expect("rewrite the candidate");
+    eventually(Duration::from_secs(10), || async {
+        let (_, view) = admin(admin_addr, "GET", "/-/shadow").await;
+        view["routes"][0]["rules"]["generation"] != *generation
+    })
+    .await
 }
 
 #[tokio::test]
@@ -192,16 +203,7 @@ async fn after_a_configuration_reload_the_candidate_file_is_still_watched() {
     let generation = view["routes"][0]["rules"]["generation"].clone();
     assert!(generation.is_u64(), "{view}");
 
-    std::fs::write(
-        &candidate,
-        CANDIDATE.replace("https://new.example", "https://evil.example"),
-    )
-    .expect("rewrite the candidate");
-    let reloaded = eventually(Duration::from_secs(10), || async {
-        let (_, view) = admin(admin_addr, "GET", "/-/shadow").await;
-        view["routes"][0]["rules"]["generation"] != generation
-    })
-    .await;
+    let reloaded = allow_evil_in_candidate(admin_addr, &candidate, &generation).await;
     assert!(
         reloaded,
         "the candidate file's change after a configuration reload was not picked up"
