@@ -15,18 +15,26 @@
 //! origin's scheme and authority, races a checkout against a new connect, and hands the
 //! connection back through a future once the response is done: a sizeable part of a proxied
 //! small GET (see `benches/load/README.md`, "Numbers behind the code"). A route forwards to one
-//! origin, so its pool needs no key: a stack of idle HTTP/1.1 connections behind a mutex, most recently used on top.
-//! HTTPS origins (TLS, and HTTP/2 where the origin's ALPN offers it) stay on hyper-util's client.
+//! origin, so its pool needs no key: a stack of idle HTTP/1.1 connections behind a mutex, most
+//! recently used on top. A request without a body (GET, HEAD: nearly all of them) is sent by
+//! corsgate's own client ([`wire`]), in the request's own task; one with a body goes through a
+//! hyper connection, which streams uploads. Both kinds share the stack and the cap. HTTPS
+//! origins (TLS, and HTTP/2 where the origin's ALPN offers it) stay on hyper-util's client.
 //!
 //! - Idle connections are reused before a new one is made, and a request waiting for a slot
-//!   takes an idle connection returned in the meantime.
+//!   takes an idle connection returned in the meantime (of its kind; with every slot taken, an
+//!   idle connection of the other kind is closed to free one).
 //! - A connection goes back to the pool when its response body has been read to the end (the
-//!   [`Lease`] the body carries); a body dropped half-way closes its connection, which may still
-//!   be carrying the rest of it.
+//!   [`Lease`] a hyper body carries; a [`WireBody`] returns its own); a body dropped half-way
+//!   closes its connection, which may still be carrying the rest of it. So does an answer that
+//!   leaves doubt about where the next one starts (see [`wire`]).
 //! - A request that a reused connection refused before sending anything (the origin closed it
 //!   while it was idle) is sent again, on another connection: nothing of it reached the origin.
-//! - Idle connections are dropped once older than the idle timeout, when the pool is next used,
-//!   and as soon as the origin closes them (their task ends). At most [`MAX_IDLE`] are kept.
+//!   So is a request without a body whose method may be repeated (RFC 9110 §9.2.2) when the
+//!   reused connection ends before any byte of an answer.
+//! - Idle connections are dropped once older than the idle timeout, when the pool is next used;
+//!   those the origin closed, as soon as their task ends (hyper's) or when next looked at (a
+//!   non-blocking read, corsgate's own). At most [`MAX_IDLE`] are kept.
 
 use std::future::Future;
 use std::io;
@@ -35,8 +43,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -46,6 +55,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::body::{Silence, Upload};
 use crate::config::Timeouts;
+
+mod framing;
+mod wire;
+
+use wire::{Connection as WireConnection, Liveness, WireBody, WireError};
 
 /// Idle connections kept per route; past it, the oldest is closed.
 pub(crate) const MAX_IDLE: usize = 1024;
@@ -61,6 +75,8 @@ pub enum PoolError {
     Busy(#[from] NoFreeConnection),
     #[error("{0}")]
     Http(#[source] hyper::Error),
+    #[error("{0}")]
+    Wire(#[source] WireError),
 }
 
 /// Every connection the cap allows stayed busy for as long as a request may wait.
@@ -137,6 +153,45 @@ impl OriginSlots {
     }
 }
 
+/// A response body from a plain-HTTP origin's connection, or an HTTPS origin's: read by hyper
+/// (uploads, HTTPS) or by corsgate's own client ([`wire`], requests without a body).
+#[derive(Debug)]
+pub enum OriginBody {
+    Hyper(Incoming),
+    Wire(WireBody),
+}
+
+impl HttpBody for OriginBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            OriginBody::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(Into::into))),
+            OriginBody::Wire(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OriginBody::Hyper(body) => body.is_end_stream(),
+            OriginBody::Wire(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            OriginBody::Hyper(body) => body.size_hint(),
+            OriginBody::Wire(body) => body.size_hint(),
+        }
+    }
+}
+
 /// The idle connections to one origin, and how to make new ones.
 #[derive(Debug)]
 pub struct OriginPool {
@@ -148,7 +203,8 @@ pub struct OriginPool {
     /// `timeouts.origin_response`, for [`OriginIo`].
     write_stall: Duration,
     slots: OriginSlots,
-    /// Oldest first.
+    /// Oldest first; both kinds of connection in one stack, so that the oldest idle one is
+    /// the one closed, whichever kind it is.
     idle: Mutex<Vec<Idle>>,
     /// Signalled when a connection goes back to the pool while every slot is taken: a request
     /// waiting for a slot takes it instead.
@@ -157,8 +213,21 @@ pub struct OriginPool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<Upload>,
+    conn: Pooled,
     since: Instant,
+}
+
+/// An open connection to the origin, by the client that speaks on it.
+#[derive(Debug)]
+enum Pooled {
+    Hyper(SendRequest<Upload>),
+    Wire(WireConnection),
+}
+
+impl Pooled {
+    fn is_wire(&self) -> bool {
+        matches!(self, Pooled::Wire(_))
+    }
 }
 
 impl OriginPool {
@@ -180,20 +249,62 @@ impl OriginPool {
         }
     }
 
-    /// Sends `req` (its URI in origin form) and returns the response head, with the lease of
-    /// the connection its body arrives on.
+    /// Sends `req` (its URI in origin form) and returns the response head; the body streams on.
+    /// A request whose body is at its end goes through corsgate's own client ([`wire`]) and its
+    /// body returns the connection itself; any other through hyper's, with the [`Lease`] of the
+    /// connection its body arrives on.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Upload>,
-    ) -> Result<(Response<Incoming>, Lease), PoolError> {
+        req: Request<Upload>,
+    ) -> Result<(Response<OriginBody>, Option<Lease>), PoolError> {
+        if req.body().is_end_stream() && wire::is_bodyless(req.headers()) {
+            let (parts, _) = req.into_parts();
+            let response = self.send_wire(&parts).await?;
+            return Ok((response.map(OriginBody::Wire), None));
+        }
+        // Rare next to GETs: boxed, so that hyper's state is not part of every request's future.
+        let (response, lease) = Box::pin(self.send_hyper(req)).await?;
+        Ok((response.map(OriginBody::Hyper), Some(lease)))
+    }
+
+    async fn send_wire(
+        self: &Arc<Self>,
+        parts: &http::request::Parts,
+    ) -> Result<Response<WireBody>, PoolError> {
         // One wait for a slot per request, however many retries it takes.
         let mut give_up = None;
         loop {
-            // An idle connection needs no waiting; the slow path (connecting, waiting for a
-            // slot) is boxed so that its state is not part of every request's future.
-            let (mut sender, reused) = match self.checkout() {
-                Some(sender) => (sender, true),
-                None => Box::pin(self.connection(&mut give_up)).await?,
+            let (conn, reused) = match self.checkout(true) {
+                Some(Pooled::Wire(conn)) => (conn, true),
+                // The slow path (connecting, waiting for a slot) is boxed so that its state is
+                // not part of every request's future.
+                _ => match Box::pin(self.connection(&mut give_up, true)).await? {
+                    (Pooled::Wire(conn), reused) => (conn, reused),
+                    (Pooled::Hyper(_), _) => unreachable!("connection(wire) makes wire ones"),
+                },
+            };
+            match conn.exchange(parts, self).await {
+                Ok(response) => return Ok(response),
+                // Each retry uses up an idle connection, and a new one is not retried, so this
+                // ends.
+                Err(failed) if reused && failed.may_retry(&parts.method) => {}
+                Err(failed) => return Err(PoolError::Wire(failed.error)),
+            }
+        }
+    }
+
+    async fn send_hyper(
+        self: &Arc<Self>,
+        mut req: Request<Upload>,
+    ) -> Result<(Response<Incoming>, Lease), PoolError> {
+        let mut give_up = None;
+        loop {
+            let (mut sender, reused) = match self.checkout(false) {
+                Some(Pooled::Hyper(sender)) => (sender, true),
+                _ => match self.connection(&mut give_up, false).await? {
+                    (Pooled::Hyper(sender), reused) => (sender, reused),
+                    (Pooled::Wire(_), _) => unreachable!("connection(hyper) makes hyper ones"),
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(response) => {
@@ -213,29 +324,32 @@ impl OriginPool {
         }
     }
 
-    /// With no idle connection: a new one under the cap (`false`). With every slot taken,
-    /// waits until `give_up` for a slot or a returned connection (`true`), whichever comes
-    /// first.
+    /// With no idle connection of the kind (`wire` or hyper's): a new one under the cap
+    /// (`false`). With every slot taken, closes an idle connection of the other kind to free
+    /// one, or waits until `give_up` for a slot or a returned connection (`true`), whichever
+    /// comes first.
     async fn connection(
         &self,
         give_up: &mut Option<tokio::time::Instant>,
-    ) -> Result<(SendRequest<Upload>, bool), PoolError> {
+        wire: bool,
+    ) -> Result<(Pooled, bool), PoolError> {
         if let Some(slot) = self.slots.try_take() {
-            return Ok((self.connect(slot).await?, false));
+            return Ok((self.connect(slot, wire).await?, false));
         }
         let give_up = *give_up.get_or_insert_with(|| tokio::time::Instant::now() + self.slots.wait);
+        self.close_idle_other(wire);
         loop {
             // Listening before looking: a connection returned between the look and the wait
             // still wakes this request.
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            if let Some(sender) = self.checkout() {
-                return Ok((sender, true));
+            if let Some(conn) = self.checkout(wire) {
+                return Ok((conn, true));
             }
             tokio::select! {
-                slot = self.slots.next_free() => return Ok((self.connect(slot).await?, false)),
-                () = returned => {}
+                slot = self.slots.next_free() => return Ok((self.connect(slot, wire).await?, false)),
+                () = returned => self.close_idle_other(wire),
                 () = tokio::time::sleep_until(give_up) => {
                     return Err(PoolError::Busy(self.slots.refusal()));
                 }
@@ -243,9 +357,20 @@ impl OriginPool {
         }
     }
 
-    /// The most recently used idle connection ready for a request, dropping the closed and the
-    /// stale on the way.
-    fn checkout(&self) -> Option<SendRequest<Upload>> {
+    /// Closes the oldest idle connection of the other kind than `wire`, if any: the slot it
+    /// holds is of more use to a request that cannot use it.
+    fn close_idle_other(&self, wire: bool) {
+        let closed = {
+            let mut idle = self.lock();
+            let other = idle.iter().position(|c| c.conn.is_wire() != wire);
+            other.map(|i| idle.remove(i))
+        };
+        drop(closed);
+    }
+
+    /// The most recently used idle connection of the kind ready for a request, dropping the
+    /// closed and the stale on the way.
+    fn checkout(&self, wire: bool) -> Option<Pooled> {
         let mut idle = self.lock();
         let now = Instant::now();
         let stale = idle
@@ -256,18 +381,31 @@ impl OriginPool {
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
-            if idle[i].sender.is_closed() {
-                idle.remove(i);
-            } else if idle[i].sender.is_ready() {
-                return Some(idle.remove(i).sender);
+            match &idle[i].conn {
+                Pooled::Hyper(sender) if sender.is_closed() => {
+                    idle.remove(i);
+                }
+                // Not ready yet (still finishing an upload the origin answered early): skip it.
+                Pooled::Hyper(sender) if !wire && sender.is_ready() => {
+                    return Some(idle.remove(i).conn);
+                }
+                Pooled::Wire(conn) if wire => {
+                    let conn_alive = conn.liveness() == Liveness::Alive;
+                    let taken = idle.remove(i).conn;
+                    if conn_alive {
+                        return Some(taken);
+                    }
+                }
+                _ => {}
             }
-            // Not ready yet (still finishing an upload the origin answered early): skip it.
         }
         None
     }
 
-    fn put(&self, sender: SendRequest<Upload>) {
-        if sender.is_closed() {
+    fn put(&self, conn: Pooled) {
+        if let Pooled::Hyper(sender) = &conn
+            && sender.is_closed()
+        {
             return;
         }
         {
@@ -276,7 +414,7 @@ impl OriginPool {
                 idle.remove(0);
             }
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -286,8 +424,13 @@ impl OriginPool {
         }
     }
 
+    /// A [`WireBody`] read to its end gives its connection back.
+    fn put_wire(&self, conn: WireConnection) {
+        self.put(Pooled::Wire(conn));
+    }
+
     /// A new connection, holding `slot` for as long as it is open.
-    async fn connect(&self, slot: Slot) -> Result<SendRequest<Upload>, PoolError> {
+    async fn connect(&self, slot: Slot, wire: bool) -> Result<Pooled, PoolError> {
         let connecting = TcpStream::connect((self.host.as_str(), self.port));
         let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Err(_) => return Err(PoolError::ConnectTimeout(self.connect_timeout)),
@@ -296,6 +439,10 @@ impl OriginPool {
         };
         // Requests and responses are written whole: no point in Nagle's delay.
         let _ = stream.set_nodelay(true);
+        if wire {
+            let io = OriginIo::new(stream, slot, self.write_stall);
+            return Ok(Pooled::Wire(WireConnection::new(io)));
+        }
         let io = OriginIo::new(TokioIo::new(stream), slot, self.write_stall);
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
@@ -306,7 +453,7 @@ impl OriginPool {
                 tracing::debug!("origin connection ended: {err}");
             }
         });
-        Ok(sender)
+        Ok(Pooled::Hyper(sender))
     }
 
     /// A poisoned lock only means a panic elsewhere mid-push or mid-pop: the list is still a
@@ -316,8 +463,8 @@ impl OriginPool {
     }
 }
 
-/// The right to a connection while its response body is read: [`Lease::release`] returns it to
-/// the pool; dropping it closes the connection.
+/// The right to a hyper connection while its response body is read: [`Lease::release`] returns
+/// it to the pool; dropping it closes the connection.
 #[derive(Debug)]
 pub struct Lease {
     sender: Option<SendRequest<Upload>>,
@@ -328,7 +475,7 @@ impl Lease {
     /// The response is complete: the connection may serve another request.
     pub fn release(mut self) {
         if let Some(sender) = self.sender.take() {
-            self.pool.put(sender);
+            self.pool.put(Pooled::Hyper(sender));
         }
     }
 }

@@ -54,7 +54,7 @@ use super::Body;
 use super::body::{Silence, Upload};
 use super::error::GatewayError;
 use super::pool::{
-    Lease, NoFreeConnection, OriginNotReading, OriginSlots, PoolError, SlotConnector,
+    Lease, NoFreeConnection, OriginBody, OriginNotReading, OriginSlots, PoolError, SlotConnector,
 };
 use super::route::{OriginLink, Route};
 use crate::config::Timeouts;
@@ -155,11 +155,11 @@ pub async fn forward(
     let response = async {
         match &route.link {
             OriginLink::Plain(pool) => match pool.send(request).await {
-                Ok((response, lease)) => Ok((response, Some(lease))),
+                Ok(sent) => Ok(sent),
                 Err(err) => Err(pool_failure(err, origin())),
             },
             OriginLink::Https(client) => match client.request(request).await {
-                Ok(response) => Ok((response, None)),
+                Ok(response) => Ok((response.map(OriginBody::Hyper), None)),
                 Err(err) => Err(classify(err, origin(), timeouts.connect)),
             },
         }
@@ -452,6 +452,7 @@ fn pool_failure(err: PoolError, origin: String) -> GatewayError {
             waited: busy.waited,
         },
         PoolError::Http(err) => failed(origin, Box::new(err)),
+        PoolError::Wire(err) => failed(origin, Box::new(err)),
     }
 }
 
@@ -519,7 +520,7 @@ fn sources<'a>(
 /// The origin's response body on its way to the client; fails when the origin stalls longer
 /// than `origin_response` between two chunks, so a hung origin cannot pin a connection forever.
 pub struct Download {
-    inner: Incoming,
+    inner: OriginBody,
     /// The pooled connection the body arrives on, returned once the body is complete.
     lease: Option<Lease>,
     /// The origin's: it runs only while we wait for the origin, never while the client is slow
@@ -533,7 +534,7 @@ pub struct Download {
 pub(crate) struct OriginStalled(Duration);
 
 impl Download {
-    fn new(inner: Incoming, limit: Duration, mut lease: Option<Lease>) -> Download {
+    fn new(inner: OriginBody, limit: Duration, mut lease: Option<Lease>) -> Download {
         // An empty body (HEAD, 204, 304) may never be polled: its connection is free now.
         if inner.is_end_stream()
             && let Some(lease) = lease.take()
@@ -568,7 +569,7 @@ impl HttpBody for Download {
                 if complete && let Some(lease) = self.lease.take() {
                     lease.release();
                 }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Poll::Pending => {
                 ready!(self.silence.poll_expired(cx));

@@ -1,0 +1,653 @@
+//! corsgate's own HTTP/1.1 client, for the requests without a body (GET and HEAD to a bucket,
+//! nearly all the traffic) to a plain-HTTP origin.
+//!
+//! hyper's client connection runs as a task of its own: every request crosses to it through a
+//! channel, is written by one pass of its dispatcher, and its response is parsed into hyper's
+//! structures and crosses back, waking the request's task a second time. For a small GET that
+//! hand-off and those passes cost more than the rest of the proxying. Here the request's own task
+//! writes the head (rendered once into the connection's buffer, in one write) and reads the
+//! answer: the head parsed once by `httparse`, its header values slices of the one buffer it was
+//! read into, the body split off that same buffer as it arrives ([`super::framing`]).
+//!
+//! What it handles: a request head without a body, and any response an HTTP/1.1 origin may send
+//! (1xx interim answers skipped, the body framed as RFC 9112 §6.3 says, trailers passed on).
+//! What it does not: request bodies (uploads go through hyper, which streams them and handles
+//! `100-continue` and an origin answering early), TLS, HTTP/2, upgrades, pipelining. An answer
+//! that leaves any doubt about where the next one starts (close-delimited, both framings, bytes
+//! after the body, HTTP/1.0) closes its connection instead of returning it to the pool.
+
+use std::error::Error as StdError;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version, request};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::framing::{Decoded, Decoder, Framing, FramingError};
+use super::{OriginIo, OriginPool};
+
+/// Most header fields in a response head: hyper's client default.
+pub(super) const MAX_HEADERS: usize = 100;
+/// Largest response head: hyper's client reads at most its default buffer size while looking
+/// for the end of a head.
+pub(super) const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// First size of a read; doubled while reads fill it, up to [`MAX_READ`], as hyper does.
+const INIT_READ: usize = 8192;
+const MAX_READ: usize = MAX_HEAD;
+
+/// What an origin did wrong on the wire, or what broke under it.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error(
+        "the origin's response head is not HTTP/1.1 ({0}): check that the origin URL names an \
+         HTTP server"
+    )]
+    MalformedHead(&'static str),
+    #[error("the origin's response head has more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    #[error("the origin's response head is longer than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the origin sent a Content-Length that is not one decimal number")]
+    InvalidContentLength,
+    #[error("the origin sent Transfer-Encoding in an HTTP/1.0 response, which has no such thing")]
+    TransferEncodingInHttp10,
+    #[error("the origin answered 101 Switching Protocols to a request that asked for no upgrade")]
+    UnexpectedUpgrade,
+    #[error("the origin closed the connection before a complete response head")]
+    ClosedBeforeHead,
+    #[error("the origin closed the connection before the end of the response body")]
+    ClosedMidBody,
+    #[error("the origin's chunked response body is malformed: {0}")]
+    Framing(#[from] FramingError),
+    #[error("writing the request to the origin failed: {0}")]
+    Write(#[source] io::Error),
+    #[error("reading from the origin failed: {0}")]
+    Read(#[source] io::Error),
+}
+
+/// A failed exchange, and whether the request may be sent again on another connection.
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) error: WireError,
+    /// Nothing of the request was written.
+    unwritten: bool,
+    /// Nothing of a response came back before the connection ended.
+    unanswered: bool,
+}
+
+impl Failed {
+    /// A request a reused connection failed may go again when it never left, or when the
+    /// connection died before answering and the method may be repeated (RFC 9110 §9.2.2): the
+    /// origin closed a keep-alive connection as the request went out.
+    pub(super) fn may_retry(&self, method: &Method) -> bool {
+        self.unwritten || (self.unanswered && method_is_idempotent(method))
+    }
+}
+
+fn method_is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Whether a request with these fields (and its body already at its end) is one this client
+/// sends: one that announces no body either.
+pub(super) fn is_bodyless(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::TRANSFER_ENCODING)
+        && headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .all(|v| v.as_bytes() == b"0")
+}
+
+/// One HTTP/1.1 connection to the origin, with its buffers.
+pub(super) struct Connection {
+    io: OriginIo<TcpStream>,
+    /// The request head being written; kept for the next request's.
+    out: Vec<u8>,
+    /// How much of `out` is written.
+    sent: usize,
+    /// What was read and not used yet.
+    buf: BytesMut,
+    read: ReadSize,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an idle connection can take a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Liveness {
+    Alive,
+    /// Closed by the origin, or sent something nobody asked for.
+    Unusable,
+}
+
+/// What the front of the read buffer holds.
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// An interim (1xx) response, now taken off the buffer.
+    Interim,
+    Final(Head),
+}
+
+/// The parts of a final response head the body needs.
+struct Head {
+    response: Response<()>,
+    framing: Framing,
+    /// The connection may carry another request once this body is read.
+    keep_alive: bool,
+}
+
+impl Connection {
+    pub(super) fn new(io: OriginIo<TcpStream>) -> Connection {
+        Connection {
+            io,
+            out: Vec::new(),
+            sent: 0,
+            buf: BytesMut::new(),
+            read: ReadSize::default(),
+        }
+    }
+
+    /// Without waiting: an idle connection the origin closed (or wrote to) is not used again.
+    /// tokio reports no readiness for a quiet socket and then does not even ask the kernel.
+    pub(super) fn liveness(&self) -> Liveness {
+        if !self.buf.is_empty() {
+            return Liveness::Unusable;
+        }
+        let mut probe = [0u8; 1];
+        match self.io.io.try_read(&mut probe) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Liveness::Alive,
+            _ => Liveness::Unusable,
+        }
+    }
+
+    /// Sends the head of `parts` and reads the response head; the body is read by the
+    /// [`WireBody`] this connection moves into.
+    pub(super) async fn exchange(
+        mut self,
+        parts: &request::Parts,
+        pool: &Arc<OriginPool>,
+    ) -> Result<Response<WireBody>, Failed> {
+        self.render(parts);
+        if let Err(error) = std::future::poll_fn(|cx| self.poll_write_head(cx)).await {
+            return Err(error);
+        }
+        let is_head = parts.method == Method::HEAD;
+        let head = std::future::poll_fn(|cx| self.poll_head(cx, is_head)).await?;
+        let (parts, ()) = head.response.into_parts();
+        let body = WireBody::new(self, head.framing, head.keep_alive, pool);
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// `METHOD SP origin-form SP HTTP/1.1 CRLF`, the fields as `forward` left them, `CRLF`: what
+    /// hyper's client writes for a request whose body is at its end (it adds no
+    /// `Content-Length: 0` then, whatever the method).
+    fn render(&mut self, parts: &request::Parts) {
+        self.sent = 0;
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes the whole head; a write the origin makes no room for fails after
+    /// `origin_response` ([`OriginIo`]).
+    fn poll_write_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failed>> {
+        while self.sent < self.out.len() {
+            let io = &mut self.io;
+            let write = Pin::new(&mut io.io).poll_write(cx, &self.out[self.sent..]);
+            let error = match ready!(io.timed(cx, write)) {
+                Ok(0) => io::ErrorKind::WriteZero.into(),
+                Ok(n) => {
+                    self.sent += n;
+                    continue;
+                }
+                Err(err) => err,
+            };
+            return Poll::Ready(Err(Failed {
+                error: WireError::Write(error),
+                unwritten: self.sent == 0,
+                unanswered: true,
+            }));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads until a final response head is complete (1xx interim ones skipped).
+    fn poll_head(&mut self, cx: &mut Context<'_>, is_head: bool) -> Poll<Result<Head, Failed>> {
+        let mut answered = !self.buf.is_empty();
+        loop {
+            if !self.buf.is_empty() {
+                answered = true;
+                match self.parse_head(is_head) {
+                    Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
+                    Ok(Parsed::Interim) => continue,
+                    Ok(Parsed::Partial) => {}
+                    Err(error) => return Poll::Ready(Err(answered_failure(error))),
+                }
+                if self.buf.len() >= MAX_HEAD {
+                    return Poll::Ready(Err(answered_failure(WireError::HeadTooLarge)));
+                }
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(Failed {
+                        error: WireError::ClosedBeforeHead,
+                        unwritten: false,
+                        unanswered: !answered,
+                    }));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    return Poll::Ready(Err(Failed {
+                        unwritten: false,
+                        unanswered: !answered && is_reset(&err),
+                        error: WireError::Read(err),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The head at the front of the buffer, taken off it when complete.
+    fn parse_head(&mut self, is_head: bool) -> Result<Parsed, WireError> {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        // Where each field's name and value lie in the head, to slice them once it is frozen.
+        let mut spans = [[0u32; 4]; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        let (len, code, version, reason, count) =
+            match config.parse_response_with_uninit_headers(&mut response, &self.buf, &mut fields)
+            {
+                Ok(httparse::Status::Complete(len)) => {
+                    let base = self.buf.as_ptr() as usize;
+                    let count = response.headers.len();
+                    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+                        let name = field.name.as_ptr() as usize - base;
+                        let value = field.value.as_ptr() as usize - base;
+                        // The head is shorter than MAX_HEAD, far below u32::MAX.
+                        *span = [
+                            name as u32,
+                            (name + field.name.len()) as u32,
+                            value as u32,
+                            (value + field.value.len()) as u32,
+                        ];
+                    }
+                    let reason = response.reason.map_or(0..0, |reason| {
+                        let at = reason.as_ptr() as usize - base;
+                        at..at + reason.len()
+                    });
+                    (
+                        len,
+                        response.code.unwrap_or(0),
+                        response.version.unwrap_or(1),
+                        reason,
+                        count,
+                    )
+                }
+                Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+                Err(httparse::Error::TooManyHeaders) => return Err(WireError::TooManyHeaders),
+                Err(err) => return Err(WireError::MalformedHead(parse_error(err))),
+            };
+        if len > MAX_HEAD {
+            return Err(WireError::HeadTooLarge);
+        }
+        let head = self.buf.split_to(len).freeze();
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| WireError::MalformedHead("the status code is not a number"))?;
+        // RFC 9110 §15.2: interim answers come before the final one, and hyper's client passes
+        // over them too. 101 only answers a request that asked to upgrade, and none does.
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(WireError::UnexpectedUpgrade);
+        }
+        if status.is_informational() {
+            return Ok(Parsed::Interim);
+        }
+        let version = if version == 1 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        let mut headers = HeaderMap::with_capacity(count);
+        let mut close = version == Version::HTTP_10;
+        let mut transfer_encoding: Option<HeaderValue> = None;
+        let mut lengths = Lengths::None;
+        for &[n0, n1, v0, v1] in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
+                .map_err(|_| WireError::MalformedHead("a header field name is not valid"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
+                .map_err(|_| WireError::MalformedHead("a header field value is not valid"))?;
+            if name == header::CONTENT_LENGTH {
+                lengths = lengths.and(&value);
+            } else if name == header::TRANSFER_ENCODING {
+                transfer_encoding = Some(value.clone());
+            } else if name == header::CONNECTION && has_token(value.as_bytes(), b"close") {
+                close = true;
+            }
+            headers.append(name, value);
+        }
+        // RFC 9112 §6.3, in its order; as hyper's client decides.
+        let mut keep_alive = !close;
+        let framing = if status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || is_head
+        {
+            Framing::Empty
+        } else if let Some(te) = transfer_encoding {
+            if version == Version::HTTP_10 {
+                return Err(WireError::TransferEncodingInHttp10);
+            }
+            // Both framings: a sign of request smuggling on the way (§6.3 rule 3); read this
+            // answer as the Transfer-Encoding says and trust the connection no further.
+            if lengths != Lengths::None {
+                keep_alive = false;
+            }
+            if last_token_is(te.as_bytes(), b"chunked") {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        } else {
+            match lengths {
+                Lengths::None => Framing::UntilClose,
+                Lengths::One(n) => Framing::Length(n),
+                Lengths::Invalid => return Err(WireError::InvalidContentLength),
+            }
+        };
+        if framing == Framing::UntilClose {
+            keep_alive = false;
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        // hyper's client keeps a reason phrase that is not the standard one, and hyper's server
+        // writes it to the client: so does this.
+        let reason = &head[reason];
+        if status.canonical_reason().map(str::as_bytes) != Some(reason)
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
+        {
+            response.extensions_mut().insert(reason);
+        }
+        Ok(Parsed::Final(Head {
+            response,
+            framing,
+            keep_alive,
+        }))
+    }
+
+    /// Reads what the origin has sent into the buffer: the byte count, 0 at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buf.reserve(self.read.next);
+        let stream = &self.io.io;
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read_buf(&mut self.buf) {
+                Ok(n) => {
+                    self.read.record(n);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
+    }
+}
+
+fn answered_failure(error: WireError) -> Failed {
+    Failed {
+        error,
+        unwritten: false,
+        unanswered: false,
+    }
+}
+
+fn is_reset(err: &io::Error) -> bool {
+    use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(err.kind(), BrokenPipe | ConnectionAborted | ConnectionReset)
+}
+
+fn parse_error(err: httparse::Error) -> &'static str {
+    match err {
+        httparse::Error::Status => "the status line has no valid status code",
+        httparse::Error::Version => "the status line does not start with HTTP/1.x",
+        httparse::Error::HeaderName => "a header field name is not valid",
+        httparse::Error::HeaderValue => "a header field value is not valid",
+        httparse::Error::NewLine | httparse::Error::Token => "a line is malformed",
+        httparse::Error::TooManyHeaders => "too many header fields",
+    }
+}
+
+/// The `Content-Length` values seen so far: all must agree (RFC 9110 §8.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lengths {
+    None,
+    One(u64),
+    Invalid,
+}
+
+impl Lengths {
+    /// With the values of one more `Content-Length` line (a comma-separated list is the same
+    /// value repeated, or invalid).
+    fn and(self, line: &HeaderValue) -> Lengths {
+        let mut seen = self;
+        for value in line.as_bytes().split(|&b| b == b',') {
+            let n = match decimal(value.trim_ascii()) {
+                Some(n) => n,
+                None => return Lengths::Invalid,
+            };
+            seen = match seen {
+                Lengths::None => Lengths::One(n),
+                Lengths::One(m) if m == n => seen,
+                _ => return Lengths::Invalid,
+            };
+        }
+        seen
+    }
+}
+
+/// Digits only: `u64::from_str` would take a sign.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Transfer-Encoding is chunked when chunked is its last coding (RFC 9112 §6.3 rule 4).
+fn last_token_is(value: &[u8], token: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// How much to ask of the socket per read: hyper's adaptive strategy, so a large body is read
+/// in large pieces and a small answer does not hold a large buffer.
+#[derive(Debug)]
+struct ReadSize {
+    next: usize,
+    /// The last read was small: one more, and the size halves.
+    shrink: bool,
+}
+
+impl Default for ReadSize {
+    fn default() -> ReadSize {
+        ReadSize {
+            next: INIT_READ,
+            shrink: false,
+        }
+    }
+}
+
+impl ReadSize {
+    fn record(&mut self, read: usize) {
+        if read >= self.next {
+            self.next = (self.next * 2).min(MAX_READ);
+            self.shrink = false;
+        } else if read < self.next / 2 {
+            if self.shrink {
+                self.next = (self.next / 2).max(INIT_READ);
+                self.shrink = false;
+            } else {
+                self.shrink = true;
+            }
+        } else {
+            self.shrink = false;
+        }
+    }
+}
+
+/// A response body read off a [`Connection`] by the task that polls it; the connection goes
+/// back to the pool once the body is complete (and only if nothing about the exchange casts
+/// doubt on it), and closes when the body is dropped before.
+pub struct WireBody {
+    /// `None` once the body is complete.
+    conn: Option<Connection>,
+    decoder: Decoder,
+    keep_alive: bool,
+    pool: Arc<OriginPool>,
+}
+
+impl std::fmt::Debug for WireBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireBody")
+            .field("decoder", &self.decoder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WireBody {
+    fn new(conn: Connection, framing: Framing, keep_alive: bool, pool: &Arc<OriginPool>) -> Self {
+        let mut body = WireBody {
+            conn: Some(conn),
+            decoder: Decoder::new(framing),
+            keep_alive,
+            pool: Arc::clone(pool),
+        };
+        // An empty body may never be polled: its connection is free now.
+        if body.decoder.is_done() {
+            body.complete();
+        }
+        body
+    }
+
+    /// The body is read to its end: the connection goes back when the exchange was clean.
+    fn complete(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            // Bytes after the body: an origin that sent more than it framed.
+            && conn.buf.is_empty()
+        {
+            self.pool.put_wire(conn);
+        }
+    }
+}
+
+impl HttpBody for WireBody {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = &mut this.conn else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut conn.buf) {
+                Ok(Decoded::Data(data)) => {
+                    if this.decoder.is_done() {
+                        this.complete();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::Trailers(trailers)) => {
+                    this.complete();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Ok(Decoded::End) => {
+                    this.complete();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::More) => {}
+                Err(err) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(WireError::Framing(err)))));
+                }
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) => {
+                    if this.decoder.closed().is_err() {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(Box::new(WireError::ClosedMidBody))));
+                    }
+                    // Delimited by the close: never kept.
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(WireError::Read(err)))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() && self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Exact for a Content-Length: hyper's server then sends the client the same length.
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+}
