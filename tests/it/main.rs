@@ -29,6 +29,7 @@ mod hostile_origin;
 mod lint_warnings;
 mod loadtest;
 mod malformed;
+mod origin_wire;
 mod metrics;
 mod panel;
 #[cfg(feature = "external")]

@@ -543,6 +543,8 @@ pub struct WireBody {
     conn: Option<Connection>,
     decoder: Decoder,
     keep_alive: bool,
+    /// The body broke; told on the next poll.
+    failed: Option<WireError>,
     pool: Arc<OriginPool>,
 }
 
@@ -560,6 +562,7 @@ impl WireBody {
             conn: Some(conn),
             decoder: Decoder::new(framing),
             keep_alive,
+            failed: None,
             pool: Arc::clone(pool),
         };
         // An empty body may never be polled: its connection is free now.
@@ -590,7 +593,10 @@ impl HttpBody for WireBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        loop {
+        if let Some(error) = this.failed.take() {
+            return Poll::Ready(Some(Err(Box::new(error))));
+        }
+        let failure = loop {
             let Some(conn) = &mut this.conn else {
                 return Poll::Ready(None);
             };
@@ -610,28 +616,26 @@ impl HttpBody for WireBody {
                     return Poll::Ready(None);
                 }
                 Ok(Decoded::More) => {}
-                Err(err) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(Box::new(WireError::Framing(err)))));
-                }
+                Err(err) => break WireError::Framing(err),
             }
             match ready!(conn.poll_fill(cx)) {
-                Ok(0) => {
-                    if this.decoder.closed().is_err() {
-                        this.conn = None;
-                        return Poll::Ready(Some(Err(Box::new(WireError::ClosedMidBody))));
-                    }
+                Ok(0) if this.decoder.closed().is_ok() => {
                     // Delimited by the close: never kept.
                     this.conn = None;
                     return Poll::Ready(None);
                 }
+                Ok(0) => break WireError::ClosedMidBody,
                 Ok(_) => {}
-                Err(err) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(Box::new(WireError::Read(err)))));
-                }
+                Err(err) => break WireError::Read(err),
             }
-        }
+        };
+        this.conn = None;
+        // The error aborts the client's response where it stands. hyper's server writes out
+        // what it holds of it only when the body makes it wait: so it is made to wait once, and
+        // the client gets what the origin did send, as when hyper's client read the body.
+        this.failed = Some(failure);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
