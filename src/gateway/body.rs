@@ -42,6 +42,23 @@ impl Silence {
         self.waiting = false;
     }
 
+    /// A wait with a fixed end, on the same timer (moving a registered timer later costs next
+    /// to nothing, making one costs a lock): ready once `deadline` has passed. The next
+    /// [`Silence::poll_expired`] starts a new silence.
+    pub(super) fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.waiting = false;
+        timer.as_mut().poll(cx)
+    }
+
     /// A wait: ready once the silence has lasted `limit` (the caller then fails the transfer).
     pub(super) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let timer = match &mut self.timer {

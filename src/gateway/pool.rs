@@ -59,7 +59,9 @@ use crate::config::Timeouts;
 mod framing;
 mod wire;
 
-use wire::{Connection as WireConnection, Liveness, WireBody, WireError};
+pub(crate) use wire::{WireBody, WireError};
+
+use wire::{Connection as WireConnection, Liveness};
 
 /// Idle connections kept per route; past it, the oldest is closed.
 pub(crate) const MAX_IDLE: usize = 1024;
@@ -221,7 +223,8 @@ struct Idle {
 #[derive(Debug)]
 enum Pooled {
     Hyper(SendRequest<Upload>),
-    Wire(WireConnection),
+    /// Boxed: it moves from the stack to the request and on into the body, and back.
+    Wire(Box<WireConnection>),
 }
 
 impl Pooled {
@@ -249,48 +252,72 @@ impl OriginPool {
         }
     }
 
-    /// Sends `req` (its URI in origin form) and returns the response head; the body streams on.
-    /// A request whose body is at its end goes through corsgate's own client ([`wire`]) and its
-    /// body returns the connection itself; any other through hyper's, with the [`Lease`] of the
-    /// connection its body arrives on.
-    pub async fn send(
-        self: &Arc<Self>,
-        req: Request<Upload>,
-    ) -> Result<(Response<OriginBody>, Option<Lease>), PoolError> {
-        if req.body().is_end_stream() && wire::is_bodyless(req.headers()) {
-            let (parts, _) = req.into_parts();
-            let response = self.send_wire(&parts).await?;
-            return Ok((response.map(OriginBody::Wire), None));
-        }
-        // Rare next to GETs: boxed, so that hyper's state is not part of every request's future.
-        let (response, lease) = Box::pin(self.send_hyper(req)).await?;
-        Ok((response.map(OriginBody::Hyper), Some(lease)))
+    /// Whether `req` goes through corsgate's own client ([`OriginPool::send_bodyless`]): its
+    /// body is at its end and its fields announce none.
+    pub fn is_bodyless(req: &Request<Upload>) -> bool {
+        req.body().is_end_stream() && wire::is_bodyless(req.headers())
     }
 
-    async fn send_wire(
+    /// Sends a request without a body (see [`OriginPool::is_bodyless`]; its URI in origin
+    /// form) through corsgate's own client and returns the response head; the body streams on
+    /// and returns the connection itself. Fails with [`WireError::HeadTimeout`] once `deadline`
+    /// passes before a complete response head.
+    pub async fn send_bodyless(
         self: &Arc<Self>,
-        parts: &http::request::Parts,
+        mut parts: http::request::Parts,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<WireBody>, PoolError> {
         // One wait for a slot per request, however many retries it takes.
         let mut give_up = None;
+        // The head as first rendered, handed back by a connection that failed to send it.
+        let mut rendered = None;
         loop {
-            let (conn, reused) = match self.checkout(true) {
+            let (mut conn, reused) = match self.checkout(true) {
                 Some(Pooled::Wire(conn)) => (conn, true),
                 // The slow path (connecting, waiting for a slot) is boxed so that its state is
-                // not part of every request's future.
-                _ => match Box::pin(self.connection(&mut give_up, true)).await? {
-                    (Pooled::Wire(conn), reused) => (conn, reused),
-                    (Pooled::Hyper(_), _) => unreachable!("connection(wire) makes wire ones"),
-                },
+                // not part of every request's future; it has a timer of its own.
+                _ => {
+                    let connection = self.connection(&mut give_up, true);
+                    match Box::pin(tokio::time::timeout_at(deadline, connection)).await {
+                        Err(_) => return Err(PoolError::Wire(WireError::HeadTimeout(self.write_stall))),
+                        Ok(Err(err)) => return Err(err),
+                        Ok(Ok((Pooled::Wire(conn), reused))) => (conn, reused),
+                        Ok(Ok((Pooled::Hyper(_), _))) => {
+                            unreachable!("connection(wire) makes wire connections")
+                        }
+                    }
+                }
             };
-            match conn.exchange(parts, self).await {
+            match rendered.take() {
+                Some(head) => conn.resume(head),
+                None => {
+                    conn.render(&parts);
+                    // Rendered, the request's fields are done with: their map takes the
+                    // response's, its allocation reused.
+                    parts.headers.clear();
+                }
+            }
+            let exchange = conn.exchange(&parts.method, &mut parts.headers, deadline, self);
+            match exchange.await {
                 Ok(response) => return Ok(response),
                 // Each retry uses up an idle connection, and a new one is not retried, so this
                 // ends.
-                Err(failed) if reused && failed.may_retry(&parts.method) => {}
+                Err(failed) if reused && failed.may_retry(&parts.method) => {
+                    rendered = Some(failed.rendered);
+                }
                 Err(failed) => return Err(PoolError::Wire(failed.error)),
             }
         }
+    }
+
+    /// Sends `req` (its URI in origin form) through a hyper connection and returns the response
+    /// head, with the lease of the connection its body arrives on.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Upload>,
+    ) -> Result<(Response<Incoming>, Lease), PoolError> {
+        // Rare next to GETs: boxed, so that hyper's state is not part of every request's future.
+        Box::pin(self.send_hyper(req)).await
     }
 
     async fn send_hyper(
@@ -425,7 +452,7 @@ impl OriginPool {
     }
 
     /// A [`WireBody`] read to its end gives its connection back.
-    fn put_wire(&self, conn: WireConnection) {
+    fn put_wire(&self, conn: Box<WireConnection>) {
         self.put(Pooled::Wire(conn));
     }
 
@@ -441,7 +468,7 @@ impl OriginPool {
         let _ = stream.set_nodelay(true);
         if wire {
             let io = OriginIo::new(stream, slot, self.write_stall);
-            return Ok(Pooled::Wire(WireConnection::new(io)));
+            return Ok(Pooled::Wire(Box::new(WireConnection::new(io))));
         }
         let io = OriginIo::new(TokioIo::new(stream), slot, self.write_stall);
         let (sender, connection) = http1::Builder::new()

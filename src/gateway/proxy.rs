@@ -36,6 +36,7 @@ use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
@@ -51,10 +52,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use super::Body;
-use super::body::{Silence, Upload};
+use super::body::{Silence, Turn, Upload};
 use super::error::GatewayError;
 use super::pool::{
-    Lease, NoFreeConnection, OriginBody, OriginNotReading, OriginSlots, PoolError, SlotConnector,
+    Lease, NoFreeConnection, OriginBody, OriginNotReading, OriginPool, OriginSlots, PoolError,
+    SlotConnector, WireError,
 };
 use super::route::{OriginLink, Route};
 use crate::config::Timeouts;
@@ -152,10 +154,54 @@ pub async fn forward(
     let (upload, turn) = Upload::new(body, timeouts.body_read, started);
     let origin = || route.origin.to_string();
     let request = Request::from_parts(parts, upload);
+    let (response, lease) = match &route.link {
+        // The usual GET or HEAD to a plain-HTTP origin: sent by corsgate's own client, which
+        // watches the origin's silence before the head itself, on the connection's timer.
+        OriginLink::Plain(pool) if OriginPool::is_bodyless(&request) => {
+            let (parts, _) = request.into_parts();
+            match pool.send_bodyless(parts, started + origin_response).await {
+                Ok(response) => (response.map(OriginBody::Wire), None),
+                Err(err) => return Err(pool_failure(err, origin())),
+            }
+        }
+        _ => watched(route, request, turn, started, timeouts).await?,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Download::new(body, origin_response, lease);
+    match &route.signer {
+        // HEAD has no body to tell why: its 403 goes to the client as it came.
+        Some(signer)
+            if method != Method::HEAD
+                && matches!(
+                    parts.status,
+                    StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN
+                ) =>
+        {
+            // Boxed, as it is rare: its state would otherwise enlarge every request's future.
+            let body = Box::pin(screen_refusal(route, signer, body)).await?;
+            Ok(Response::from_parts(parts, body))
+        }
+        _ => Ok(Response::from_parts(parts, body.boxed())),
+    }
+}
+
+/// Sends `request` through hyper (an upload, or any request to an HTTPS origin) and returns
+/// the response head, failing once the origin has been silent for `origin_response`: counted
+/// from `started`, and restarted whenever the origin takes a piece of the upload (`turn`).
+async fn watched(
+    route: &Route,
+    request: Request<Upload>,
+    turn: Option<Arc<Turn>>,
+    started: Instant,
+    timeouts: &Timeouts,
+) -> Result<(Response<OriginBody>, Option<Lease>), GatewayError> {
+    let origin_response = timeouts.origin_response;
+    let origin = || route.origin.to_string();
     let response = async {
         match &route.link {
             OriginLink::Plain(pool) => match pool.send(request).await {
-                Ok(sent) => Ok(sent),
+                Ok((response, lease)) => Ok((response.map(OriginBody::Hyper), Some(lease))),
                 Err(err) => Err(pool_failure(err, origin())),
             },
             OriginLink::Https(client) => match client.request(request).await {
@@ -193,33 +239,15 @@ pub async fn forward(
             }
         }
     };
-    let (response, lease) = match answered {
-        Ok(answered) => answered,
+    match answered {
+        Ok(answered) => Ok(answered),
         // However the abort surfaced (a body error, a reset stream), the cause is the client.
         Err(_) if turn.as_ref().is_some_and(|t| t.client_stalled()) => {
-            return Err(GatewayError::ClientBodyTimeout {
+            Err(GatewayError::ClientBodyTimeout {
                 timeout: timeouts.body_read,
-            });
+            })
         }
-        Err(err) => return Err(err),
-    };
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let body = Download::new(body, origin_response, lease);
-    match &route.signer {
-        // HEAD has no body to tell why: its 403 goes to the client as it came.
-        Some(signer)
-            if method != Method::HEAD
-                && matches!(
-                    parts.status,
-                    StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN
-                ) =>
-        {
-            // Boxed, as it is rare: its state would otherwise enlarge every request's future.
-            let body = Box::pin(screen_refusal(route, signer, body)).await?;
-            Ok(Response::from_parts(parts, body))
-        }
-        _ => Ok(Response::from_parts(parts, body.boxed())),
+        Err(err) => Err(err),
     }
 }
 
@@ -452,6 +480,9 @@ fn pool_failure(err: PoolError, origin: String) -> GatewayError {
             waited: busy.waited,
         },
         PoolError::Http(err) => failed(origin, Box::new(err)),
+        PoolError::Wire(WireError::HeadTimeout(timeout)) => {
+            GatewayError::OriginTimeout { origin, timeout }
+        }
         PoolError::Wire(err) => failed(origin, Box::new(err)),
     }
 }

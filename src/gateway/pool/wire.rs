@@ -22,6 +22,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -29,6 +30,7 @@ use http::{Method, Response, StatusCode, Version, request};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::framing::{Decoded, Decoder, Framing, FramingError};
 use super::{OriginIo, OriginPool};
@@ -62,6 +64,11 @@ pub enum WireError {
     UnexpectedUpgrade,
     #[error("the origin closed the connection before a complete response head")]
     ClosedBeforeHead,
+    #[error(
+        "the origin sent no response head within {0:?} of the request being forwarded \
+         (timeouts.origin_response)"
+    )]
+    HeadTimeout(Duration),
     #[error("the origin closed the connection before the end of the response body")]
     ClosedMidBody,
     #[error("the origin's chunked response body is malformed: {0}")]
@@ -76,6 +83,8 @@ pub enum WireError {
 #[derive(Debug)]
 pub(super) struct Failed {
     pub(super) error: WireError,
+    /// The request head, rendered, to send on another connection.
+    pub(super) rendered: Vec<u8>,
     /// Nothing of the request was written.
     unwritten: bool,
     /// Nothing of a response came back before the connection ended.
@@ -83,6 +92,20 @@ pub(super) struct Failed {
 }
 
 impl Failed {
+    fn new(error: WireError, unwritten: bool, unanswered: bool) -> Failed {
+        Failed {
+            error,
+            rendered: Vec::new(),
+            unwritten,
+            unanswered,
+        }
+    }
+
+    fn with_head(mut self, rendered: Vec<u8>) -> Failed {
+        self.rendered = rendered;
+        self
+    }
+
     /// A request a reused connection failed may go again when it never left, or when the
     /// connection died before answering and the method may be repeated (RFC 9110 §9.2.2): the
     /// origin closed a keep-alive connection as the request went out.
@@ -179,26 +202,40 @@ impl Connection {
 
     /// Sends the head of `parts` and reads the response head; the body is read by the
     /// [`WireBody`] this connection moves into.
+    /// Writes the request head [`Connection::render`]ed (or [`Connection::resume`]d) and reads
+    /// the response head, which must be complete by `deadline`, into `fields` (empty; its allocation is reused, as hyper's client reuses
+    /// the request's map for the response); the body is read by the [`WireBody`] this
+    /// connection moves into. A failure hands the rendered head back for another connection.
     pub(super) async fn exchange(
-        mut self,
-        parts: &request::Parts,
+        mut self: Box<Self>,
+        method: &Method,
+        fields: &mut HeaderMap,
+        deadline: Instant,
         pool: &Arc<OriginPool>,
     ) -> Result<Response<WireBody>, Failed> {
-        self.render(parts);
-        if let Err(error) = std::future::poll_fn(|cx| self.poll_write_head(cx)).await {
-            return Err(error);
+        if let Err(failed) = std::future::poll_fn(|cx| self.poll_write_head(cx)).await {
+            return Err(failed.with_head(self.out));
         }
-        let is_head = parts.method == Method::HEAD;
-        let head = std::future::poll_fn(|cx| self.poll_head(cx, is_head)).await?;
+        let is_head = *method == Method::HEAD;
+        let head = match std::future::poll_fn(|cx| self.poll_head(cx, is_head, fields, deadline)).await {
+            Ok(head) => head,
+            Err(failed) => return Err(failed.with_head(self.out)),
+        };
         let (parts, ()) = head.response.into_parts();
         let body = WireBody::new(self, head.framing, head.keep_alive, pool);
         Ok(Response::from_parts(parts, body))
     }
 
+    /// A head rendered for a connection that failed before answering, to send on this one.
+    pub(super) fn resume(&mut self, rendered: Vec<u8>) {
+        self.out = rendered;
+        self.sent = 0;
+    }
+
     /// `METHOD SP origin-form SP HTTP/1.1 CRLF`, the fields as `forward` left them, `CRLF`: what
     /// hyper's client writes for a request whose body is at its end (it adds no
     /// `Content-Length: 0` then, whatever the method).
-    fn render(&mut self, parts: &request::Parts) {
+    pub(super) fn render(&mut self, parts: &request::Parts) {
         self.sent = 0;
         let out = &mut self.out;
         out.clear();
@@ -230,22 +267,28 @@ impl Connection {
                 }
                 Err(err) => err,
             };
-            return Poll::Ready(Err(Failed {
-                error: WireError::Write(error),
-                unwritten: self.sent == 0,
-                unanswered: true,
-            }));
+            return Poll::Ready(Err(Failed::new(
+                WireError::Write(error),
+                self.sent == 0,
+                true,
+            )));
         }
         Poll::Ready(Ok(()))
     }
 
     /// Reads until a final response head is complete (1xx interim ones skipped).
-    fn poll_head(&mut self, cx: &mut Context<'_>, is_head: bool) -> Poll<Result<Head, Failed>> {
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        is_head: bool,
+        fields: &mut HeaderMap,
+        deadline: Instant,
+    ) -> Poll<Result<Head, Failed>> {
         let mut answered = !self.buf.is_empty();
         loop {
             if !self.buf.is_empty() {
                 answered = true;
-                match self.parse_head(is_head) {
+                match parse_head(&mut self.buf, is_head, fields) {
                     Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
                     Ok(Parsed::Interim) => continue,
                     Ok(Parsed::Partial) => {}
@@ -255,151 +298,30 @@ impl Connection {
                     return Poll::Ready(Err(answered_failure(WireError::HeadTooLarge)));
                 }
             }
-            match ready!(self.poll_fill(cx)) {
+            let filled = match self.poll_fill(cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending => {
+                    // The origin's silence before the head, on the connection's own timer.
+                    ready!(self.io.silence.poll_deadline(cx, deadline));
+                    let limit = self.io.silence.limit();
+                    return Poll::Ready(Err(answered_failure(WireError::HeadTimeout(limit))));
+                }
+            };
+            match filled {
                 Ok(0) => {
-                    return Poll::Ready(Err(Failed {
-                        error: WireError::ClosedBeforeHead,
-                        unwritten: false,
-                        unanswered: !answered,
-                    }));
+                    return Poll::Ready(Err(Failed::new(
+                        WireError::ClosedBeforeHead,
+                        false,
+                        !answered,
+                    )));
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    return Poll::Ready(Err(Failed {
-                        unwritten: false,
-                        unanswered: !answered && is_reset(&err),
-                        error: WireError::Read(err),
-                    }));
+                    let unanswered = !answered && is_reset(&err);
+                    return Poll::Ready(Err(Failed::new(WireError::Read(err), false, unanswered)));
                 }
             }
         }
-    }
-
-    /// The head at the front of the buffer, taken off it when complete.
-    fn parse_head(&mut self, is_head: bool) -> Result<Parsed, WireError> {
-        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        // Where each field's name and value lie in the head, to slice them once it is frozen.
-        let mut spans = [[0u32; 4]; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut []);
-        let config = httparse::ParserConfig::default();
-        let (len, code, version, reason, count) =
-            match config.parse_response_with_uninit_headers(&mut response, &self.buf, &mut fields)
-            {
-                Ok(httparse::Status::Complete(len)) => {
-                    let base = self.buf.as_ptr() as usize;
-                    let count = response.headers.len();
-                    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-                        let name = field.name.as_ptr() as usize - base;
-                        let value = field.value.as_ptr() as usize - base;
-                        // The head is shorter than MAX_HEAD, far below u32::MAX.
-                        *span = [
-                            name as u32,
-                            (name + field.name.len()) as u32,
-                            value as u32,
-                            (value + field.value.len()) as u32,
-                        ];
-                    }
-                    let reason = response.reason.map_or(0..0, |reason| {
-                        let at = reason.as_ptr() as usize - base;
-                        at..at + reason.len()
-                    });
-                    (
-                        len,
-                        response.code.unwrap_or(0),
-                        response.version.unwrap_or(1),
-                        reason,
-                        count,
-                    )
-                }
-                Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-                Err(httparse::Error::TooManyHeaders) => return Err(WireError::TooManyHeaders),
-                Err(err) => return Err(WireError::MalformedHead(parse_error(err))),
-            };
-        if len > MAX_HEAD {
-            return Err(WireError::HeadTooLarge);
-        }
-        let head = self.buf.split_to(len).freeze();
-        let status = StatusCode::from_u16(code)
-            .map_err(|_| WireError::MalformedHead("the status code is not a number"))?;
-        // RFC 9110 §15.2: interim answers come before the final one, and hyper's client passes
-        // over them too. 101 only answers a request that asked to upgrade, and none does.
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(WireError::UnexpectedUpgrade);
-        }
-        if status.is_informational() {
-            return Ok(Parsed::Interim);
-        }
-        let version = if version == 1 {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        };
-        let mut headers = HeaderMap::with_capacity(count);
-        let mut close = version == Version::HTTP_10;
-        let mut transfer_encoding: Option<HeaderValue> = None;
-        let mut lengths = Lengths::None;
-        for &[n0, n1, v0, v1] in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-                .map_err(|_| WireError::MalformedHead("a header field name is not valid"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
-                .map_err(|_| WireError::MalformedHead("a header field value is not valid"))?;
-            if name == header::CONTENT_LENGTH {
-                lengths = lengths.and(&value);
-            } else if name == header::TRANSFER_ENCODING {
-                transfer_encoding = Some(value.clone());
-            } else if name == header::CONNECTION && has_token(value.as_bytes(), b"close") {
-                close = true;
-            }
-            headers.append(name, value);
-        }
-        // RFC 9112 §6.3, in its order; as hyper's client decides.
-        let mut keep_alive = !close;
-        let framing = if status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-            || is_head
-        {
-            Framing::Empty
-        } else if let Some(te) = transfer_encoding {
-            if version == Version::HTTP_10 {
-                return Err(WireError::TransferEncodingInHttp10);
-            }
-            // Both framings: a sign of request smuggling on the way (§6.3 rule 3); read this
-            // answer as the Transfer-Encoding says and trust the connection no further.
-            if lengths != Lengths::None {
-                keep_alive = false;
-            }
-            if last_token_is(te.as_bytes(), b"chunked") {
-                Framing::Chunked
-            } else {
-                Framing::UntilClose
-            }
-        } else {
-            match lengths {
-                Lengths::None => Framing::UntilClose,
-                Lengths::One(n) => Framing::Length(n),
-                Lengths::Invalid => return Err(WireError::InvalidContentLength),
-            }
-        };
-        if framing == Framing::UntilClose {
-            keep_alive = false;
-        }
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        *response.version_mut() = version;
-        *response.headers_mut() = headers;
-        // hyper's client keeps a reason phrase that is not the standard one, and hyper's server
-        // writes it to the client: so does this.
-        let reason = &head[reason];
-        if status.canonical_reason().map(str::as_bytes) != Some(reason)
-            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
-        {
-            response.extensions_mut().insert(reason);
-        }
-        Ok(Parsed::Final(Head {
-            response,
-            framing,
-            keep_alive,
-        }))
     }
 
     /// Reads what the origin has sent into the buffer: the byte count, 0 at its end.
@@ -407,25 +329,156 @@ impl Connection {
         self.buf.reserve(self.read.next);
         let stream = &self.io.io;
         loop {
-            ready!(stream.poll_read_ready(cx))?;
+            // Trying first: tokio answers WouldBlock without a system call while it has seen no
+            // readiness, and a wake-up for readiness is followed by a read that succeeds.
             match stream.try_read_buf(&mut self.buf) {
                 Ok(n) => {
                     self.read.record(n);
                     return Poll::Ready(Ok(n));
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(stream.poll_read_ready(cx))?;
+                }
                 Err(err) => return Poll::Ready(Err(err)),
             }
         }
     }
 }
 
-fn answered_failure(error: WireError) -> Failed {
-    Failed {
-        error,
-        unwritten: false,
-        unanswered: false,
+/// The head at the front of the buffer, taken off it when complete.
+fn parse_head(
+    buf: &mut BytesMut,
+    is_head: bool,
+    fields: &mut HeaderMap,
+) -> Result<Parsed, WireError> {
+    let mut parsed = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    // Where each field's name and value lie in the head, to slice them once it is frozen.
+    let mut spans = [[0u32; 4]; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let (len, code, version, reason, count) =
+        match config.parse_response_with_uninit_headers(&mut response, buf, &mut parsed)
+        {
+            Ok(httparse::Status::Complete(len)) => {
+                let base = buf.as_ptr() as usize;
+                let count = response.headers.len();
+                for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+                    let name = field.name.as_ptr() as usize - base;
+                    let value = field.value.as_ptr() as usize - base;
+                    // The head is shorter than MAX_HEAD, far below u32::MAX.
+                    *span = [
+                        name as u32,
+                        (name + field.name.len()) as u32,
+                        value as u32,
+                        (value + field.value.len()) as u32,
+                    ];
+                }
+                let reason = response.reason.map_or(0..0, |reason| {
+                    let at = reason.as_ptr() as usize - base;
+                    at..at + reason.len()
+                });
+                (
+                    len,
+                    response.code.unwrap_or(0),
+                    response.version.unwrap_or(1),
+                    reason,
+                    count,
+                )
+            }
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+            Err(httparse::Error::TooManyHeaders) => return Err(WireError::TooManyHeaders),
+            Err(err) => return Err(WireError::MalformedHead(parse_error(err))),
+        };
+    if len > MAX_HEAD {
+        return Err(WireError::HeadTooLarge);
     }
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| WireError::MalformedHead("the status code is not a number"))?;
+    // RFC 9110 §15.2: interim answers come before the final one, and hyper's client passes
+    // over them too. 101 only answers a request that asked to upgrade, and none does.
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(WireError::UnexpectedUpgrade);
+    }
+    if status.is_informational() {
+        return Ok(Parsed::Interim);
+    }
+    let version = if version == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let mut headers = std::mem::take(fields);
+    headers.reserve(count);
+    let mut close = version == Version::HTTP_10;
+    let mut transfer_encoding: Option<HeaderValue> = None;
+    let mut lengths = Lengths::None;
+    for &[n0, n1, v0, v1] in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
+            .map_err(|_| WireError::MalformedHead("a header field name is not valid"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
+            .map_err(|_| WireError::MalformedHead("a header field value is not valid"))?;
+        if name == header::CONTENT_LENGTH {
+            lengths = lengths.and(&value);
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = Some(value.clone());
+        } else if name == header::CONNECTION && has_token(value.as_bytes(), b"close") {
+            close = true;
+        }
+        headers.append(name, value);
+    }
+    // RFC 9112 §6.3, in its order; as hyper's client decides.
+    let mut keep_alive = !close;
+    let framing = if status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || is_head
+    {
+        Framing::Empty
+    } else if let Some(te) = transfer_encoding {
+        if version == Version::HTTP_10 {
+            return Err(WireError::TransferEncodingInHttp10);
+        }
+        // Both framings: a sign of request smuggling on the way (§6.3 rule 3); read this
+        // answer as the Transfer-Encoding says and trust the connection no further.
+        if lengths != Lengths::None {
+            keep_alive = false;
+        }
+        if last_token_is(te.as_bytes(), b"chunked") {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match lengths {
+            Lengths::None => Framing::UntilClose,
+            Lengths::One(n) => Framing::Length(n),
+            Lengths::Invalid => return Err(WireError::InvalidContentLength),
+        }
+    };
+    if framing == Framing::UntilClose {
+        keep_alive = false;
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    // hyper's client keeps a reason phrase that is not the standard one, and hyper's server
+    // writes it to the client: so does this.
+    let reason = &head[reason];
+    if status.canonical_reason().map(str::as_bytes) != Some(reason)
+        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
+    {
+        response.extensions_mut().insert(reason);
+    }
+    Ok(Parsed::Final(Head {
+        response,
+        framing,
+        keep_alive,
+    }))
+}
+
+fn answered_failure(error: WireError) -> Failed {
+    Failed::new(error, false, false)
 }
 
 fn is_reset(err: &io::Error) -> bool {
@@ -540,7 +593,7 @@ impl ReadSize {
 /// doubt on it), and closes when the body is dropped before.
 pub struct WireBody {
     /// `None` once the body is complete.
-    conn: Option<Connection>,
+    conn: Option<Box<Connection>>,
     decoder: Decoder,
     keep_alive: bool,
     /// The body broke; told on the next poll.
@@ -557,7 +610,12 @@ impl std::fmt::Debug for WireBody {
 }
 
 impl WireBody {
-    fn new(conn: Connection, framing: Framing, keep_alive: bool, pool: &Arc<OriginPool>) -> Self {
+    fn new(
+        conn: Box<Connection>,
+        framing: Framing,
+        keep_alive: bool,
+        pool: &Arc<OriginPool>,
+    ) -> Self {
         let mut body = WireBody {
             conn: Some(conn),
             decoder: Decoder::new(framing),
@@ -654,4 +712,200 @@ impl HttpBody for WireBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The final head at the front of `bytes` fed one byte at a time, and what is left after it.
+    fn parse(bytes: &[u8], is_head: bool) -> Result<(Head, Vec<u8>), WireError> {
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        loop {
+            match parse_head(&mut buf, is_head, &mut HeaderMap::new())? {
+                Parsed::Final(head) => {
+                    buf.extend_from_slice(&bytes[fed..]);
+                    return Ok((head, buf.to_vec()));
+                }
+                Parsed::Interim => {}
+                Parsed::Partial if fed == bytes.len() => return Err(WireError::ClosedBeforeHead),
+                Parsed::Partial => {
+                    buf.extend_from_slice(&bytes[fed..=fed]);
+                    fed += 1;
+                }
+            }
+        }
+    }
+
+    fn framing_of(bytes: &[u8]) -> Result<(Framing, bool), WireError> {
+        parse(bytes, false).map(|(head, _)| (head.framing, head.keep_alive))
+    }
+
+    #[test]
+    fn fields_are_slices_of_the_head_and_the_body_stays_in_the_buffer() {
+        let (head, rest) = parse(
+            b"HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nx-amz-meta-a: 1\r\nx-amz-meta-a: 2\r\ncontent-length: 4\r\n\r\nbody",
+            false,
+        )
+        .expect("valid head");
+        let response = head.response;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), Version::HTTP_11);
+        assert_eq!(response.headers()["etag"], "\"abc\"");
+        let metas: Vec<_> = response.headers().get_all("x-amz-meta-a").iter().collect();
+        assert_eq!(metas, ["1", "2"]);
+        assert!(response.extensions().get::<hyper::ext::ReasonPhrase>().is_none());
+        assert_eq!((head.framing, head.keep_alive), (Framing::Length(4), true));
+        assert_eq!(rest, b"body");
+    }
+
+    #[test]
+    fn a_reason_phrase_of_its_own_is_kept() {
+        let (head, _) = parse(b"HTTP/1.1 200 Fine\r\ncontent-length: 0\r\n\r\n", false)
+            .expect("valid head");
+        let reason = head.response.extensions().get::<hyper::ext::ReasonPhrase>().cloned();
+        assert_eq!(reason.as_ref().map(|r| r.as_bytes()), Some(&b"Fine"[..]));
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        let cases: [(&[u8], Framing, bool); 10] = [
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", Framing::Length(7), true),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", Framing::Length(7), true),
+            (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", Framing::Chunked, true),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+                Framing::UntilClose,
+                false,
+            ),
+            // Both: Transfer-Encoding wins, and the connection is not trusted again.
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                false,
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose, false),
+            (b"HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n", Framing::Empty, true),
+            (
+                b"HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\ncontent-length: 1\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
+        ];
+        for (bytes, framing, keep_alive) in cases {
+            let text = String::from_utf8_lossy(bytes);
+            assert_eq!(framing_of(bytes).ok(), Some((framing, keep_alive)), "{text}");
+        }
+        // HTTP/1.0 closes unless told otherwise; corsgate does not ask it to stay.
+        assert_eq!(
+            framing_of(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n").ok(),
+            Some((Framing::Length(1), false))
+        );
+        // A HEAD answer has no body, whatever it announces.
+        let (head, _) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n", true)
+            .expect("valid head");
+        assert_eq!((head.framing, head.keep_alive), (Framing::Empty, true));
+    }
+
+    #[test]
+    fn interim_answers_are_passed_over() {
+        let (head, rest) = parse(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: <a>\r\n\r\nHTTP/1.1 404 Not Found\r\ncontent-length: 1\r\n\r\nx",
+            false,
+        )
+        .expect("valid heads");
+        assert_eq!(head.response.status(), StatusCode::NOT_FOUND);
+        assert!(head.response.headers().get("link").is_none());
+        assert_eq!(rest, b"x");
+    }
+
+    #[test]
+    fn broken_heads_are_origin_errors() {
+        let refused = |bytes: &[u8]| parse(bytes, false).err();
+        assert!(matches!(refused(b"SSH-2.0-OpenSSH\r\n\r\n"), Some(WireError::MalformedHead(_))));
+        assert!(matches!(
+            refused(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n"),
+            Some(WireError::InvalidContentLength)
+        ));
+        assert!(matches!(
+            refused(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"),
+            Some(WireError::InvalidContentLength)
+        ));
+        assert!(matches!(
+            refused(b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n"),
+            Some(WireError::InvalidContentLength)
+        ));
+        assert!(matches!(
+            refused(b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"),
+            Some(WireError::TransferEncodingInHttp10)
+        ));
+        assert!(matches!(
+            refused(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n"),
+            Some(WireError::UnexpectedUpgrade)
+        ));
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let mut buf = BytesMut::from(&many[..]);
+        assert!(matches!(
+            parse_head(&mut buf, false, &mut HeaderMap::new()),
+            Err(WireError::TooManyHeaders)
+        ));
+    }
+
+    #[test]
+    fn content_length_lists_must_agree() {
+        let line = |text: &'static str| HeaderValue::from_static(text);
+        assert_eq!(Lengths::None.and(&line("12")), Lengths::One(12));
+        assert_eq!(Lengths::One(12).and(&line("12, 12")), Lengths::One(12));
+        assert_eq!(Lengths::One(12).and(&line("13")), Lengths::Invalid);
+        assert_eq!(Lengths::None.and(&line("+12")), Lengths::Invalid);
+        assert_eq!(Lengths::None.and(&line("")), Lengths::Invalid);
+    }
+
+    #[test]
+    fn only_requests_that_announce_no_body_are_sent_here() {
+        let mut headers = HeaderMap::new();
+        assert!(is_bodyless(&headers));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(is_bodyless(&headers));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(!is_bodyless(&headers));
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert!(!is_bodyless(&headers));
+    }
+
+    #[test]
+    fn reads_grow_while_they_fill_and_shrink_when_they_do_not() {
+        let mut size = ReadSize::default();
+        for _ in 0..20 {
+            let next = size.next;
+            size.record(next);
+        }
+        assert_eq!(size.next, MAX_READ);
+        for _ in 0..40 {
+            size.record(10);
+        }
+        assert_eq!(size.next, INIT_READ);
+    }
+
+    #[test]
+    fn only_a_request_that_never_left_or_may_be_repeated_is_retried() {
+        let failed = |unwritten, unanswered| {
+            Failed::new(WireError::ClosedBeforeHead, unwritten, unanswered)
+        };
+        assert!(failed(true, true).may_retry(&Method::POST));
+        assert!(failed(false, true).may_retry(&Method::GET));
+        assert!(!failed(false, true).may_retry(&Method::POST));
+        assert!(!failed(false, false).may_retry(&Method::GET));
+    }
 }
