@@ -53,7 +53,9 @@ impl Silence {
                 }
                 timer
             }
-            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
         self.waiting = false;
         timer.as_mut().poll(cx)

@@ -216,7 +216,8 @@ pub struct OriginPool {
 #[derive(Debug)]
 struct Idle {
     conn: Pooled,
-    since: Instant,
+    /// When it goes stale (returned + the idle timeout); `None`: beyond what a clock holds.
+    stale_at: Option<Instant>,
 }
 
 /// An open connection to the origin, by the client that speaks on it.
@@ -279,7 +280,9 @@ impl OriginPool {
                 _ => {
                     let connection = self.connection(&mut give_up, true);
                     match Box::pin(tokio::time::timeout_at(deadline, connection)).await {
-                        Err(_) => return Err(PoolError::Wire(WireError::HeadTimeout(self.write_stall))),
+                        Err(_) => {
+                            return Err(PoolError::Wire(WireError::HeadTimeout(self.write_stall)));
+                        }
                         Ok(Err(err)) => return Err(err),
                         Ok(Ok((Pooled::Wire(conn), reused))) => (conn, reused),
                         Ok(Ok((Pooled::Hyper(_), _))) => {
@@ -402,9 +405,11 @@ impl OriginPool {
         let now = Instant::now();
         let stale = idle
             .iter()
-            .take_while(|c| now.duration_since(c.since) >= self.idle_timeout)
+            .take_while(|c| c.stale_at.is_some_and(|at| now >= at))
             .count();
-        idle.drain(..stale);
+        if stale > 0 {
+            idle.drain(..stale);
+        }
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
@@ -442,7 +447,7 @@ impl OriginPool {
             }
             idle.push(Idle {
                 conn,
-                since: Instant::now(),
+                stale_at: Instant::now().checked_add(self.idle_timeout),
             });
         }
         // Requests wait only while every slot is taken; otherwise nobody needs telling.

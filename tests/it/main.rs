@@ -29,8 +29,8 @@ mod hostile_origin;
 mod lint_warnings;
 mod loadtest;
 mod malformed;
-mod origin_wire;
 mod metrics;
+mod origin_wire;
 mod panel;
 #[cfg(feature = "external")]
 mod panel_browser;

@@ -146,7 +146,10 @@ async fn fetch(
     gateway: &Running,
     method: &str,
     path: &str,
-) -> (http::response::Parts, Result<http_body_util::Collected<Bytes>, hyper::Error>) {
+) -> (
+    http::response::Parts,
+    Result<http_body_util::Collected<Bytes>, hyper::Error>,
+) {
     fetch_with(&client(), gateway, method, path, Bytes::new()).await
 }
 
@@ -159,7 +162,10 @@ async fn fetch_with(
     method: &str,
     path: &str,
     body: Bytes,
-) -> (http::response::Parts, Result<http_body_util::Collected<Bytes>, hyper::Error>) {
+) -> (
+    http::response::Parts,
+    Result<http_body_util::Collected<Bytes>, hyper::Error>,
+) {
     let req = Request::builder()
         .method(method)
         .uri(format!("http://{}{path}", gateway.addr()))
@@ -183,8 +189,10 @@ async fn body_of(gateway: &Running, method: &str, path: &str) -> (StatusCode, By
 
 #[tokio::test]
 async fn a_get_reaches_the_origin_as_hyper_wrote_it_and_two_share_one_connection() {
-    let origin =
-        ScriptedOrigin::start(vec![answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")]).await;
+    let origin = ScriptedOrigin::start(vec![answer(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    )])
+    .await;
     let gateway = origin.gateway().await;
     for _ in 0..2 {
         assert_eq!(
@@ -194,7 +202,11 @@ async fn a_get_reaches_the_origin_as_hyper_wrote_it_and_two_share_one_connection
     }
     assert_eq!(origin.accepted(), 1, "the second GET reuses the connection");
     let heads = origin.heads();
-    assert!(heads[0].starts_with("GET /a?b=c HTTP/1.1\r\n"), "{}", heads[0]);
+    assert!(
+        heads[0].starts_with("GET /a?b=c HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
     assert!(heads[0].ends_with("\r\n\r\n"), "{}", heads[0]);
     // A request without a body announces none (as hyper's client writes it).
     let lower = heads[0].to_ascii_lowercase();
@@ -224,14 +236,19 @@ async fn a_chunked_answer_with_extensions_and_trailers_reaches_the_client_whole(
     let trailers = collected.trailers().cloned().expect("trailers");
     assert_eq!(trailers["x-checksum"], "abc");
     assert_eq!(collected.to_bytes(), "hello, world");
-    assert_eq!(origin.accepted(), 1, "a complete chunked body keeps its connection");
+    assert_eq!(
+        origin.accepted(),
+        1,
+        "a complete chunked body keeps its connection"
+    );
 }
 
 #[tokio::test]
 async fn a_close_delimited_answer_is_passed_whole_and_its_connection_never_reused() {
-    let origin =
-        ScriptedOrigin::start(vec![answer_then_close(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")])
-            .await;
+    let origin = ScriptedOrigin::start(vec![answer_then_close(
+        b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+    )])
+    .await;
     let gateway = origin.gateway().await;
     for _ in 0..2 {
         assert_eq!(
@@ -256,8 +273,14 @@ async fn head_204_and_304_have_no_body_whatever_their_content_length_says() {
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(parts.headers["content-length"], "1234");
     assert!(body.expect("empty body").to_bytes().is_empty());
-    assert_eq!(body_of(&gateway, "GET", "/n").await.0, StatusCode::NO_CONTENT);
-    assert_eq!(body_of(&gateway, "GET", "/m").await.0, StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        body_of(&gateway, "GET", "/n").await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        body_of(&gateway, "GET", "/m").await.0,
+        StatusCode::NOT_MODIFIED
+    );
     // Had any of them been read as having a body, this answer would be out of step.
     assert_eq!(
         body_of(&gateway, "GET", "/l").await,
@@ -276,7 +299,10 @@ async fn interim_answers_are_skipped_for_the_final_one() {
     let gateway = origin.gateway().await;
     let (parts, body) = fetch(&gateway, "GET", "/i").await;
     assert_eq!(parts.status, StatusCode::OK);
-    assert!(parts.headers.get("link").is_none(), "hints are not the answer's fields");
+    assert!(
+        parts.headers.get("link").is_none(),
+        "hints are not the answer's fields"
+    );
     assert_eq!(body.expect("whole body").to_bytes(), "final");
 }
 
@@ -291,8 +317,14 @@ async fn a_malformed_or_oversized_head_is_a_502() {
     long.resize(long.len() + 500 * 1024, b'a');
     long.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
     let cases: [(&str, Vec<u8>); 5] = [
-        ("a status line that is not HTTP", b"ICY 200 OK\r\n\r\n".to_vec()),
-        ("a status code that is not one", b"HTTP/1.1 2x0 OK\r\n\r\n".to_vec()),
+        (
+            "a status line that is not HTTP",
+            b"ICY 200 OK\r\n\r\n".to_vec(),
+        ),
+        (
+            "a status code that is not one",
+            b"HTTP/1.1 2x0 OK\r\n\r\n".to_vec(),
+        ),
         ("101 fields", many),
         ("a head over the limit", long),
         (
@@ -323,7 +355,10 @@ async fn an_origin_closing_before_its_content_length_fails_the_transfer() {
     let (parts, body) = fetch(&gateway, "GET", "/short").await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(parts.headers["content-length"], "10");
-    assert!(body.is_err(), "the client must not take 3 bytes for 10: {body:?}");
+    assert!(
+        body.is_err(),
+        "the client must not take 3 bytes for 10: {body:?}"
+    );
 }
 
 #[tokio::test]
@@ -384,14 +419,22 @@ async fn an_upload_still_goes_through_and_gets_its_answer() {
     )])
     .await;
     let gateway = origin.gateway().await;
-    let (parts, body) =
-        fetch_with(&client(), &gateway, "PUT", "/u", Bytes::from_static(b"payload")).await;
+    let (parts, body) = fetch_with(
+        &client(),
+        &gateway,
+        "PUT",
+        "/u",
+        Bytes::from_static(b"payload"),
+    )
+    .await;
     assert_eq!(parts.status, StatusCode::CREATED);
     assert_eq!(body.expect("whole body").to_bytes(), "stored!");
     let heads = origin.heads();
     assert!(heads[0].starts_with("PUT /u HTTP/1.1\r\n"), "{}", heads[0]);
     assert!(
-        heads[0].to_ascii_lowercase().contains("content-length: 7\r\n"),
+        heads[0]
+            .to_ascii_lowercase()
+            .contains("content-length: 7\r\n"),
         "{}",
         heads[0]
     );

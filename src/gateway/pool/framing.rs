@@ -122,8 +122,8 @@ impl Decoder {
                 }
                 State::UntilClose => return Ok(Decoded::Data(buf.split().freeze())),
                 State::Size => {
-                    let Some(line) = line(buf, MAX_SIZE_LINE)
-                        .map_err(|_| FramingError::ChunkSizeLineTooLong)?
+                    let Some(line) =
+                        line(buf, MAX_SIZE_LINE).map_err(|_| FramingError::ChunkSizeLineTooLong)?
                     else {
                         return Ok(Decoded::More);
                     };
@@ -203,8 +203,8 @@ impl Decoder {
         };
         let mut trailers = HeaderMap::with_capacity(parsed.len());
         for field in parsed {
-            let name =
-                HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| FramingError::BadTrailers)?;
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| FramingError::BadTrailers)?;
             let value = HeaderValue::from_maybe_shared(section.slice_ref(field.value))
                 .map_err(|_| FramingError::BadTrailers)?;
             trailers.append(name, value);
@@ -253,9 +253,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
         return Err(FramingError::BadChunkSize);
     }
     size.iter().try_fold(0u64, |n, &b| {
-        let digit = (b as char)
-            .to_digit(16)
-            .ok_or(FramingError::BadChunkSize)?;
+        let digit = (b as char).to_digit(16).ok_or(FramingError::BadChunkSize)?;
         Ok(n << 4 | u64::from(digit))
     })
 }
@@ -320,13 +318,20 @@ mod tests {
         for step in 1..=12 {
             let (body, trailers, ended, left) =
                 feed(Framing::Chunked, b"3\r\nabc\r\n0\r\n\r\n", step).expect("valid");
-            assert_eq!((body.as_slice(), trailers, ended, left), (&b"abc"[..], None, true, 0));
+            assert_eq!(
+                (body.as_slice(), trailers, ended, left),
+                (&b"abc"[..], None, true, 0)
+            );
         }
     }
 
     #[test]
     fn a_chunk_not_followed_by_crlf_is_refused() {
-        for input in [&b"3\r\nabcd\r\n0\r\n\r\n"[..], b"3\r\nabc\n\n0\r\n\r\n", b"3\r\nabc\rx"] {
+        for input in [
+            &b"3\r\nabcd\r\n0\r\n\r\n"[..],
+            b"3\r\nabc\n\n0\r\n\r\n",
+            b"3\r\nabc\rx",
+        ] {
             for step in 1..=input.len() {
                 assert_eq!(
                     feed(Framing::Chunked, input, step).map(|_| ()),
@@ -339,7 +344,12 @@ mod tests {
 
     #[test]
     fn bad_and_oversized_size_lines_are_refused() {
-        for input in [&b"xyz\r\n"[..], b"\r\n", b"-1\r\n", b"10000000000000000\r\n"] {
+        for input in [
+            &b"xyz\r\n"[..],
+            b"\r\n",
+            b"-1\r\n",
+            b"10000000000000000\r\n",
+        ] {
             assert_eq!(
                 feed(Framing::Chunked, input, 1).map(|_| ()),
                 Err(FramingError::BadChunkSize),

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use arrayvec::ArrayVec;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version, request};
@@ -141,6 +142,9 @@ pub(super) struct Connection {
     /// What was read and not used yet.
     buf: BytesMut,
     read: ReadSize,
+    /// The request was just written: its answer cannot be there yet, so the next read waits
+    /// for readiness without trying first.
+    just_sent: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -184,6 +188,7 @@ impl Connection {
             sent: 0,
             buf: BytesMut::new(),
             read: ReadSize::default(),
+            just_sent: false,
         }
     }
 
@@ -216,11 +221,13 @@ impl Connection {
         if let Err(failed) = std::future::poll_fn(|cx| self.poll_write_head(cx)).await {
             return Err(failed.with_head(self.out));
         }
+        self.just_sent = true;
         let is_head = *method == Method::HEAD;
-        let head = match std::future::poll_fn(|cx| self.poll_head(cx, is_head, fields, deadline)).await {
-            Ok(head) => head,
-            Err(failed) => return Err(failed.with_head(self.out)),
-        };
+        let head =
+            match std::future::poll_fn(|cx| self.poll_head(cx, is_head, fields, deadline)).await {
+                Ok(head) => head,
+                Err(failed) => return Err(failed.with_head(self.out)),
+            };
         let (parts, ()) = head.response.into_parts();
         let body = WireBody::new(self, head.framing, head.keep_alive, pool);
         Ok(Response::from_parts(parts, body))
@@ -328,6 +335,9 @@ impl Connection {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.buf.reserve(self.read.next);
         let stream = &self.io.io;
+        if std::mem::take(&mut self.just_sent) {
+            ready!(stream.poll_read_ready(cx))?;
+        }
         loop {
             // Trying first: tokio answers WouldBlock without a system call while it has seen no
             // readiness, and a wake-up for readiness is followed by a read that succeeds.
@@ -352,26 +362,28 @@ fn parse_head(
     fields: &mut HeaderMap,
 ) -> Result<Parsed, WireError> {
     let mut parsed = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    // Where each field's name and value lie in the head, to slice them once it is frozen.
-    let mut spans = [[0u32; 4]; MAX_HEADERS];
+    // Where each field's name and value lie in the head, to slice them once it is frozen
+    // (not zeroed first: only the fields parsed are written).
+    let mut spans: ArrayVec<[u32; 4], MAX_HEADERS> = ArrayVec::new();
     let mut response = httparse::Response::new(&mut []);
     let config = httparse::ParserConfig::default();
-    let (len, code, version, reason, count) =
-        match config.parse_response_with_uninit_headers(&mut response, buf, &mut parsed)
-        {
+    let (len, code, version, reason) =
+        match config.parse_response_with_uninit_headers(&mut response, buf, &mut parsed) {
             Ok(httparse::Status::Complete(len)) => {
                 let base = buf.as_ptr() as usize;
-                let count = response.headers.len();
-                for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+                for field in response.headers.iter() {
                     let name = field.name.as_ptr() as usize - base;
                     let value = field.value.as_ptr() as usize - base;
-                    // The head is shorter than MAX_HEAD, far below u32::MAX.
-                    *span = [
-                        name as u32,
-                        (name + field.name.len()) as u32,
-                        value as u32,
-                        (value + field.value.len()) as u32,
-                    ];
+                    // The head is shorter than MAX_HEAD, far below u32::MAX; httparse filled at
+                    // most the MAX_HEADERS places it was given.
+                    spans
+                        .try_push([
+                            name as u32,
+                            (name + field.name.len()) as u32,
+                            value as u32,
+                            (value + field.value.len()) as u32,
+                        ])
+                        .map_err(|_| WireError::TooManyHeaders)?;
                 }
                 let reason = response.reason.map_or(0..0, |reason| {
                     let at = reason.as_ptr() as usize - base;
@@ -382,7 +394,6 @@ fn parse_head(
                     response.code.unwrap_or(0),
                     response.version.unwrap_or(1),
                     reason,
-                    count,
                 )
             }
             Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
@@ -409,11 +420,11 @@ fn parse_head(
         Version::HTTP_10
     };
     let mut headers = std::mem::take(fields);
-    headers.reserve(count);
+    headers.reserve(spans.len());
     let mut close = version == Version::HTTP_10;
     let mut transfer_encoding: Option<HeaderValue> = None;
     let mut lengths = Lengths::None;
-    for &[n0, n1, v0, v1] in &spans[..count] {
+    for &[n0, n1, v0, v1] in &spans {
         let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
             .map_err(|_| WireError::MalformedHead("a header field name is not valid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
@@ -429,32 +440,30 @@ fn parse_head(
     }
     // RFC 9112 §6.3, in its order; as hyper's client decides.
     let mut keep_alive = !close;
-    let framing = if status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || is_head
-    {
-        Framing::Empty
-    } else if let Some(te) = transfer_encoding {
-        if version == Version::HTTP_10 {
-            return Err(WireError::TransferEncodingInHttp10);
-        }
-        // Both framings: a sign of request smuggling on the way (§6.3 rule 3); read this
-        // answer as the Transfer-Encoding says and trust the connection no further.
-        if lengths != Lengths::None {
-            keep_alive = false;
-        }
-        if last_token_is(te.as_bytes(), b"chunked") {
-            Framing::Chunked
+    let framing =
+        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED || is_head {
+            Framing::Empty
+        } else if let Some(te) = transfer_encoding {
+            if version == Version::HTTP_10 {
+                return Err(WireError::TransferEncodingInHttp10);
+            }
+            // Both framings: a sign of request smuggling on the way (§6.3 rule 3); read this
+            // answer as the Transfer-Encoding says and trust the connection no further.
+            if lengths != Lengths::None {
+                keep_alive = false;
+            }
+            if last_token_is(te.as_bytes(), b"chunked") {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
         } else {
-            Framing::UntilClose
-        }
-    } else {
-        match lengths {
-            Lengths::None => Framing::UntilClose,
-            Lengths::One(n) => Framing::Length(n),
-            Lengths::Invalid => return Err(WireError::InvalidContentLength),
-        }
-    };
+            match lengths {
+                Lengths::None => Framing::UntilClose,
+                Lengths::One(n) => Framing::Length(n),
+                Lengths::Invalid => return Err(WireError::InvalidContentLength),
+            }
+        };
     if framing == Framing::UntilClose {
         keep_alive = false;
     }
@@ -750,25 +759,46 @@ mod tests {
         assert_eq!(response.headers()["etag"], "\"abc\"");
         let metas: Vec<_> = response.headers().get_all("x-amz-meta-a").iter().collect();
         assert_eq!(metas, ["1", "2"]);
-        assert!(response.extensions().get::<hyper::ext::ReasonPhrase>().is_none());
+        assert!(
+            response
+                .extensions()
+                .get::<hyper::ext::ReasonPhrase>()
+                .is_none()
+        );
         assert_eq!((head.framing, head.keep_alive), (Framing::Length(4), true));
         assert_eq!(rest, b"body");
     }
 
     #[test]
     fn a_reason_phrase_of_its_own_is_kept() {
-        let (head, _) = parse(b"HTTP/1.1 200 Fine\r\ncontent-length: 0\r\n\r\n", false)
-            .expect("valid head");
-        let reason = head.response.extensions().get::<hyper::ext::ReasonPhrase>().cloned();
+        let (head, _) =
+            parse(b"HTTP/1.1 200 Fine\r\ncontent-length: 0\r\n\r\n", false).expect("valid head");
+        let reason = head
+            .response
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .cloned();
         assert_eq!(reason.as_ref().map(|r| r.as_bytes()), Some(&b"Fine"[..]));
     }
 
     #[test]
     fn framing_follows_rfc_9112_section_6_3() {
         let cases: [(&[u8], Framing, bool); 10] = [
-            (b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", Framing::Length(7), true),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", Framing::Length(7), true),
-            (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", Framing::Chunked, true),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n",
+                Framing::Length(7),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n",
+                Framing::Length(7),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
             (
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n",
                 Framing::Chunked,
@@ -786,7 +816,11 @@ mod tests {
                 false,
             ),
             (b"HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose, false),
-            (b"HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n", Framing::Empty, true),
+            (
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
             (
                 b"HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n",
                 Framing::Empty,
@@ -800,7 +834,11 @@ mod tests {
         ];
         for (bytes, framing, keep_alive) in cases {
             let text = String::from_utf8_lossy(bytes);
-            assert_eq!(framing_of(bytes).ok(), Some((framing, keep_alive)), "{text}");
+            assert_eq!(
+                framing_of(bytes).ok(),
+                Some((framing, keep_alive)),
+                "{text}"
+            );
         }
         // HTTP/1.0 closes unless told otherwise; corsgate does not ask it to stay.
         assert_eq!(
@@ -808,8 +846,8 @@ mod tests {
             Some((Framing::Length(1), false))
         );
         // A HEAD answer has no body, whatever it announces.
-        let (head, _) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n", true)
-            .expect("valid head");
+        let (head, _) =
+            parse(b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n", true).expect("valid head");
         assert_eq!((head.framing, head.keep_alive), (Framing::Empty, true));
     }
 
@@ -828,7 +866,10 @@ mod tests {
     #[test]
     fn broken_heads_are_origin_errors() {
         let refused = |bytes: &[u8]| parse(bytes, false).err();
-        assert!(matches!(refused(b"SSH-2.0-OpenSSH\r\n\r\n"), Some(WireError::MalformedHead(_))));
+        assert!(matches!(
+            refused(b"SSH-2.0-OpenSSH\r\n\r\n"),
+            Some(WireError::MalformedHead(_))
+        ));
         assert!(matches!(
             refused(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n"),
             Some(WireError::InvalidContentLength)
@@ -880,7 +921,10 @@ mod tests {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         assert!(!is_bodyless(&headers));
         headers.remove(header::CONTENT_LENGTH);
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         assert!(!is_bodyless(&headers));
     }
 
@@ -900,9 +944,8 @@ mod tests {
 
     #[test]
     fn only_a_request_that_never_left_or_may_be_repeated_is_retried() {
-        let failed = |unwritten, unanswered| {
-            Failed::new(WireError::ClosedBeforeHead, unwritten, unanswered)
-        };
+        let failed =
+            |unwritten, unanswered| Failed::new(WireError::ClosedBeforeHead, unwritten, unanswered);
         assert!(failed(true, true).may_retry(&Method::POST));
         assert!(failed(false, true).may_retry(&Method::GET));
         assert!(!failed(false, true).may_retry(&Method::POST));
