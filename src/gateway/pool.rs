@@ -354,10 +354,10 @@ impl OriginPool {
         }
     }
 
-    /// With no idle connection of the kind (`wire` or hyper's): a new one under the cap
-    /// (`false`). With every slot taken, closes an idle connection of the other kind to free
-    /// one, or waits until `give_up` for a slot or a returned connection (`true`), whichever
-    /// comes first.
+    /// With no idle connection of the kind (`wire`: corsgate's own, else hyper's): a new one
+    /// under the cap (`false`). With every slot taken, waits until `give_up` for a slot or a
+    /// returned connection of the kind (`true`), whichever comes first, closing the idle ones
+    /// of the other kind meanwhile to free their slots.
     async fn connection(
         &self,
         give_up: &mut Option<tokio::time::Instant>,
@@ -367,7 +367,6 @@ impl OriginPool {
             return Ok((self.connect(slot, wire).await?, false));
         }
         let give_up = *give_up.get_or_insert_with(|| tokio::time::Instant::now() + self.slots.wait);
-        self.close_idle_other(wire);
         loop {
             // Listening before looking: a connection returned between the look and the wait
             // still wakes this request.
@@ -377,9 +376,11 @@ impl OriginPool {
             if let Some(conn) = self.checkout(wire) {
                 return Ok((conn, true));
             }
+            // None of this kind is idle: one of the other kind holds a slot for nothing.
+            self.close_idle_other(wire);
             tokio::select! {
                 slot = self.slots.next_free() => return Ok((self.connect(slot, wire).await?, false)),
-                () = returned => self.close_idle_other(wire),
+                () = returned => {}
                 () = tokio::time::sleep_until(give_up) => {
                     return Err(PoolError::Busy(self.slots.refusal()));
                 }

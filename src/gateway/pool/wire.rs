@@ -72,7 +72,7 @@ pub enum WireError {
     HeadTimeout(Duration),
     #[error("the origin closed the connection before the end of the response body")]
     ClosedMidBody,
-    #[error("the origin's chunked response body is malformed: {0}")]
+    #[error(transparent)]
     Framing(#[from] FramingError),
     #[error("writing the request to the origin failed: {0}")]
     Write(#[source] io::Error),
@@ -145,6 +145,8 @@ pub(super) struct Connection {
     /// The request was just written: its answer cannot be there yet, so the next read waits
     /// for readiness without trying first.
     just_sent: bool,
+    /// Some of the answer to the current request has arrived (perhaps only an interim one).
+    heard: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -189,6 +191,7 @@ impl Connection {
             buf: BytesMut::new(),
             read: ReadSize::default(),
             just_sent: false,
+            heard: false,
         }
     }
 
@@ -205,12 +208,11 @@ impl Connection {
         }
     }
 
-    /// Sends the head of `parts` and reads the response head; the body is read by the
-    /// [`WireBody`] this connection moves into.
     /// Writes the request head [`Connection::render`]ed (or [`Connection::resume`]d) and reads
-    /// the response head, which must be complete by `deadline`, into `fields` (empty; its allocation is reused, as hyper's client reuses
-    /// the request's map for the response); the body is read by the [`WireBody`] this
-    /// connection moves into. A failure hands the rendered head back for another connection.
+    /// the response head, complete by `deadline`, into `fields` (empty: its allocation is
+    /// reused, as hyper's client reuses the request's map for the response); the body is read
+    /// by the [`WireBody`] this connection moves into. A failure hands the rendered head back,
+    /// for another connection.
     pub(super) async fn exchange(
         mut self: Box<Self>,
         method: &Method,
@@ -222,6 +224,7 @@ impl Connection {
             return Err(failed.with_head(self.out));
         }
         self.just_sent = true;
+        self.heard = false;
         let is_head = *method == Method::HEAD;
         let head =
             match std::future::poll_fn(|cx| self.poll_head(cx, is_head, fields, deadline)).await {
@@ -291,10 +294,9 @@ impl Connection {
         fields: &mut HeaderMap,
         deadline: Instant,
     ) -> Poll<Result<Head, Failed>> {
-        let mut answered = !self.buf.is_empty();
         loop {
             if !self.buf.is_empty() {
-                answered = true;
+                self.heard = true;
                 match parse_head(&mut self.buf, is_head, fields) {
                     Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
                     Ok(Parsed::Interim) => continue,
@@ -319,12 +321,12 @@ impl Connection {
                     return Poll::Ready(Err(Failed::new(
                         WireError::ClosedBeforeHead,
                         false,
-                        !answered,
+                        !self.heard,
                     )));
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    let unanswered = !answered && is_reset(&err);
+                    let unanswered = !self.heard && is_reset(&err);
                     return Poll::Ready(Err(Failed::new(WireError::Read(err), false, unanswered)));
                 }
             }
