@@ -552,7 +552,8 @@ fn sources<'a>(
 /// than `origin_response` between two chunks, so a hung origin cannot pin a connection forever.
 pub struct Download {
     inner: OriginBody,
-    /// The pooled connection the body arrives on, returned once the body is complete.
+    /// The pooled hyper connection the body arrives on, returned once the body is complete (a
+    /// body read by corsgate's own client returns its connection itself, at the same point).
     lease: Option<Lease>,
     /// The origin's: it runs only while we wait for the origin, never while the client is slow
     /// to read.

@@ -44,6 +44,9 @@ pub(super) const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// First size of a read; doubled while reads fill it, up to [`MAX_READ`], as hyper does.
 const INIT_READ: usize = 8192;
 const MAX_READ: usize = MAX_HEAD;
+/// Largest read buffer an idle connection keeps: one that grew for a large body is let go, or
+/// a pool of idle connections would hold hundreds of KiB each.
+const MAX_IDLE_BUFFER: usize = 64 * 1024;
 
 /// What an origin did wrong on the wire, or what broke under it.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +195,16 @@ impl Connection {
             read: ReadSize::default(),
             just_sent: false,
             heard: false,
+        }
+    }
+
+    /// Made ready to wait in the pool: a read buffer grown for a large body is dropped (its
+    /// memory is freed once the client has been sent the last of it) and reads start small
+    /// again.
+    fn idle(&mut self) {
+        if self.buf.capacity() > MAX_IDLE_BUFFER {
+            self.buf = BytesMut::new();
+            self.read = ReadSize::default();
         }
     }
 
@@ -643,11 +656,12 @@ impl WireBody {
 
     /// The body is read to its end: the connection goes back when the exchange was clean.
     fn complete(&mut self) {
-        if let Some(conn) = self.conn.take()
+        if let Some(mut conn) = self.conn.take()
             && self.keep_alive
             // Bytes after the body: an origin that sent more than it framed.
             && conn.buf.is_empty()
         {
+            conn.idle();
             self.pool.put_wire(conn);
         }
     }
@@ -942,6 +956,26 @@ mod tests {
             size.record(10);
         }
         assert_eq!(size.next, INIT_READ);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_lets_a_grown_buffer_go() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("address"))
+            .await
+            .expect("connect");
+        let slot = super::super::OriginSlots::new(1, Duration::from_secs(1))
+            .try_take()
+            .expect("a free slot");
+        let mut conn = Connection::new(OriginIo::new(stream, slot, Duration::from_secs(1)));
+        conn.buf.reserve(MAX_READ);
+        conn.read.next = MAX_READ;
+        conn.idle();
+        assert!(conn.buf.capacity() <= MAX_IDLE_BUFFER);
+        assert_eq!(conn.read.next, INIT_READ);
+        assert_eq!(conn.liveness(), Liveness::Alive);
     }
 
     #[test]
