@@ -279,6 +279,23 @@ pub(crate) fn line_names(line: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|name| !name.is_empty())
 }
 
+/// Whether a comma-separated field value (RFC 9110 §5.6.1: `Connection`, `Transfer-Encoding`)
+/// lists `token`, compared without case.
+pub(crate) fn list_contains(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
+}
+
+/// Whether `token` is the last item of a comma-separated field value, compared without case:
+/// a `Transfer-Encoding` is chunked when chunked is its last coding (RFC 9112 §6.3 rule 4).
+pub(crate) fn list_ends_with(value: &[u8], token: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|t| trim_ows(t).eq_ignore_ascii_case(token))
+}
+
 fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
@@ -416,6 +433,16 @@ const TCHAR: [bool; 256] = {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn list_tokens_compare_without_case_around_white_space() {
+        assert!(list_contains(b"keep-alive, Close", b"close"));
+        assert!(list_contains(b"close", b"close"));
+        assert!(!list_contains(b"closed, keep-alive", b"close"));
+        assert!(list_ends_with(b"gzip,\tChunked ", b"chunked"));
+        assert!(!list_ends_with(b"chunked, gzip", b"chunked"));
+        assert!(!list_ends_with(b"", b"chunked"));
+    }
 
     fn parse(lines: &[&str]) -> Result<Vec<String>, RequestedHeadersError> {
         let values: Vec<HeaderValue> = lines

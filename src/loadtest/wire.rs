@@ -9,6 +9,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::cors::header::{list_contains, list_ends_with};
+
 /// Most header lines an answer may have (S3 sends about fifteen).
 const MAX_HEADERS: usize = 96;
 /// Largest answer head accepted; a longer one is a protocol error, not a reason to grow forever.
@@ -173,11 +175,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1<S> {
                                     framing = Framing::Length(n);
                                 }
                             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                                if ends_with_token(h.value, b"chunked") {
+                                if list_ends_with(h.value, b"chunked") {
                                     framing = Framing::Chunked;
                                 }
                             } else if name.eq_ignore_ascii_case(b"connection") {
-                                close |= has_token(h.value, b"close");
+                                close |= list_contains(h.value, b"close");
                             }
                             let n0 = h.name.as_ptr() as usize - base;
                             let v0 = h.value.as_ptr() as usize - base;
@@ -357,20 +359,6 @@ fn parse_hex(text: &[u8]) -> Option<u64> {
         let d = (b as char).to_digit(16)?;
         Some(n * 16 + u64::from(d))
     })
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Transfer-Encoding is chunked when chunked is its last coding (RFC 9112 §6.3).
-fn ends_with_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use super::framing::{Decoded, Decoder, Framing, FramingError};
 use super::{OriginIo, OriginPool};
+use crate::cors::header::{list_contains, list_ends_with};
 
 /// Most header fields in a response head: hyper's client default.
 pub(super) const MAX_HEADERS: usize = 100;
@@ -448,7 +449,7 @@ fn parse_head(
             lengths = lengths.and(&value);
         } else if name == header::TRANSFER_ENCODING {
             transfer_encoding = Some(value.clone());
-        } else if name == header::CONNECTION && has_token(value.as_bytes(), b"close") {
+        } else if name == header::CONNECTION && list_contains(value.as_bytes(), b"close") {
             close = true;
         }
         headers.append(name, value);
@@ -467,7 +468,7 @@ fn parse_head(
             if lengths != Lengths::None {
                 keep_alive = false;
             }
-            if last_token_is(te.as_bytes(), b"chunked") {
+            if list_ends_with(te.as_bytes(), b"chunked") {
                 Framing::Chunked
             } else {
                 Framing::UntilClose
@@ -560,20 +561,6 @@ fn decimal(digits: &[u8]) -> Option<u64> {
         }
         n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
     })
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Transfer-Encoding is chunked when chunked is its last coding (RFC 9112 §6.3 rule 4).
-fn last_token_is(value: &[u8], token: &[u8]) -> bool {
-    value
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// How much to ask of the socket per read: hyper's adaptive strategy, so a large body is read
