@@ -265,6 +265,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Feeds `input` in pieces of `step` bytes; returns the body, the trailers, and whether it
     /// ended, or the first error.
@@ -292,6 +293,31 @@ mod tests {
                     fed = next;
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// Whatever an origin sends, and however the reads cut it, decoding never panics and
+        /// comes to the same body, trailers and end, or the same refusal.
+        #[test]
+        fn any_input_decodes_the_same_whatever_the_reads(
+            input in proptest::collection::vec(
+                proptest::sample::select(b"0123456789abcdefAF;=\"\r\n:x \t".to_vec()),
+                0..300,
+            ),
+            framing in prop_oneof![
+                Just(Framing::Chunked),
+                (0u64..64).prop_map(Framing::Length),
+                Just(Framing::UntilClose),
+            ],
+            step in 1usize..16,
+        ) {
+            let whole = feed(framing, &input, input.len().max(1));
+            let pieces = feed(framing, &input, step);
+            prop_assert_eq!(
+                whole.map(|(body, trailers, ended, _)| (body, trailers, ended)),
+                pieces.map(|(body, trailers, ended, _)| (body, trailers, ended))
+            );
         }
     }
 

@@ -745,6 +745,59 @@ mod tests {
         }
     }
 
+    /// The final head of `bytes` given whole, as one read brings it.
+    fn parse_whole(bytes: &[u8], is_head: bool) -> Result<(Head, Vec<u8>), WireError> {
+        let mut buf = BytesMut::from(bytes);
+        loop {
+            match parse_head(&mut buf, is_head, &mut HeaderMap::new())? {
+                Parsed::Final(head) => return Ok((head, buf.to_vec())),
+                Parsed::Interim => {}
+                Parsed::Partial => return Err(WireError::ClosedBeforeHead),
+            }
+        }
+    }
+
+    /// What a parse came to, comparable: the head's parts and what followed it, or the error.
+    fn outcome(parsed: Result<(Head, Vec<u8>), WireError>) -> Result<String, String> {
+        parsed
+            .map(|(head, rest)| {
+                format!(
+                    "{:?} {:?} {:?} {} {rest:?}",
+                    head.response.status(),
+                    head.response.headers(),
+                    head.framing,
+                    head.keep_alive
+                )
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    proptest::proptest! {
+        /// Whatever an origin sends, and however the reads cut it, the head parser never
+        /// panics and comes to the same answer (or the same refusal) one byte at a time as whole.
+        #[test]
+        fn any_head_parses_the_same_whatever_the_reads(
+            start in proptest::sample::select(vec![
+                &b"HTTP/1.1 200 OK\r\n"[..],
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n",
+                b"HTTP/1.0 304 Not Modified\r\n",
+                b"HTTP/1.1 ",
+                b"",
+            ]),
+            rest in proptest::collection::vec(
+                proptest::sample::select(b"0123456789:; ,\r\nContent-Length\ttransfer-encoding chunked".to_vec()),
+                0..200,
+            ),
+            is_head: bool,
+        ) {
+            let input = [start, &rest].concat();
+            proptest::prop_assert_eq!(
+                outcome(parse_whole(&input, is_head)),
+                outcome(parse(&input, is_head))
+            );
+        }
+    }
+
     fn framing_of(bytes: &[u8]) -> Result<(Framing, bool), WireError> {
         parse(bytes, false).map(|(head, _)| (head.framing, head.keep_alive))
     }
