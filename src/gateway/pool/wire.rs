@@ -17,9 +17,10 @@
 //! after the body, HTTP/1.0) closes its connection instead of returning it to the pool.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -29,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version, request};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -146,9 +147,6 @@ pub(super) struct Connection {
     /// What was read and not used yet.
     buf: BytesMut,
     read: ReadSize,
-    /// The request was just written: its answer cannot be there yet, so the next read waits
-    /// for readiness without trying first.
-    just_sent: bool,
     /// Some of the answer to the current request has arrived (perhaps only an interim one).
     heard: bool,
 }
@@ -194,7 +192,6 @@ impl Connection {
             sent: 0,
             buf: BytesMut::new(),
             read: ReadSize::default(),
-            just_sent: false,
             heard: false,
         }
     }
@@ -237,7 +234,6 @@ impl Connection {
         if let Err(failed) = std::future::poll_fn(|cx| self.poll_write_head(cx)).await {
             return Err(failed.with_head(self.out));
         }
-        self.just_sent = true;
         self.heard = false;
         let is_head = *method == Method::HEAD;
         let head =
@@ -350,24 +346,12 @@ impl Connection {
     /// Reads what the origin has sent into the buffer: the byte count, 0 at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.buf.reserve(self.read.next);
-        let stream = &self.io.io;
-        if std::mem::take(&mut self.just_sent) {
-            ready!(stream.poll_read_ready(cx))?;
-        }
-        loop {
-            // Trying first: tokio answers WouldBlock without a system call while it has seen no
-            // readiness, and a wake-up for readiness is followed by a read that succeeds.
-            match stream.try_read_buf(&mut self.buf) {
-                Ok(n) => {
-                    self.read.record(n);
-                    return Poll::Ready(Ok(n));
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(stream.poll_read_ready(cx))?;
-                }
-                Err(err) => return Poll::Ready(Err(err)),
-            }
-        }
+        // tokio's `AsyncRead` path, not `try_read`: a read that leaves room in the buffer tells
+        // tokio the socket is drained, so neither the wait for the next answer nor the idle
+        // connection's `liveness` probe asks the kernel again before the origin sends more.
+        let n = ready!(pin!(self.io.io.read_buf(&mut self.buf)).poll(cx))?;
+        self.read.record(n);
+        Poll::Ready(Ok(n))
     }
 }
 
