@@ -42,10 +42,26 @@ impl Silence {
         self.waiting = false;
     }
 
-    /// A wait with a fixed end, on the same timer (moving a registered timer later costs next
-    /// to nothing, making one costs a lock): ready once `deadline` has passed. The next
+    /// A wait with a fixed end, on the same timer: ready once `deadline` has passed. The next
     /// [`Silence::poll_expired`] starts a new silence.
     pub(super) fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        self.waiting = false;
+        self.poll_until(cx, deadline)
+    }
+
+    /// A wait: ready once the silence has lasted `limit` (the caller then fails the transfer).
+    pub(super) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = match &self.timer {
+            Some(timer) if self.waiting => timer.deadline(),
+            _ => Instant::now() + self.limit,
+        };
+        self.waiting = true;
+        self.poll_until(cx, deadline)
+    }
+
+    /// The one timer, made on the first wait and moved after that (moving a registered timer
+    /// costs next to nothing, making one costs a lock).
+    fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         let timer = match &mut self.timer {
             Some(timer) => {
                 if timer.deadline() != deadline {
@@ -57,21 +73,6 @@ impl Silence {
                 .timer
                 .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
-        self.waiting = false;
-        timer.as_mut().poll(cx)
-    }
-
-    /// A wait: ready once the silence has lasted `limit` (the caller then fails the transfer).
-    pub(super) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let timer = match &mut self.timer {
-            Some(timer) if self.waiting => timer,
-            Some(timer) => {
-                timer.as_mut().reset(Instant::now() + self.limit);
-                timer
-            }
-            None => self.timer.insert(Box::pin(tokio::time::sleep(self.limit))),
-        };
-        self.waiting = true;
         timer.as_mut().poll(cx)
     }
 }
