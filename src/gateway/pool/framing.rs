@@ -111,14 +111,13 @@ impl Decoder {
                 State::Done => return Ok(Decoded::End),
                 _ if buf.is_empty() => return Ok(Decoded::More),
                 State::Length(n) => {
-                    let take = take_len(n, buf.len());
-                    let rest = n - take as u64;
+                    let (data, rest) = take_up_to(buf, n);
                     self.state = if rest == 0 {
                         State::Done
                     } else {
                         State::Length(rest)
                     };
-                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                    return Ok(Decoded::Data(data));
                 }
                 State::UntilClose => return Ok(Decoded::Data(buf.split().freeze())),
                 State::Size => {
@@ -135,14 +134,13 @@ impl Decoder {
                     };
                 }
                 State::Data(n) => {
-                    let take = take_len(n, buf.len());
-                    let rest = n - take as u64;
+                    let (data, rest) = take_up_to(buf, n);
                     self.state = if rest == 0 {
                         State::DataEnd
                     } else {
                         State::Data(rest)
                     };
-                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                    return Ok(Decoded::Data(data));
                 }
                 State::DataEnd => {
                     // RFC 9112 §7.1: chunk-data is followed by exactly CRLF.
@@ -218,8 +216,10 @@ impl Decoder {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Incomplete;
 
-fn take_len(left: u64, have: usize) -> usize {
-    usize::try_from(left).map_or(have, |left| left.min(have))
+/// Up to `left` body bytes split off the front of `buf`, and how many are still to come.
+fn take_up_to(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
+    let take = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+    (buf.split_to(take).freeze(), left - take as u64)
 }
 
 /// The line at the front of `buf` without its CRLF, removed from `buf`; `Ok(None)` while it is
