@@ -150,14 +150,11 @@ async fn fetch(
     http::response::Parts,
     Result<http_body_util::Collected<Bytes>, hyper::Error>,
 ) {
-    fetch_with(&client(), gateway, method, path, Bytes::new()).await
+    fetch_with(gateway, method, path, Bytes::new()).await
 }
 
+/// As [`fetch`], with a request body.
 async fn fetch_with(
-    client: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
     gateway: &Running,
     method: &str,
     path: &str,
@@ -171,7 +168,7 @@ async fn fetch_with(
         .uri(format!("http://{}{path}", gateway.addr()))
         .body(Full::new(body))
         .expect("request");
-    let response = tokio::time::timeout(PATIENCE, client.request(req))
+    let response = tokio::time::timeout(PATIENCE, client().request(req))
         .await
         .expect("an answer in time")
         .expect("the gateway answers");
@@ -419,14 +416,7 @@ async fn an_upload_still_goes_through_and_gets_its_answer() {
     )])
     .await;
     let gateway = origin.gateway().await;
-    let (parts, body) = fetch_with(
-        &client(),
-        &gateway,
-        "PUT",
-        "/u",
-        Bytes::from_static(b"payload"),
-    )
-    .await;
+    let (parts, body) = fetch_with(&gateway, "PUT", "/u", Bytes::from_static(b"payload")).await;
     assert_eq!(parts.status, StatusCode::CREATED);
     assert_eq!(body.expect("whole body").to_bytes(), "stored!");
     let heads = origin.heads();
