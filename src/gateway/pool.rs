@@ -61,6 +61,9 @@ mod wire;
 
 pub(crate) use wire::{WireBody, WireError};
 
+#[cfg(test)]
+pub(crate) use wire::render_head;
+
 use wire::{Connection as WireConnection, Liveness};
 
 /// Idle connections kept per route; past it, the oldest is closed.
@@ -253,19 +256,21 @@ impl OriginPool {
         }
     }
 
-    /// Whether `req` goes through corsgate's own client ([`OriginPool::send_bodyless`]): its
+    /// Whether a request goes through corsgate's own client ([`OriginPool::send_bodyless`]): its
     /// body is at its end and its fields announce none.
-    pub fn is_bodyless(req: &Request<Upload>) -> bool {
-        req.body().is_end_stream() && wire::is_bodyless(req.headers())
+    pub fn is_bodyless(parts: &http::request::Parts, body: &Upload) -> bool {
+        body.is_end_stream() && wire::is_bodyless(&parts.headers)
     }
 
     /// Sends a request without a body (see [`OriginPool::is_bodyless`]; its URI in origin
     /// form) through corsgate's own client and returns the response head; the body streams on
-    /// and returns the connection itself. Fails with [`WireError::HeadTimeout`] once `deadline`
-    /// passes before a complete response head.
+    /// and returns the connection itself. `more_fields` writes header lines of its own after the
+    /// request's fields (`name: value CRLF` each). Fails with [`WireError::HeadTimeout`] once
+    /// `deadline` passes before a complete response head.
     pub async fn send_bodyless(
         self: &Arc<Self>,
         mut parts: http::request::Parts,
+        more_fields: impl Fn(&mut Vec<u8>),
         deadline: tokio::time::Instant,
     ) -> Result<Response<WireBody>, PoolError> {
         // One wait for a slot per request, however many retries it takes.
@@ -294,7 +299,7 @@ impl OriginPool {
             match rendered.take() {
                 Some(head) => conn.resume(head),
                 None => {
-                    conn.render(&parts);
+                    conn.render(&parts, &more_fields);
                     // Rendered, the request's fields are done with: their map takes the
                     // response's, its allocation reused.
                     parts.headers.clear();

@@ -31,6 +31,8 @@ pub use forwarding::TrustedProxies;
 
 pub(crate) use forwarding::{client_scheme, strip_hop_by_hop};
 
+use forwarding::Forwarding;
+
 use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::io;
@@ -123,17 +125,30 @@ pub async fn forward(
         strip_credentials(&mut parts.headers);
     }
     let authority = authority.and_then(|a| header_value_of(a, &parts.headers));
-    forwarding::set_forwarding(
-        &mut parts.headers,
+    let forwarding = Forwarding::new(
+        &parts.headers,
         from,
         &route.trusted_proxies,
         authority.clone(),
     );
+    forwarding.clear_claims(&mut parts.headers);
     let host = match authority {
         Some(a) if route.preserve_host => a,
         _ => route.origin_host.clone(),
     };
     parts.headers.insert(header::HOST, host);
+
+    let started = Instant::now();
+    let (upload, turn) = Upload::new(body, timeouts.body_read, started);
+    // The usual GET or HEAD to a plain-HTTP origin is sent by corsgate's own client, which
+    // writes the forwarding headers straight into the head it renders.
+    let own_client = match &route.link {
+        OriginLink::Plain(pool) if OriginPool::is_bodyless(&parts, &upload) => Some(pool),
+        _ => None,
+    };
+    if own_client.is_none() {
+        forwarding.insert_into(&mut parts.headers);
+    }
     // Last: the signature covers the `Host` and the target exactly as they are sent.
     if let Some(signer) = &route.signer {
         signer
@@ -150,21 +165,23 @@ pub async fn forward(
     }
     let method = parts.method.clone();
 
-    let started = Instant::now();
-    let (upload, turn) = Upload::new(body, timeouts.body_read, started);
     let origin = || route.origin.to_string();
-    let request = Request::from_parts(parts, upload);
-    let (response, lease) = match &route.link {
-        // The usual GET or HEAD to a plain-HTTP origin: sent by corsgate's own client, which
-        // watches the origin's silence before the head itself, on the connection's timer.
-        OriginLink::Plain(pool) if OriginPool::is_bodyless(&request) => {
-            let (parts, _) = request.into_parts();
-            match pool.send_bodyless(parts, started + origin_response).await {
+    let (response, lease) = match own_client {
+        // It watches the origin's silence before the head itself, on the connection's timer.
+        Some(pool) => {
+            let lines = |out: &mut Vec<u8>| forwarding.write_lines(out);
+            match pool
+                .send_bodyless(parts, lines, started + origin_response)
+                .await
+            {
                 Ok(response) => (response.map(OriginBody::Wire), None),
                 Err(err) => return Err(pool_failure(err, origin())),
             }
         }
-        _ => watched(route, request, turn, started, timeouts).await?,
+        None => {
+            let request = Request::from_parts(parts, upload);
+            watched(route, request, turn, started, timeouts).await?
+        }
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);

@@ -252,25 +252,10 @@ impl Connection {
         self.sent = 0;
     }
 
-    /// `METHOD SP origin-form SP HTTP/1.1 CRLF`, the fields as `forward` left them, `CRLF`: what
-    /// hyper's client writes for a request whose body is at its end (it adds no
-    /// `Content-Length: 0` then, whatever the method).
-    pub(super) fn render(&mut self, parts: &request::Parts) {
+    /// Renders the request head ([`render_head`]) to be written next.
+    pub(super) fn render(&mut self, parts: &request::Parts, more_fields: impl Fn(&mut Vec<u8>)) {
         self.sent = 0;
-        let out = &mut self.out;
-        out.clear();
-        out.extend_from_slice(parts.method.as_str().as_bytes());
-        out.push(b' ');
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        render_head(&mut self.out, parts, more_fields);
     }
 
     /// Writes the whole head; a write the origin makes no room for fails after
@@ -353,6 +338,30 @@ impl Connection {
         self.read.record(n);
         Poll::Ready(Ok(n))
     }
+}
+
+/// `METHOD SP origin-form SP HTTP/1.1 CRLF`, the fields as `forward` left them, the lines
+/// `more_fields` writes, `CRLF`, into `out`: what hyper's client writes for a request whose body
+/// is at its end (it adds no `Content-Length: 0` then, whatever the method).
+pub(crate) fn render_head(
+    out: &mut Vec<u8>,
+    parts: &request::Parts,
+    more_fields: impl Fn(&mut Vec<u8>),
+) {
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    more_fields(out);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The head at the front of the buffer, taken off it when complete.

@@ -9,6 +9,11 @@
 //! Hop-by-hop removal runs before these headers are written and never removes them: RFC 9110
 //! §7.6.1 lets a sender name any header in `Connection`, and a client naming `X-Forwarded-For`
 //! must not erase what a proxy in front wrote, nor what corsgate writes.
+//!
+//! What to write is decided once per request ([`Forwarding`]) and written one of two ways: into
+//! the request's header map for hyper's client, or straight into the head corsgate's own client
+//! renders, which would otherwise serialise map entries inserted only to be read back. Both ways
+//! take every value from [`Forwarding::value`], so the origin sees the same bytes.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,7 +29,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// The headers corsgate writes on every forwarded request.
+/// The headers corsgate writes on every forwarded request, in the order it writes them; indexed
+/// by [`Field`].
 const FORWARDING: [HeaderName; 5] = [
     X_FORWARDED_FOR,
     header::FORWARDED,
@@ -88,7 +94,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, &[]);
 }
 
-/// The same for a request, except the forwarding headers: [`set_forwarding`] decides those.
+/// The same for a request, except the forwarding headers: [`Forwarding`] decides those.
 pub(crate) fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, &FORWARDING);
 }
@@ -116,7 +122,45 @@ fn strip(headers: &mut HeaderMap, keep: &[HeaderName]) {
     }
 }
 
-/// Writes the forwarding headers of a request `from` a peer, for the `authority` it named.
+/// One of the [`FORWARDING`] headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    XForwardedFor,
+    Forwarded,
+    XRealIp,
+    XForwardedProto,
+    XForwardedHost,
+}
+
+impl Field {
+    const ALL: [Field; 5] = [
+        Field::XForwardedFor,
+        Field::Forwarded,
+        Field::XRealIp,
+        Field::XForwardedProto,
+        Field::XForwardedHost,
+    ];
+
+    fn name(self) -> HeaderName {
+        match self {
+            Field::XForwardedFor => X_FORWARDED_FOR,
+            Field::Forwarded => header::FORWARDED,
+            Field::XRealIp => X_REAL_IP,
+            Field::XForwardedProto => X_FORWARDED_PROTO,
+            Field::XForwardedHost => X_FORWARDED_HOST,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// An address as the forwarding headers write it; the longest (IPv6 with an embedded IPv4
+/// address) has 45 characters.
+type AddressText = ArrayVec<u8, 48>;
+
+/// The forwarding headers of one request `from` a peer, for the `authority` it named.
 ///
 /// From a trusted peer: `X-Forwarded-For` gets `, <peer>` appended and `Forwarded` gets
 /// `, for=<peer>`; its `X-Real-IP`, `X-Forwarded-Proto` and `-Host` are kept. What it did not
@@ -127,107 +171,241 @@ fn strip(headers: &mut HeaderMap, keep: &[HeaderName]) {
 /// From any other peer, whatever it sent is replaced: `X-Forwarded-For: <peer>`,
 /// `X-Real-IP: <peer>`, `Forwarded: for=<peer>;proto=<scheme>;host=<authority>`,
 /// `X-Forwarded-Proto: <scheme>`, `X-Forwarded-Host: <authority>` (removed if it named none).
+///
+/// Applied in two steps: [`Forwarding::clear_claims`] removes the request's own headers that
+/// are replaced, then [`Forwarding::insert_into`] or [`Forwarding::write_lines`] writes the
+/// new ones, after the request's other fields.
+#[derive(Debug)]
+pub(crate) struct Forwarding {
+    /// The peer; a dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`, taken as IPv4.
+    ip: IpAddr,
+    /// `ip` as text, written once for every header that names it.
+    peer: AddressText,
+    scheme: &'static str,
+    authority: Option<HeaderValue>,
+    trusted: bool,
+    /// The [`Field`]s the request carries, one bit each.
+    claims: u8,
+    /// A trusted peer's `X-Forwarded-For` lines joined, the peer appended; empty without any.
+    x_forwarded_for: Vec<u8>,
+    /// A trusted peer's `Forwarded` lines joined, the peer's element appended; empty without
+    /// any.
+    forwarded: Vec<u8>,
+    /// The client a trusted peer forwards for, when not the peer itself.
+    real_ip: Option<AddressText>,
+}
+
+impl Forwarding {
+    pub(crate) fn new(
+        headers: &HeaderMap,
+        from: Peer,
+        trusted: &TrustedProxies,
+        authority: Option<HeaderValue>,
+    ) -> Forwarding {
+        let ip = from.addr.ip().to_canonical();
+        let peer = address_text(ip);
+        let mut forwarding = Forwarding {
+            ip,
+            peer,
+            scheme: from.scheme,
+            authority,
+            trusted: trusted.contain(ip),
+            claims: claims_of(headers),
+            x_forwarded_for: Vec::new(),
+            forwarded: Vec::new(),
+            real_ip: None,
+        };
+        if !forwarding.trusted || forwarding.claims == 0 {
+            return forwarding;
+        }
+        if forwarding.claims(Field::XForwardedFor) {
+            let mut joined = joined_lines(headers, &X_FORWARDED_FOR);
+            joined.extend_from_slice(&forwarding.peer);
+            forwarding.x_forwarded_for = joined;
+        }
+        if forwarding.claims(Field::Forwarded) {
+            let mut joined = joined_lines(headers, &header::FORWARDED);
+            joined.extend_from_slice(b"for=");
+            push_node(&mut joined, ip, &forwarding.peer);
+            forwarding.forwarded = joined;
+        }
+        // Without an `X-Forwarded-For`, the only hop is the peer: the client is the peer.
+        if !forwarding.claims(Field::XRealIp) && !forwarding.x_forwarded_for.is_empty() {
+            let client = real_client(&forwarding.x_forwarded_for, trusted).unwrap_or(ip);
+            if client != ip {
+                forwarding.real_ip = Some(address_text(client));
+            }
+        }
+        forwarding
+    }
+
+    fn claims(&self, field: Field) -> bool {
+        self.claims & field.bit() != 0
+    }
+
+    /// Whether corsgate writes `field`: all from an untrusted peer (`X-Forwarded-Host` when
+    /// there is an authority); from a trusted one, its own lists appended to and what it did
+    /// not send.
+    fn writes(&self, field: Field) -> bool {
+        match field {
+            Field::XForwardedFor | Field::Forwarded => true,
+            Field::XRealIp | Field::XForwardedProto => !(self.trusted && self.claims(field)),
+            Field::XForwardedHost => {
+                self.authority.is_some() && !(self.trusted && self.claims(field))
+            }
+        }
+    }
+
+    /// Removes the forwarding headers of the request that corsgate replaces (all an untrusted
+    /// peer sent; a trusted peer's lists, rewritten with its hop appended). Costs nothing for a
+    /// request without any.
+    pub(crate) fn clear_claims(&self, headers: &mut HeaderMap) {
+        if self.claims == 0 {
+            return;
+        }
+        for field in Field::ALL {
+            let replaced = match field {
+                Field::XForwardedFor | Field::Forwarded => true,
+                _ => !self.trusted,
+            };
+            if replaced && self.claims(field) {
+                headers.remove(field.name());
+            }
+        }
+    }
+
+    /// Inserts the forwarding headers into `headers`, cleared of the request's own first
+    /// ([`Forwarding::clear_claims`]).
+    pub(crate) fn insert_into(&self, headers: &mut HeaderMap) {
+        let mut value = Vec::with_capacity(64);
+        for field in Field::ALL {
+            if !self.writes(field) {
+                continue;
+            }
+            let shared = match field {
+                Field::XForwardedProto => Some(HeaderValue::from_static(self.scheme)),
+                Field::XForwardedHost => self.authority.clone(),
+                _ => None,
+            };
+            let shared = shared.or_else(|| {
+                value.clear();
+                self.value(field, &mut value);
+                // Every piece is a header value or text built here: this always succeeds, and
+                // an impossible failure leaves the header out rather than panic.
+                HeaderValue::from_bytes(&value).ok()
+            });
+            if let Some(line) = shared {
+                headers.insert(field.name(), line);
+            }
+        }
+    }
+
+    /// Writes the forwarding headers as `name: value` lines of a request head, after the
+    /// request's fields, cleared of its own first ([`Forwarding::clear_claims`]).
+    pub(crate) fn write_lines(&self, out: &mut Vec<u8>) {
+        for field in Field::ALL {
+            if self.writes(field) {
+                out.extend_from_slice(field.name().as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                self.value(field, out);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// The value of `field`, appended to `out`: the one place it is spelled.
+    fn value(&self, field: Field, out: &mut Vec<u8>) {
+        match field {
+            Field::XForwardedFor if !self.x_forwarded_for.is_empty() => {
+                out.extend_from_slice(&self.x_forwarded_for);
+            }
+            Field::Forwarded if !self.forwarded.is_empty() => {
+                out.extend_from_slice(&self.forwarded);
+            }
+            Field::Forwarded => {
+                forwarded_element(
+                    out,
+                    self.ip,
+                    &self.peer,
+                    self.scheme,
+                    self.authority.as_ref(),
+                );
+            }
+            Field::XForwardedFor => out.extend_from_slice(&self.peer),
+            Field::XRealIp => out.extend_from_slice(self.real_ip.as_ref().unwrap_or(&self.peer)),
+            Field::XForwardedProto => out.extend_from_slice(self.scheme.as_bytes()),
+            Field::XForwardedHost => {
+                if let Some(host) = &self.authority {
+                    out.extend_from_slice(host.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Which [`FORWARDING`] headers `headers` has, one bit per [`Field`]: one pass over the names
+/// it has, as [`strip`] makes, not a lookup of each of the five.
+fn claims_of(headers: &HeaderMap) -> u8 {
+    let mut claims = 0;
+    for name in headers.keys() {
+        if let Some(i) = FORWARDING.iter().position(|f| f == name) {
+            claims |= 1 << i;
+        }
+    }
+    claims
+}
+
+/// Every line of `name`, each followed by `, `, ready for one more entry.
+fn joined_lines(headers: &HeaderMap, name: &HeaderName) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(64);
+    for line in headers.get_all(name) {
+        joined.extend_from_slice(line.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined
+}
+
+/// Writes the forwarding headers of a request `from` a peer into its `headers`, as
+/// [`Forwarding`] says.
+#[cfg(test)]
 pub(crate) fn set_forwarding(
     headers: &mut HeaderMap,
     from: Peer,
     trusted: &TrustedProxies,
     authority: Option<HeaderValue>,
 ) {
-    // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`.
-    let ip = from.addr.ip().to_canonical();
-    let Some(peer) = ip_value(ip) else {
-        return;
-    };
-    if trusted.contain(ip) {
-        let xff = append(headers, &X_FORWARDED_FOR, peer.as_bytes());
-        if !headers.contains_key(header::FORWARDED) {
-            let element = forwarded_element(ip, &peer, from.scheme, authority.as_ref());
-            insert_bytes(headers, header::FORWARDED, &element);
-        } else {
-            let mut element = b"for=".to_vec();
-            push_node(&mut element, ip, &peer);
-            append(headers, &header::FORWARDED, &element);
-        }
-        if !headers.contains_key(X_REAL_IP) {
-            let client = real_client(&xff, trusted).unwrap_or(ip);
-            if let Some(client) = ip_value(client) {
-                headers.insert(X_REAL_IP, client);
-            }
-        }
-        if !headers.contains_key(X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(from.scheme));
-        }
-        if !headers.contains_key(X_FORWARDED_HOST)
-            && let Some(host) = authority
-        {
-            headers.insert(X_FORWARDED_HOST, host);
-        }
-        return;
-    }
-    let element = forwarded_element(ip, &peer, from.scheme, authority.as_ref());
-    insert_bytes(headers, header::FORWARDED, &element);
-    headers.insert(X_FORWARDED_FOR, peer.clone());
-    headers.insert(X_REAL_IP, peer);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(from.scheme));
-    match authority {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+    let forwarding = Forwarding::new(headers, from, trusted, authority);
+    forwarding.clear_claims(headers);
+    forwarding.insert_into(headers);
 }
 
-/// Joins every line of `name` and `entry` into one line, comma-separated, and returns it.
-fn append(headers: &mut HeaderMap, name: &HeaderName, entry: &[u8]) -> Vec<u8> {
-    let mut joined: Vec<u8> = Vec::new();
-    for line in headers.get_all(name) {
-        joined.extend_from_slice(line.as_bytes());
-        joined.extend_from_slice(b", ");
-    }
-    joined.extend_from_slice(entry);
-    insert_bytes(headers, name.clone(), &joined);
-    joined
-}
-
-/// Every piece comes from a header value or from text built here, so this always succeeds; an
-/// impossible failure leaves the header out rather than panic.
-fn insert_bytes(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
-    match HeaderValue::from_bytes(value) {
-        Ok(value) => {
-            headers.insert(name, value);
-        }
-        Err(_) => {
-            headers.remove(name);
-        }
-    }
-}
-
-/// An RFC 7239 `Forwarded` element: `for=<ip>;proto=<scheme>[;host=<authority>]`, `text`
-/// being `ip` as [`ip_value`] wrote it.
+/// An RFC 7239 `Forwarded` element, `for=<ip>;proto=<scheme>[;host=<authority>]`, appended to
+/// `out`; `text` is `ip` as [`address_text`] wrote it.
 fn forwarded_element(
+    out: &mut Vec<u8>,
     ip: IpAddr,
-    text: &HeaderValue,
+    text: &[u8],
     scheme: &str,
     authority: Option<&HeaderValue>,
-) -> Vec<u8> {
-    let mut element = Vec::with_capacity(64);
-    element.extend_from_slice(b"for=");
-    push_node(&mut element, ip, text);
-    element.extend_from_slice(b";proto=");
-    element.extend_from_slice(scheme.as_bytes());
+) {
+    out.extend_from_slice(b"for=");
+    push_node(out, ip, text);
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(scheme.as_bytes());
     if let Some(host) = authority {
-        element.extend_from_slice(b";host=");
-        push_token_or_quoted(&mut element, host.as_bytes());
+        out.extend_from_slice(b";host=");
+        push_token_or_quoted(out, host.as_bytes());
     }
-    element
 }
 
 /// RFC 7239 §6: an IPv6 node is bracketed, and so (':' and '[' not being token characters)
 /// quoted: `for="[2001:db8::1]"`. `text` is `ip` written once for every header that names it.
-fn push_node(out: &mut Vec<u8>, ip: IpAddr, text: &HeaderValue) {
+fn push_node(out: &mut Vec<u8>, ip: IpAddr, text: &[u8]) {
     if ip.is_ipv4() {
-        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(text);
     } else {
         out.extend_from_slice(b"\"[");
-        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(text);
         out.extend_from_slice(b"]\"");
     }
 }
@@ -281,26 +459,37 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
     Some(ip.to_canonical())
 }
 
-/// `ip` as a header value. IPv4 is written by hand: this runs on every forwarded request, and
-/// the formatting machinery costs more than the rest of the forwarding work together.
-fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
-    let IpAddr::V4(v4) = ip else {
-        return HeaderValue::from_str(&ip.to_string()).ok();
-    };
-    let mut text = ArrayVec::<u8, 15>::new();
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push(b'.');
+/// `ip` as text. IPv4 is written by hand: this runs on every forwarded request, and the
+/// formatting machinery costs more than the rest of the forwarding work together.
+fn address_text(ip: IpAddr) -> AddressText {
+    let mut text = AddressText::new();
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push(b'.');
+                }
+                if octet >= 100 {
+                    text.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    text.push(b'0' + octet / 10 % 10);
+                }
+                text.push(b'0' + octet % 10);
+            }
         }
-        if octet >= 100 {
-            text.push(b'0' + octet / 100);
+        IpAddr::V6(v6) => {
+            // At most 45 characters: the text always fits.
+            let _ = std::io::Write::write_fmt(&mut text, format_args!("{v6}"));
         }
-        if octet >= 10 {
-            text.push(b'0' + octet / 10 % 10);
-        }
-        text.push(b'0' + octet % 10);
     }
-    HeaderValue::from_bytes(&text).ok()
+    text
+}
+
+/// `ip` as a header value.
+#[cfg(test)]
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(&address_text(ip)).ok()
 }
 
 #[cfg(test)]
@@ -473,6 +662,98 @@ mod tests {
         let mut response = headers(&[("connection", "x-real-ip"), ("x-real-ip", "1")]);
         strip_hop_by_hop(&mut response);
         assert!(response.is_empty());
+    }
+
+    /// The request head `forwarding` leads to: written into the map (hyper's client) when
+    /// `into_map`, else as lines after the map's fields (corsgate's own client).
+    fn head_with(
+        claims: &[(&str, &str)],
+        from: Peer,
+        nets: &TrustedProxies,
+        authority: Option<&'static str>,
+        into_map: bool,
+    ) -> String {
+        let mut map = headers(&[("host", "h.example"), ("user-agent", "t/1")]);
+        for (name, value) in claims {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("test name"),
+                HeaderValue::from_str(value).expect("test value"),
+            );
+        }
+        map.append("accept", HeaderValue::from_static("*/*"));
+        let authority = authority.map(HeaderValue::from_static);
+        let forwarding = Forwarding::new(&map, from, nets, authority);
+        forwarding.clear_claims(&mut map);
+        if into_map {
+            forwarding.insert_into(&mut map);
+        }
+        let (mut parts, ()) = http::Request::get("/k?a=b")
+            .body(())
+            .expect("test request")
+            .into_parts();
+        parts.headers = map;
+        let mut out = Vec::new();
+        crate::gateway::pool::render_head(&mut out, &parts, |out: &mut Vec<u8>| {
+            if !into_map {
+                forwarding.write_lines(out);
+            }
+        });
+        String::from_utf8(out).expect("an ASCII head")
+    }
+
+    #[test]
+    fn the_forwarding_headers_are_the_same_bytes_in_a_map_or_a_rendered_head() {
+        let nets = trusted(&["10.0.0.0/8", "2001:db8::/32"]);
+        let peers = [
+            "192.0.2.9:5000",
+            "10.0.0.2:5000",
+            "[::ffff:10.0.0.3]:5000",
+            "[2001:db8::1]:443",
+            "[2001:db9::1]:443",
+        ];
+        let claim_sets: [&[(&str, &str)]; 5] = [
+            &[],
+            &CLAIMS,
+            &[
+                ("x-forwarded-for", "198.51.100.1, 203.0.113.7"),
+                ("x-forwarded-for", "10.0.0.3"),
+            ],
+            &[
+                ("forwarded", "for=203.0.113.7"),
+                ("forwarded", "for=\"[2001:db8::9]\""),
+                ("x-real-ip", "198.51.100.1"),
+            ],
+            &[
+                ("x-forwarded-host", "claimed.example"),
+                ("x-forwarded-proto", "https"),
+            ],
+        ];
+        for peer_addr in peers {
+            for scheme in ["http", "https"] {
+                for claims in claim_sets {
+                    for authority in [None, Some("example.com"), Some("assets.example.com:8080")] {
+                        let from = peer(peer_addr, scheme);
+                        let in_map = head_with(claims, from, &nets, authority, true);
+                        let rendered = head_with(claims, from, &nets, authority, false);
+                        assert_eq!(
+                            in_map, rendered,
+                            "{peer_addr} {scheme} {claims:?} {authority:?}"
+                        );
+                        assert!(in_map.contains("\r\nx-forwarded-for: "), "{in_map}");
+                        assert!(in_map.contains("\r\nforwarded: "), "{in_map}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_field_names_its_forwarding_header() {
+        let names: Vec<HeaderName> = Field::ALL.into_iter().map(Field::name).collect();
+        assert_eq!(names, FORWARDING);
+        for (i, field) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(field.bit(), 1 << i);
+        }
     }
 
     #[test]
