@@ -30,8 +30,8 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The headers corsgate writes on every forwarded request, in the order it writes them; indexed
-/// by [`Field`].
-const FORWARDING: [HeaderName; 5] = [
+/// by [`Field`]. Statics, not consts: a const array of names is built and dropped at every use.
+static FORWARDING: [HeaderName; 5] = [
     X_FORWARDED_FOR,
     header::FORWARDED,
     X_REAL_IP,
@@ -41,7 +41,7 @@ const FORWARDING: [HeaderName; 5] = [
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 (and the obsolete `Keep-Alive` and
 /// `Proxy-Connection`).
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -117,7 +117,7 @@ fn strip(headers: &mut HeaderMap, keep: &[HeaderName]) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -141,13 +141,18 @@ impl Field {
         Field::XForwardedHost,
     ];
 
-    fn name(self) -> HeaderName {
+    fn name(self) -> &'static HeaderName {
+        &FORWARDING[self as usize]
+    }
+
+    /// `name: `, as a head spells it.
+    fn line_start(self) -> &'static [u8] {
         match self {
-            Field::XForwardedFor => X_FORWARDED_FOR,
-            Field::Forwarded => header::FORWARDED,
-            Field::XRealIp => X_REAL_IP,
-            Field::XForwardedProto => X_FORWARDED_PROTO,
-            Field::XForwardedHost => X_FORWARDED_HOST,
+            Field::XForwardedFor => b"x-forwarded-for: ",
+            Field::Forwarded => b"forwarded: ",
+            Field::XRealIp => b"x-real-ip: ",
+            Field::XForwardedProto => b"x-forwarded-proto: ",
+            Field::XForwardedHost => b"x-forwarded-host: ",
         }
     }
 
@@ -295,7 +300,7 @@ impl Forwarding {
                 HeaderValue::from_bytes(&value).ok()
             });
             if let Some(line) = shared {
-                headers.insert(field.name(), line);
+                headers.insert(field.name().clone(), line);
             }
         }
     }
@@ -305,8 +310,7 @@ impl Forwarding {
     pub(crate) fn write_lines(&self, out: &mut Vec<u8>) {
         for field in Field::ALL {
             if self.writes(field) {
-                out.extend_from_slice(field.name().as_str().as_bytes());
-                out.extend_from_slice(b": ");
+                out.extend_from_slice(field.line_start());
                 self.value(field, out);
                 out.extend_from_slice(b"\r\n");
             }
@@ -412,20 +416,53 @@ fn push_node(out: &mut Vec<u8>, ip: IpAddr, text: &[u8]) {
 
 /// `value` as an RFC 9110 token if it is one, else as a quoted string (a `host:port` is not).
 fn push_token_or_quoted(out: &mut Vec<u8>, value: &[u8]) {
-    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    if !value.is_empty() && value.iter().all(tchar) {
+    if !value.is_empty() && value.iter().all(|&b| TCHAR[usize::from(b)]) {
         out.extend_from_slice(value);
         return;
     }
     out.push(b'"');
-    for &b in value {
-        if b == b'"' || b == b'\\' {
-            out.push(b'\\');
+    // An authority has neither character: the escaping loop is for what cannot happen.
+    if value.iter().all(|&b| b != b'"' && b != b'\\') {
+        out.extend_from_slice(value);
+    } else {
+        for &b in value {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
         }
-        out.push(b);
     }
     out.push(b'"');
 }
+
+/// RFC 9110 §5.6.2 `tchar`, by byte.
+static TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// The client behind a chain of trusted proxies: walking `X-Forwarded-For` from the right (the
 /// nearest hop), the first address that is not a trusted proxy; if all are, the leftmost. An
@@ -749,10 +786,11 @@ mod tests {
 
     #[test]
     fn each_field_names_its_forwarding_header() {
-        let names: Vec<HeaderName> = Field::ALL.into_iter().map(Field::name).collect();
-        assert_eq!(names, FORWARDING);
         for (i, field) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(field.name(), &FORWARDING[i]);
             assert_eq!(field.bit(), 1 << i);
+            let start = format!("{}: ", field.name());
+            assert_eq!(field.line_start(), start.as_bytes());
         }
     }
 
