@@ -149,6 +149,8 @@ pub(super) struct Connection {
     read: ReadSize,
     /// Some of the answer to the current request has arrived (perhaps only an interim one).
     heard: bool,
+    /// The field names of the last answer.
+    names: KnownNames,
 }
 
 impl std::fmt::Debug for Connection {
@@ -193,6 +195,7 @@ impl Connection {
             buf: BytesMut::new(),
             read: ReadSize::default(),
             heard: false,
+            names: KnownNames::default(),
         }
     }
 
@@ -292,7 +295,7 @@ impl Connection {
         loop {
             if !self.buf.is_empty() {
                 self.heard = true;
-                match parse_head(&mut self.buf, is_head, fields) {
+                match parse_head_with(&mut self.buf, is_head, fields, &mut self.names) {
                     Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
                     Ok(Parsed::Interim) => continue,
                     Ok(Parsed::Partial) => {}
@@ -364,11 +367,70 @@ pub(crate) fn render_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The head at the front of the buffer, taken off it when complete.
+/// The field names of a connection's last answer, as sent and as parsed. An origin answers with
+/// the same names in the same order every time (a bucket: its `x-amz-*` ones with the rest): a
+/// name sent as before is a clone of the one parsed then (for a name `http` does not know, a
+/// reference count instead of an allocation and a copy). Bounded: the first [`KNOWN_NAMES`]
+/// names, up to [`KNOWN_NAME_BYTES`] bytes of them.
+#[derive(Debug, Default)]
+pub(super) struct KnownNames {
+    /// The names as the origin spelled them, one after another.
+    spelled: Vec<u8>,
+    /// Where each name ends in `spelled`, and the name.
+    names: Vec<(usize, HeaderName)>,
+}
+
+const KNOWN_NAMES: usize = 32;
+const KNOWN_NAME_BYTES: usize = 512;
+
+impl KnownNames {
+    /// The answer's field name number `i`, spelled `spelled`: the one remembered if the last
+    /// answer spelled it the same, else parsed and remembered in its place (the names after it
+    /// forgotten: from here on, this answer is not the last one again).
+    fn name(&mut self, i: usize, spelled: &[u8]) -> Result<HeaderName, WireError> {
+        let parse = |spelled| {
+            HeaderName::from_bytes(spelled)
+                .map_err(|_| WireError::MalformedHead("a header field name is not valid"))
+        };
+        // Past what the bounds let be remembered.
+        if i > self.names.len() {
+            return parse(spelled);
+        }
+        let start = i.checked_sub(1).map_or(0, |before| self.names[before].0);
+        if let Some((end, name)) = self.names.get(i)
+            && self.spelled[start..*end] == *spelled
+        {
+            return Ok(name.clone());
+        }
+        let name = parse(spelled)?;
+        self.names.truncate(i);
+        self.spelled.truncate(start);
+        if i < KNOWN_NAMES && start + spelled.len() <= KNOWN_NAME_BYTES {
+            self.spelled.extend_from_slice(spelled);
+            self.names.push((self.spelled.len(), name.clone()));
+        }
+        Ok(name)
+    }
+}
+
+/// The head at the front of the buffer, taken off it when complete, with nothing remembered of
+/// earlier answers.
+#[cfg(test)]
 fn parse_head(
     buf: &mut BytesMut,
     is_head: bool,
     fields: &mut HeaderMap,
+) -> Result<Parsed, WireError> {
+    parse_head_with(buf, is_head, fields, &mut KnownNames::default())
+}
+
+/// The head at the front of the buffer, taken off it when complete; its field names looked up
+/// in, and remembered in, `known`.
+fn parse_head_with(
+    buf: &mut BytesMut,
+    is_head: bool,
+    fields: &mut HeaderMap,
+    known: &mut KnownNames,
 ) -> Result<Parsed, WireError> {
     let mut parsed = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     // Where each field's name and value lie in the head, to slice them once it is frozen
@@ -433,9 +495,8 @@ fn parse_head(
     let mut close = version == Version::HTTP_10;
     let mut transfer_encoding: Option<HeaderValue> = None;
     let mut lengths = Lengths::None;
-    for &[n0, n1, v0, v1] in &spans {
-        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-            .map_err(|_| WireError::MalformedHead("a header field name is not valid"))?;
+    for (i, &[n0, n1, v0, v1]) in spans.iter().enumerate() {
+        let name = known.name(i, &head[n0 as usize..n1 as usize])?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
             .map_err(|_| WireError::MalformedHead("a header field value is not valid"))?;
         if name == header::CONTENT_LENGTH {
@@ -789,6 +850,82 @@ mod tests {
                 outcome(parse(&input, is_head))
             );
         }
+    }
+
+    /// `names` as the fields of a 200 answer, each with its position as value.
+    fn answer_with(names: &[&str]) -> BytesMut {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for (i, name) in names.iter().enumerate() {
+            head.extend_from_slice(format!("{name}: {i}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"content-length: 0\r\n\r\n");
+        BytesMut::from(&head[..])
+    }
+
+    fn fields_of(parsed: Result<Parsed, WireError>) -> Result<String, String> {
+        match parsed {
+            Ok(Parsed::Final(head)) => Ok(format!("{:?}", head.response.headers())),
+            Ok(Parsed::Interim | Parsed::Partial) => Err("not a final head".into()),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    const LONG_NAME: &str = "x-amz-meta-a-name-long-enough-that-a-few-of-them-fill-what-a-connection-remembers-of-its-last-answer";
+
+    proptest::proptest! {
+        /// Whatever names the answers on one connection bring, in whatever case and order, those
+        /// remembered from the last answer change nothing: each parses as on a new connection.
+        #[test]
+        fn remembered_names_parse_as_new_ones(
+            answers in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        "x-amz-request-id", "X-Amz-Request-Id", "x-amz-id-2", "ETag", "etag",
+                        "Content-Type", "x-amz-meta-a", "x-amz-meta-ab", "Date", LONG_NAME,
+                    ]),
+                    0..40,
+                ),
+                1..6,
+            ),
+        ) {
+            let mut known = KnownNames::default();
+            for names in answers {
+                let shared = parse_head_with(
+                    &mut answer_with(&names), false, &mut HeaderMap::new(), &mut known,
+                );
+                let fresh = parse_head(&mut answer_with(&names), false, &mut HeaderMap::new());
+                proptest::prop_assert_eq!(fields_of(shared), fields_of(fresh));
+                proptest::prop_assert!(known.names.len() <= KNOWN_NAMES);
+                proptest::prop_assert!(known.spelled.len() <= KNOWN_NAME_BYTES);
+            }
+        }
+    }
+
+    #[test]
+    fn a_name_the_last_answer_sent_is_shared_not_copied() {
+        let mut known = KnownNames::default();
+        let mut request_id = |names: &[&str]| {
+            let parsed = parse_head_with(
+                &mut answer_with(names),
+                false,
+                &mut HeaderMap::new(),
+                &mut known,
+            );
+            let Ok(Parsed::Final(head)) = parsed else {
+                panic!("a valid head");
+            };
+            let headers = head.response.headers();
+            let name = headers.keys().find(|n| n.as_str() == "x-amz-request-id");
+            name.map(|n| n.as_str().as_ptr())
+        };
+        let first = request_id(&["Date", "x-amz-request-id"]);
+        assert!(first.is_some());
+        assert_eq!(request_id(&["Date", "x-amz-request-id"]), first);
+        assert_ne!(
+            request_id(&["Date", "X-Amz-Request-Id"]),
+            first,
+            "spelled otherwise: parsed again"
+        );
     }
 
     fn framing_of(bytes: &[u8]) -> Result<(Framing, bool), WireError> {
