@@ -29,19 +29,10 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// The headers corsgate writes on every forwarded request, in the order it writes them; indexed
-/// by [`Field`]. Statics, not consts: a const array of names is built and dropped at every use.
-static FORWARDING: [HeaderName; 5] = [
-    X_FORWARDED_FOR,
-    header::FORWARDED,
-    X_REAL_IP,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-];
-
 /// The hop-by-hop headers of RFC 9110 §7.6.1 (and the obsolete `Keep-Alive` and
-/// `Proxy-Connection`).
-static HOP_BY_HOP: [HeaderName; 9] = [
+/// `Proxy-Connection`). A const, not a static: compared with a name, each is known, and the
+/// comparison reduces to what tells it apart.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -91,15 +82,15 @@ pub(crate) fn client_scheme(
 /// The hop-by-hop headers of a response, and those its `Connection` header names: they concern
 /// one connection, not the message.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip(headers, &[]);
+    strip(headers, |_| false);
 }
 
 /// The same for a request, except the forwarding headers: [`Forwarding`] decides those.
 pub(crate) fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
-    strip(headers, &FORWARDING);
+    strip(headers, |name| Field::of(name).is_some());
 }
 
-fn strip(headers: &mut HeaderMap, keep: &[HeaderName]) {
+fn strip(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
     // Most messages carry none: one pass over the names they have is cheaper than looking up
     // (hashing) each of the nine names they might have.
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
@@ -111,18 +102,18 @@ fn strip(headers: &mut HeaderMap, keep: &[HeaderName]) {
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-            .filter(|name| !keep.contains(name))
+            .filter(|name| !keep(name))
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
-/// One of the [`FORWARDING`] headers.
+/// One of the headers corsgate writes on every forwarded request, in the order it writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Field {
     XForwardedFor,
@@ -141,8 +132,32 @@ impl Field {
         Field::XForwardedHost,
     ];
 
-    fn name(self) -> &'static HeaderName {
-        &FORWARDING[self as usize]
+    fn name(self) -> HeaderName {
+        match self {
+            Field::XForwardedFor => X_FORWARDED_FOR,
+            Field::Forwarded => header::FORWARDED,
+            Field::XRealIp => X_REAL_IP,
+            Field::XForwardedProto => X_FORWARDED_PROTO,
+            Field::XForwardedHost => X_FORWARDED_HOST,
+        }
+    }
+
+    /// The field `name` is, if any. Compared with the names as consts, each comparison reduces
+    /// to what tells them apart (a standard name is never a custom one).
+    fn of(name: &HeaderName) -> Option<Field> {
+        if *name == header::FORWARDED {
+            Some(Field::Forwarded)
+        } else if *name == X_FORWARDED_FOR {
+            Some(Field::XForwardedFor)
+        } else if *name == X_REAL_IP {
+            Some(Field::XRealIp)
+        } else if *name == X_FORWARDED_PROTO {
+            Some(Field::XForwardedProto)
+        } else if *name == X_FORWARDED_HOST {
+            Some(Field::XForwardedHost)
+        } else {
+            None
+        }
     }
 
     /// `name: `, as a head spells it.
@@ -300,7 +315,7 @@ impl Forwarding {
                 HeaderValue::from_bytes(&value).ok()
             });
             if let Some(line) = shared {
-                headers.insert(field.name().clone(), line);
+                headers.insert(field.name(), line);
             }
         }
     }
@@ -347,16 +362,13 @@ impl Forwarding {
     }
 }
 
-/// Which [`FORWARDING`] headers `headers` has, one bit per [`Field`]: one pass over the names
-/// it has, as [`strip`] makes, not a lookup of each of the five.
+/// Which forwarding headers `headers` has, one bit per [`Field`]: one pass over the names it
+/// has, as [`strip`] makes, not a lookup (hashing) of each of the five.
 fn claims_of(headers: &HeaderMap) -> u8 {
-    let mut claims = 0;
-    for name in headers.keys() {
-        if let Some(i) = FORWARDING.iter().position(|f| f == name) {
-            claims |= 1 << i;
-        }
-    }
-    claims
+    headers
+        .keys()
+        .filter_map(Field::of)
+        .fold(0, |claims, field| claims | field.bit())
 }
 
 /// Every line of `name`, each followed by `, `, ready for one more entry.
@@ -787,11 +799,16 @@ mod tests {
     #[test]
     fn each_field_names_its_forwarding_header() {
         for (i, field) in Field::ALL.into_iter().enumerate() {
-            assert_eq!(field.name(), &FORWARDING[i]);
+            assert_eq!(Field::of(&field.name()), Some(field));
             assert_eq!(field.bit(), 1 << i);
             let start = format!("{}: ", field.name());
             assert_eq!(field.line_start(), start.as_bytes());
         }
+        assert_eq!(Field::of(&header::HOST), None);
+        assert_eq!(
+            Field::of(&HeaderName::from_static("x-forwarded-port")),
+            None
+        );
     }
 
     #[test]
