@@ -118,14 +118,19 @@ impl Decoration {
     }
 }
 
-/// Removes every `Access-Control-*` header. Allocates only when there is one to remove.
+/// Removes every `Access-Control-*` header. Allocates only when there are more to remove than
+/// an origin sends (S3 answers a request with `Origin` with up to five).
 pub(crate) fn strip_access_control(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("access-control-"))
-        .cloned()
-        .collect();
-    for name in names {
+    let mut names: ArrayVec<HeaderName, 8> = ArrayVec::new();
+    let mut more: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if name.as_str().starts_with("access-control-")
+            && let Err(full) = names.try_push(name.clone())
+        {
+            more.push(full.element());
+        }
+    }
+    for name in names.into_iter().chain(more) {
         headers.remove(name);
     }
 }

@@ -130,6 +130,13 @@ fn method_is_idempotent(method: &Method) -> bool {
 /// Whether a request with these fields (and its body already at its end) is one this client
 /// sends: one that announces no body either.
 pub(super) fn is_bodyless(headers: &HeaderMap) -> bool {
+    // Most requests have neither field: one pass over the names they have is cheaper than
+    // looking up (hashing) the two.
+    let announces =
+        |name: &HeaderName| *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING;
+    if !headers.keys().any(announces) {
+        return true;
+    }
     !headers.contains_key(header::TRANSFER_ENCODING)
         && headers
             .get_all(header::CONTENT_LENGTH)
@@ -497,8 +504,12 @@ fn parse_head_with(
     let mut lengths = Lengths::None;
     for (i, &[n0, n1, v0, v1]) in spans.iter().enumerate() {
         let name = known.name(i, &head[n0 as usize..n1 as usize])?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
-            .map_err(|_| WireError::MalformedHead("a header field value is not valid"))?;
+        let value = head.slice(v0 as usize..v1 as usize);
+        // SAFETY: httparse took this value only if every byte of it is HTAB, SP to `~`, or
+        // obs-text (0x80 and up), and those are the bytes a `HeaderValue` may hold: checking
+        // them again is a second pass over every value for nothing (hyper's server takes the
+        // same step after httparse). Debug builds check it all the same.
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(value) };
         if name == header::CONTENT_LENGTH {
             lengths = lengths.and(&value);
         } else if name == header::TRANSFER_ENCODING {

@@ -30,8 +30,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 (and the obsolete `Keep-Alive` and
-/// `Proxy-Connection`). A const, not a static: compared with a name, each is known, and the
-/// comparison reduces to what tells it apart.
+/// `Proxy-Connection`).
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
@@ -43,6 +42,23 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
 ];
+
+/// Whether `name` is one of [`HOP_BY_HOP`]: matched as text, which for most names is a length
+/// that none of them has, where comparing names is nine comparisons of their representations.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+    )
+}
 
 /// `server.trusted_proxies`: the peers whose forwarding headers are believed.
 #[derive(Clone, Debug, Default)]
@@ -93,7 +109,7 @@ pub(crate) fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
 fn strip(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
     // Most messages carry none: one pass over the names they have is cheaper than looking up
     // (hashing) each of the nine names they might have.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -142,21 +158,15 @@ impl Field {
         }
     }
 
-    /// The field `name` is, if any. Compared with the names as consts, each comparison reduces
-    /// to what tells them apart (a standard name is never a custom one).
+    /// The field `name` is, if any: matched as text, as [`is_hop_by_hop`] does.
     fn of(name: &HeaderName) -> Option<Field> {
-        if *name == header::FORWARDED {
-            Some(Field::Forwarded)
-        } else if *name == X_FORWARDED_FOR {
-            Some(Field::XForwardedFor)
-        } else if *name == X_REAL_IP {
-            Some(Field::XRealIp)
-        } else if *name == X_FORWARDED_PROTO {
-            Some(Field::XForwardedProto)
-        } else if *name == X_FORWARDED_HOST {
-            Some(Field::XForwardedHost)
-        } else {
-            None
+        match name.as_str() {
+            "x-forwarded-for" => Some(Field::XForwardedFor),
+            "forwarded" => Some(Field::Forwarded),
+            "x-real-ip" => Some(Field::XRealIp),
+            "x-forwarded-proto" => Some(Field::XForwardedProto),
+            "x-forwarded-host" => Some(Field::XForwardedHost),
+            _ => None,
         }
     }
 
@@ -805,6 +815,10 @@ mod tests {
             assert_eq!(field.line_start(), start.as_bytes());
         }
         assert_eq!(Field::of(&header::HOST), None);
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(&name), "{name}");
+        }
+        assert!(!is_hop_by_hop(&header::HOST));
         assert_eq!(
             Field::of(&HeaderName::from_static("x-forwarded-port")),
             None
