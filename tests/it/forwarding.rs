@@ -111,6 +111,49 @@ async fn a_trusted_proxy_forwarding_headers_are_kept_and_appended_to() {
 }
 
 /// Sends raw bytes and reads the whole answer (the request asks the gateway to close after it).
+/// The forwarding headers as the origin received them: every line of each, in order.
+fn forwarding_lines(received: &http::HeaderMap) -> Vec<(&'static str, Vec<String>)> {
+    let names = [
+        "x-forwarded-for",
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    ];
+    names
+        .into_iter()
+        .map(|name| {
+            let lines = received.get_all(name).iter();
+            let lines = lines.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            (name, lines.collect())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_get_and_an_upload_tell_the_origin_the_same_about_who_asked() {
+    // The GET goes through corsgate's own client, the upload through hyper's.
+    for trusted in [&["10.0.0.0/8"][..], &["127.0.0.1/32"][..]] {
+        let origin = Origin::start(Reply::default()).await;
+        let gateway = trusting_gateway(&origin, trusted).await;
+        let headers = claims_naming_xff_in_connection();
+        let get = send(gateway.addr(), "GET", "/k", &headers).await;
+        let put = send_body(gateway.addr(), "PUT", "/k", &headers, "data").await;
+        assert_eq!((get.status, put.status), (StatusCode::OK, StatusCode::OK));
+
+        let received = origin.received();
+        assert_eq!(received.len(), 2);
+        assert_eq!(received[1].body_len, 4, "the upload went with its body");
+        let (get, put) = (
+            forwarding_lines(&received[0].headers),
+            forwarding_lines(&received[1].headers),
+        );
+        assert_eq!(get, put, "trusting {trusted:?}");
+        assert!(get.iter().all(|(_, lines)| lines.len() == 1), "{get:?}");
+        gateway.shutdown().await;
+    }
+}
+
 async fn exchange(gateway: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(gateway).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
