@@ -11,7 +11,7 @@
 //! origin's own.
 
 use arrayvec::ArrayVec;
-use http::header::{HeaderName, VARY};
+use http::header::{Entry, HeaderName, VARY};
 use http::{HeaderMap, HeaderValue};
 
 use super::snapshot::Snapshot;
@@ -138,13 +138,16 @@ pub(crate) fn strip_access_control(headers: &mut HeaderMap) {
 /// Merges `ours` into the `Vary` header lines already there, as one line whose tokens are
 /// de-duplicated case-insensitively, the existing ones first.
 pub(crate) fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue) {
-    let mut existing = headers.get_all(VARY).iter().peekable();
-    if existing.peek().is_none() {
-        headers.insert(VARY, ours.clone());
-        return;
-    }
+    // One lookup whether there is a `Vary` or not: most answers have none.
+    let mut existing = match headers.entry(VARY) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(ours.clone());
+            return;
+        }
+        Entry::Occupied(existing) => existing,
+    };
     let mut tokens: Vec<&[u8]> = Vec::new();
-    for line in existing.chain(std::iter::once(ours)) {
+    for line in existing.iter().chain(std::iter::once(ours)) {
         for token in line.as_bytes().split(|&b| b == b',') {
             let token = token.trim_ascii();
             if !token.is_empty() && !tokens.iter().any(|t| t.eq_ignore_ascii_case(token)) {
@@ -156,7 +159,7 @@ pub(crate) fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue) {
     // Every token came from a valid header value, and ", " is valid: this cannot fail, but an
     // origin's bytes are not ours to panic over.
     if let Ok(value) = HeaderValue::from_bytes(&merged) {
-        headers.insert(VARY, value);
+        existing.insert(value);
     }
 }
 
