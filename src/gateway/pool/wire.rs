@@ -7,7 +7,8 @@
 //! hand-off and those passes cost more than the rest of the proxying. Here the request's own task
 //! writes the head (rendered once into the connection's buffer, in one write) and reads the
 //! answer: the head parsed once by `httparse`, its header values slices of the one buffer it was
-//! read into, the body split off that same buffer as it arrives ([`super::framing`]).
+//! read into, its field names shared with the connection's last answer where spelled the same
+//! ([`KnownNames`]), the body split off that same buffer as it arrives ([`super::framing`]).
 //!
 //! What it handles: a request head without a body, and any response an HTTP/1.1 origin may send
 //! (1xx interim answers skipped, the body framed as RFC 9112 §6.3 says, trailers passed on).
