@@ -226,6 +226,7 @@ pub(crate) struct Forwarding {
 }
 
 impl Forwarding {
+    /// Decides for a request with `headers`, its hop-by-hop ones already removed.
     pub(crate) fn new(
         headers: &HeaderMap,
         from: Peer,
