@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use http::header::{self, GetAll, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
+use super::echo::Echo;
 use super::rule::Rule;
 
 /// The `Vary` value S3 sends with every CORS answer.
@@ -49,6 +50,8 @@ pub struct CorsRequest<'a> {
     /// Every `Access-Control-Request-Headers` line.
     pub acrh: GetAll<'a, HeaderValue>,
     pub resource: Resource,
+    /// How a grant echoes the request's values.
+    pub echo: Echo,
 }
 
 impl<'a> CorsRequest<'a> {
@@ -59,6 +62,7 @@ impl<'a> CorsRequest<'a> {
             acrm: headers.get(header::ACCESS_CONTROL_REQUEST_METHOD),
             acrh: headers.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS),
             resource,
+            echo: Echo::Shared,
         }
     }
 

@@ -9,6 +9,7 @@ use std::ops::ControlFlow;
 use bytes::Bytes;
 use http::HeaderValue;
 
+use super::echo::{Echo, LAST_ALLOW_HEADERS, MAX_REMEMBERED, remembered};
 use super::origin::wildcard_split;
 
 /// Most names one ACRH may list. Browsers list only the non-safelisted headers a script set,
@@ -198,8 +199,10 @@ impl<'a> RequestedHeaders<'a> {
 
     /// The `Access-Control-Allow-Headers` value S3 answers with: the requested names,
     /// lower-cased, in request order, joined by `, `. When the request's only ACRH line is
-    /// already exactly that (a browser asking for one header does), it is reused: no copy.
-    pub fn allow_headers_value(&self) -> Option<HeaderValue> {
+    /// already exactly that (a browser asking for one header sends it so), it is the answer:
+    /// shared, or copied as `echo` says. A value built from the names is shared with the last
+    /// answer made alike on this thread when the two are equal (see [`crate::cors::echo`]).
+    pub fn allow_headers_value(&self, echo: Echo) -> Option<HeaderValue> {
         if self.count == 0 {
             return None;
         }
@@ -211,10 +214,31 @@ impl<'a> RequestedHeaders<'a> {
                 is_canonical(line.as_bytes())
             };
             if reusable {
-                return Some(line.clone());
+                return match echo {
+                    Echo::Shared => Some(line.clone()),
+                    // A valid value's bytes always make one; stay total anyway.
+                    Echo::Copied => remembered(&LAST_ALLOW_HEADERS, line.as_bytes())
+                        .or_else(|| Some(line.clone())),
+                };
+            }
+        }
+        if self.joined_len() <= MAX_REMEMBERED {
+            let mut out = ArrayVec::<u8, MAX_REMEMBERED>::new();
+            let mut fits = true;
+            self.join(|bytes| fits &= out.try_extend_from_slice(bytes).is_ok());
+            if fits {
+                if self.upper_case {
+                    out.make_ascii_lowercase();
+                }
+                return remembered(&LAST_ALLOW_HEADERS, &out).or_else(|| self.joined_lower_case());
             }
         }
         self.joined_lower_case()
+    }
+
+    /// The length of the names joined by `, `.
+    fn joined_len(&self) -> usize {
+        self.name_bytes + 2 * self.count.saturating_sub(1)
     }
 
     /// The requested names, lower-cased, joined by `, `, in a new value.
@@ -224,31 +248,34 @@ impl<'a> RequestedHeaders<'a> {
         }
         // Exactly the final length: a `Vec` whose capacity is its length becomes `Bytes`
         // without a second allocation.
-        let mut out = Vec::with_capacity(self.name_bytes + 2 * (self.count - 1));
-        if self.browser_form {
-            // Browsers send `a,b,c`: every item is a name, nothing to trim.
-            for line in &self.lines {
-                for name in line.as_bytes().split(|&b| b == b',') {
-                    if !out.is_empty() {
-                        out.extend_from_slice(b", ");
-                    }
-                    out.extend_from_slice(name);
-                }
-            }
-        } else {
-            self.for_each_name(|name| {
-                if !out.is_empty() {
-                    out.extend_from_slice(b", ");
-                }
-                out.extend_from_slice(name);
-            });
-        }
+        let mut out = Vec::with_capacity(self.joined_len());
+        self.join(|bytes| out.extend_from_slice(bytes));
         // Browsers send lower-case names: most answers need no second pass.
         if self.upper_case {
             out.make_ascii_lowercase();
         }
         // Every byte is a token character or ", ", so this cannot fail; stay total anyway.
         HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
+    }
+
+    /// Writes the requested names as sent, joined by `, `, piece by piece.
+    fn join(&self, mut write: impl FnMut(&[u8])) {
+        let mut first = true;
+        let mut name = |name: &[u8]| {
+            if !first {
+                write(b", ");
+            }
+            first = false;
+            write(name);
+        };
+        if self.browser_form {
+            // Browsers send `a,b,c`: every item is a name, nothing to trim.
+            for line in &self.lines {
+                line.as_bytes().split(|&b| b == b',').for_each(&mut name);
+            }
+        } else {
+            self.for_each_name(name);
+        }
     }
 }
 
@@ -490,7 +517,7 @@ mod tests {
                 .collect();
             let parsed = RequestedHeaders::parse(values.iter()).expect("valid");
             assert_eq!(
-                parsed.allow_headers_value(),
+                parsed.allow_headers_value(Echo::Shared),
                 answer.map(HeaderValue::from_static),
                 "{lines:?}"
             );
@@ -519,7 +546,7 @@ mod tests {
         assert!(!req.allowed_by(&patterns[..1]));
         assert!(!req.allowed_by(&[]));
         assert_eq!(
-            req.allow_headers_value(),
+            req.allow_headers_value(Echo::Shared),
             Some(HeaderValue::from_static("x-amz-meta-color, content-type"))
         );
     }
@@ -539,7 +566,7 @@ mod tests {
             prop_assert_eq!(parsed.len(), expected.len(), "counted names of {:?}", line);
             let answer = (!expected.is_empty()).then(|| expected.join(", ").to_ascii_lowercase());
             prop_assert_eq!(
-                parsed.allow_headers_value().map(|v| v.to_str().expect("ascii").to_string()),
+                parsed.allow_headers_value(Echo::Shared).map(|v| v.to_str().expect("ascii").to_string()),
                 answer,
                 "answer to {:?}", line
             );
@@ -548,15 +575,18 @@ mod tests {
         #[test]
         fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             if let Ok(v) = HeaderValue::from_bytes(&bytes) {
-                let _ = RequestedHeaders::parse(std::iter::once(&v)).map(|r| r.allow_headers_value());
+                if let Ok(r) = RequestedHeaders::parse(std::iter::once(&v)) {
+                    let _ = (r.allow_headers_value(Echo::Shared), r.allow_headers_value(Echo::Copied));
+                }
             }
         }
 
         #[test]
-        fn a_reused_acrh_line_is_exactly_the_built_value(items in proptest::collection::vec("[ ,]{0,2}[a-zA-Z-]{0,4}", 1..6)) {
+        fn a_reused_or_remembered_acrh_line_is_exactly_the_built_value(items in proptest::collection::vec("[ ,]{0,2}[a-zA-Z-]{0,4}", 1..6)) {
             let v = HeaderValue::from_str(&items.concat()).expect("printable");
             if let Ok(req) = RequestedHeaders::parse(std::iter::once(&v)) {
-                prop_assert_eq!(req.allow_headers_value(), req.joined_lower_case());
+                prop_assert_eq!(req.allow_headers_value(Echo::Shared), req.joined_lower_case());
+                prop_assert_eq!(req.allow_headers_value(Echo::Copied), req.joined_lower_case());
             }
         }
     }

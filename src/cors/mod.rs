@@ -6,6 +6,7 @@
 
 pub mod decision;
 pub mod document;
+pub mod echo;
 pub mod error;
 pub mod explain;
 pub mod header;
@@ -18,6 +19,7 @@ pub mod rule;
 
 pub use decision::{CorsRequest, Decision, Denial, DenialReason, Grant, Resource};
 pub use document::Document;
+pub use echo::Echo;
 pub use error::{ConfigError, Pos, Problem, ProblemKind, RuleRef, S3Code};
 pub use method::CorsMethod;
 pub use policy::{BucketCors, Policy};

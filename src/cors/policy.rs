@@ -17,6 +17,7 @@ use http::{HeaderValue, Method, StatusCode};
 
 use super::decision::{CorsRequest, Decision, Denial, DenialReason, Grant, Resource};
 use super::document::{Document, Form, RuleDoc};
+use super::echo::{Echo, LAST_ORIGIN, remembered};
 use super::error::{ConfigError, Problem, ProblemKind, RuleRef};
 use super::header::{HeaderPattern, RequestedHeaders};
 use super::method::CorsMethod;
@@ -307,7 +308,12 @@ impl Policy {
         let rule = self
             .first_allowing(candidates, &headers)
             .ok_or_else(not_allowed)?;
-        Ok(grant(rule, origin, headers.allow_headers_value()))
+        Ok(grant(
+            rule,
+            origin,
+            headers.allow_headers_value(req.echo),
+            req.echo,
+        ))
     }
 
     /// The CORS headers for any other request (docs/cors-semantics.md#actual-decoration): the method is ACRM when the request
@@ -319,25 +325,39 @@ impl Policy {
         };
         let headers = RequestedHeaders::parse(req.acrh.iter()).ok()?;
         let rule = self.find(origin.as_bytes(), method, &headers)?;
-        Some(grant(rule, origin, None))
+        Some(grant(rule, origin, None, req.echo))
     }
 }
 
+#[inline]
 fn grant<'p>(
     rule: &'p Rule,
     origin: &HeaderValue,
     allow_headers: Option<HeaderValue>,
+    echo: Echo,
 ) -> Grant<'p> {
     let allow_origin = if rule.any_origin {
         HeaderValue::from_static("*")
     } else {
-        origin.clone()
+        match echo {
+            Echo::Shared => origin.clone(),
+            Echo::Copied => copied(origin),
+        }
     };
     Grant {
         rule,
         allow_origin,
         allow_headers,
     }
+}
+
+/// `origin` in bytes of the answer's own (see [`crate::cors::echo`]). Out of line: the shared
+/// echo is the one to keep small enough to inline.
+#[inline(never)]
+fn copied(origin: &HeaderValue) -> HeaderValue {
+    // A request's value makes a valid answer value: `None` cannot happen, and the request's
+    // own value would still be right.
+    remembered(&LAST_ORIGIN, origin.as_bytes()).unwrap_or_else(|| origin.clone())
 }
 
 /// What a bucket's CORS state is: rules, no configuration, or no bucket at all.

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use http::header::{CONTENT_TYPE, HeaderName, ORIGIN};
 use http::uri::Authority;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
@@ -21,12 +21,12 @@ use super::decorate::Decoration;
 use super::error::{Fault, GatewayError};
 use super::metrics;
 use super::proxy::{self, Peer};
-use super::route::{Route, default_port, request_authority};
+use super::route::{RequestHost, Route, default_port, request_host};
 use super::snapshot::Snapshot;
 use super::{Body, Gateway, full};
 use crate::config::Enforce;
-use crate::cors::CorsRequest;
 use crate::cors::decision::{Denial, DenialReason, Resource};
+use crate::cors::{CorsRequest, Echo};
 use crate::metrics::RouteMetrics;
 use crate::rules::Resolved;
 
@@ -59,7 +59,38 @@ pub fn handle(gateway: &Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Han
     // One clock read for the metrics and the access log both.
     let started = Instant::now();
     let unrouted = RouteMetrics::unrouted();
-    let authority = match request_authority(&req) {
+    let named = match request_host(&req) {
+        Ok(named) => named,
+        Err(miss) => {
+            let answer = refuse(gateway, miss.into()).into();
+            return now(
+                gateway,
+                answer,
+                &req,
+                Some("(invalid)"),
+                peer,
+                unrouted,
+                started,
+            );
+        }
+    };
+    let host = named.as_ref().map(RequestHost::as_str);
+    let route = match gateway.routes.find(named.as_ref()) {
+        Ok(route) => route,
+        Err(miss) => {
+            let answer = refuse(gateway, miss.into()).into();
+            return now(gateway, answer, &req, host, peer, unrouted, started);
+        }
+    };
+    // docs/cors-semantics.md#preflight: every OPTIONS is a preflight, answered here and never forwarded.
+    if req.method() == Method::OPTIONS
+        && let Ok(resolved) = route.rules.resolve_now(req.uri().path())
+    {
+        let answer = preflight(gateway, route, &req, resolved);
+        return now(gateway, answer, &req, host, peer, &route.metrics, started);
+    }
+    // The request outlives this call: its host becomes a value of its own.
+    let authority = match named.map(RequestHost::into_authority).transpose() {
         Ok(authority) => authority,
         Err(miss) => {
             let answer = refuse(gateway, miss.into()).into();
@@ -74,21 +105,6 @@ pub fn handle(gateway: &Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Han
             );
         }
     };
-    let host = authority.as_ref().map(Authority::as_str);
-    let route = match gateway.routes.find(authority.as_ref()) {
-        Ok(route) => route,
-        Err(miss) => {
-            let answer = refuse(gateway, miss.into()).into();
-            return now(gateway, answer, &req, host, peer, unrouted, started);
-        }
-    };
-    // docs/cors-semantics.md#preflight: every OPTIONS is a preflight, answered here and never forwarded.
-    if req.method() == Method::OPTIONS
-        && let Ok(resolved) = route.rules.resolve_now(req.uri().path())
-    {
-        let answer = preflight(gateway, route, &req, resolved);
-        return now(gateway, answer, &req, host, peer, &route.metrics, started);
-    }
     let gateway = Arc::clone(gateway);
     let route = Arc::clone(route);
     Handled::Later(Box::pin(async move {
@@ -187,7 +203,12 @@ fn preflight(
         Ok(snapshot) => snapshot,
         Err(unavailable) => return refuse(gateway, unavailable.into()).into(),
     };
-    let cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
+    let mut cors = CorsRequest::new(req.method(), req.headers(), resolved.resource);
+    // hyper's HTTP/1 request values are slices of the connection's read buffer, which an
+    // answer must not hold (see `cors::echo`).
+    if req.version() <= Version::HTTP_11 {
+        cors.echo = Echo::Copied;
+    }
     let (response, outcome) = gateway
         .preflight_cache
         .respond(&snapshot, &cors, gateway.ids.next());

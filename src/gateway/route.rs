@@ -275,28 +275,28 @@ impl Routes {
         hosts
     }
 
-    /// The route serving `authority` (from the request URI, else its `Host`).
-    pub fn find(&self, authority: Option<&Authority>) -> Result<&Arc<Route>, RouteMiss> {
-        let Some(authority) = authority else {
+    /// The route serving `host` (from the request URI, else its `Host`).
+    pub(crate) fn find(&self, host: Option<&RequestHost<'_>>) -> Result<&Arc<Route>, RouteMiss> {
+        let Some(named) = host else {
             return self
                 .any_host
                 .map(|i| &self.routes[i])
                 .ok_or(RouteMiss::NoHost);
         };
-        // Only a `"*"` route: nothing to look up (the host need not even be parsed).
+        // Only a `"*"` route: nothing to look up (the host need not even be split).
         if self.with_port.is_empty()
             && self.any_port.is_empty()
             && let Some(i) = self.any_host
         {
             return Ok(&self.routes[i]);
         }
-        let host = authority.host();
+        let host = named.host();
         let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(host.to_ascii_lowercase())
         } else {
             Cow::Borrowed(host)
         };
-        let exact = authority
+        let exact = named
             .port_u16()
             .and_then(|port| {
                 if self.with_port.is_empty() {
@@ -309,13 +309,80 @@ impl Routes {
         exact
             .or(self.any_host.as_ref())
             .map(|&i| &self.routes[i])
-            .ok_or_else(|| RouteMiss::UnknownHost(authority.as_str().to_string()))
+            .ok_or_else(|| RouteMiss::UnknownHost(named.as_str().to_string()))
+    }
+}
+
+/// The host a request names, borrowed from it where that is enough: routing and the log line
+/// need only its text, and copying a `Host` header into an [`Authority`] costs an allocation
+/// per request. A request forwarded to its origin turns it into one
+/// ([`RequestHost::into_authority`]).
+#[derive(Clone, Debug)]
+pub(crate) enum RequestHost<'a> {
+    /// The request URI's authority (HTTP/2 `:authority`, an HTTP/1.1 absolute-form target).
+    Uri(&'a Authority),
+    /// A `Host` header that is a name or an IPv4 address, with or without a port (letters,
+    /// digits, `-`, `.`, `_`, then `:` and digits): a valid authority without userinfo, whose
+    /// host is the text before `host_end`.
+    Header { text: &'a str, host_end: usize },
+    /// Any other `Host` header (an IP literal, say), parsed.
+    Parsed(Authority),
+}
+
+impl RequestHost<'_> {
+    /// The authority as the request wrote it.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            RequestHost::Uri(authority) => authority.as_str(),
+            RequestHost::Header { text, .. } => text,
+            RequestHost::Parsed(authority) => authority.as_str(),
+        }
+    }
+
+    /// As [`Authority::host`].
+    pub(crate) fn host(&self) -> &str {
+        match self {
+            RequestHost::Uri(authority) => authority.host(),
+            RequestHost::Header { text, host_end } => &text[..*host_end],
+            RequestHost::Parsed(authority) => authority.host(),
+        }
+    }
+
+    /// As [`Authority::port_u16`]: `None` without a port or with one past `u16`.
+    pub(crate) fn port_u16(&self) -> Option<u16> {
+        match self {
+            RequestHost::Uri(authority) => authority.port_u16(),
+            RequestHost::Header { text, host_end } => {
+                text.get(host_end + 1..).and_then(|port| port.parse().ok())
+            }
+            RequestHost::Parsed(authority) => authority.port_u16(),
+        }
+    }
+
+    /// The host as an [`Authority`] of its own. Fails only if a `Host` header taken for a
+    /// plain name is not an authority after all, which [`plain_host_end`] rules out.
+    pub(crate) fn into_authority(self) -> Result<Authority, RouteMiss> {
+        match self {
+            RequestHost::Uri(authority) => Ok(authority.clone()),
+            RequestHost::Header { text, .. } => {
+                Authority::try_from(text).map_err(|_| RouteMiss::BadHost)
+            }
+            RequestHost::Parsed(authority) => Ok(authority),
+        }
     }
 }
 
 /// The authority a request names: its URI's (HTTP/2 `:authority`, HTTP/1.1 absolute form,
 /// which RFC 9112 §3.2.2 says wins over `Host`), else its `Host` header.
 pub(crate) fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, RouteMiss> {
+    request_host(req)?
+        .map(RequestHost::into_authority)
+        .transpose()
+}
+
+/// What [`request_authority`] names, borrowed from the request where it can be. Refuses what it
+/// refuses.
+pub(crate) fn request_host<B>(req: &Request<B>) -> Result<Option<RequestHost<'_>>, RouteMiss> {
     if let Some(authority) = req.uri().authority() {
         if authority.as_str().contains('@') {
             return Err(RouteMiss::Userinfo);
@@ -329,19 +396,43 @@ pub(crate) fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>
                 host: String::from_utf8_lossy(host.as_bytes()).into_owned(),
             });
         }
-        return Ok(Some(authority.clone()));
+        return Ok(Some(RequestHost::Uri(authority)));
     }
     let Some(host) = req.headers().get(HOST) else {
         return Ok(None);
     };
+    if let Some(host_end) = plain_host_end(host.as_bytes())
+        && let Ok(text) = std::str::from_utf8(host.as_bytes())
+    {
+        return Ok(Some(RequestHost::Header { text, host_end }));
+    }
     let authority = Authority::try_from(host.as_bytes()).map_err(|_| RouteMiss::BadHost)?;
     // No userinfo, and a host before any port. (Looking at the text directly: `host()` would
-    // search it again, and this runs for every HTTP/1.1 request.)
+    // search it again.)
     let text = authority.as_str();
     if text.contains('@') || text.starts_with(':') {
         return Err(RouteMiss::BadHost);
     }
-    Ok(Some(authority))
+    Ok(Some(RequestHost::Parsed(authority)))
+}
+
+/// Where the host ends in a `Host` value made of letters, digits, `-`, `.` and `_`, then
+/// optionally `:` and digits: every such value is an authority (all its bytes are URI
+/// characters, one colon at most, no `@`, no brackets, no `%`) whose host comes first. `None`
+/// for any other value, left to [`Authority`]'s parser.
+fn plain_host_end(value: &[u8]) -> Option<usize> {
+    let host_end = value
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+        .unwrap_or(value.len());
+    if host_end == 0 {
+        return None;
+    }
+    match value[host_end..] {
+        [] => Some(host_end),
+        [b':', ref port @ ..] if port.iter().all(u8::is_ascii_digit) => Some(host_end),
+        _ => None,
+    }
 }
 
 /// Whether `host` names the same host and port as `authority`: host names compare without
@@ -407,7 +498,9 @@ mod tests {
 
     fn find(routes: &Routes, host: &str) -> Result<usize, RouteMiss> {
         let authority: Authority = host.parse().expect("valid authority");
-        routes.find(Some(&authority)).map(|r| r.index)
+        routes
+            .find(Some(&RequestHost::Parsed(authority)))
+            .map(|r| r.index)
     }
 
     #[test]
@@ -456,6 +549,71 @@ mod tests {
         assert_eq!(authority(":8080"), Err(RouteMiss::BadHost));
         assert_eq!(authority("user@example.com"), Err(RouteMiss::BadHost));
         assert_eq!(authority("exa mple.com"), Err(RouteMiss::BadHost));
+    }
+
+    /// What a `Host` header named before hosts were borrowed: every header parsed into an
+    /// [`Authority`].
+    fn parsed_host(value: &[u8]) -> Result<(String, String, Option<u16>), RouteMiss> {
+        let authority = Authority::try_from(value).map_err(|_| RouteMiss::BadHost)?;
+        let text = authority.as_str();
+        if text.contains('@') || text.starts_with(':') {
+            return Err(RouteMiss::BadHost);
+        }
+        Ok((
+            text.to_string(),
+            authority.host().to_string(),
+            authority.port_u16(),
+        ))
+    }
+
+    fn borrowed_host(value: &[u8]) -> Result<(String, String, Option<u16>), RouteMiss> {
+        let req = Request::builder()
+            .header(HOST, value)
+            .body(())
+            .expect("valid request");
+        let host = request_host(&req)?.ok_or(RouteMiss::NoHost)?;
+        Ok((
+            host.as_str().to_string(),
+            host.host().to_string(),
+            host.port_u16(),
+        ))
+    }
+
+    #[test]
+    fn a_borrowed_host_header_names_what_its_parsed_authority_names() {
+        for value in [
+            "example.com",
+            "Example.COM:8080",
+            "a_b.example:",
+            "127.0.0.1:080",
+            "a.example:99999",
+            "a.example:1:2",
+            "[::1]:443",
+            "[::1",
+            "u@a.example",
+            ":80",
+            "a.example:8o",
+            "a%41.example",
+            "-",
+        ] {
+            assert_eq!(
+                borrowed_host(value.as_bytes()),
+                parsed_host(value.as_bytes()),
+                "{value}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_host_header_is_named_or_refused_as_its_parsed_authority_is(
+            value in "[a-zA-Z0-9._:@%\\[\\]/-]{1,12}"
+        ) {
+            proptest::prop_assert_eq!(
+                borrowed_host(value.as_bytes()),
+                parsed_host(value.as_bytes())
+            );
+        }
     }
 
     #[test]
