@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use http::header::{self, GetAll, HeaderName};
+use http::header::{self, HeaderName, ValueIter};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::echo::Echo;
@@ -48,26 +48,85 @@ pub struct CorsRequest<'a> {
     /// `Access-Control-Request-Method`.
     pub acrm: Option<&'a HeaderValue>,
     /// Every `Access-Control-Request-Headers` line.
-    pub acrh: GetAll<'a, HeaderValue>,
+    pub acrh: RequestLines<'a>,
     pub resource: Resource,
     /// How a grant echoes the request's values.
     pub echo: Echo,
 }
 
 impl<'a> CorsRequest<'a> {
+    /// Takes the first `Origin` and ACRM and every ACRH line, as `HeaderMap::get` and
+    /// `get_all` would, in one walk over the headers: a lookup hashes its name and probes the
+    /// map, which costs more than comparing a request's dozen names three times.
     pub fn new(method: &'a Method, headers: &'a HeaderMap, resource: Resource) -> Self {
-        CorsRequest {
+        let mut req = CorsRequest {
             method,
-            origin: headers.get(header::ORIGIN),
-            acrm: headers.get(header::ACCESS_CONTROL_REQUEST_METHOD),
-            acrh: headers.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS),
+            origin: None,
+            acrm: None,
+            acrh: RequestLines {
+                headers,
+                first: None,
+                more: false,
+            },
             resource,
             echo: Echo::Shared,
+        };
+        for (name, value) in headers {
+            if *name == header::ORIGIN {
+                req.origin.get_or_insert(value);
+            } else if *name == header::ACCESS_CONTROL_REQUEST_METHOD {
+                req.acrm.get_or_insert(value);
+            } else if *name == header::ACCESS_CONTROL_REQUEST_HEADERS {
+                let lines = &mut req.acrh;
+                lines.more |= lines.first.is_some();
+                lines.first.get_or_insert(value);
+            }
         }
+        req
     }
 
     pub(crate) fn is_preflight(&self) -> bool {
         self.method == Method::OPTIONS
+    }
+}
+
+/// A request's `Access-Control-Request-Headers` lines, in order.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLines<'a> {
+    headers: &'a HeaderMap,
+    first: Option<&'a HeaderValue>,
+    /// More than one line: they are looked up again when walked (browsers send one).
+    more: bool,
+}
+
+impl<'a> RequestLines<'a> {
+    pub fn iter(&self) -> LinesIter<'a> {
+        LinesIter {
+            first: self.first,
+            all: self.more.then(|| {
+                self.headers
+                    .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                    .into_iter()
+            }),
+        }
+    }
+}
+
+/// The lines of [`RequestLines::iter`]: the only one, or all of them looked up again.
+#[derive(Debug)]
+pub struct LinesIter<'a> {
+    first: Option<&'a HeaderValue>,
+    all: Option<ValueIter<'a, HeaderValue>>,
+}
+
+impl<'a> Iterator for LinesIter<'a> {
+    type Item = &'a HeaderValue;
+
+    fn next(&mut self) -> Option<&'a HeaderValue> {
+        match &mut self.all {
+            Some(all) => all.next(),
+            None => self.first.take(),
+        }
     }
 }
 
@@ -251,6 +310,43 @@ pub enum Decision<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_reads_the_first_origin_and_method_and_every_acrh_line_in_order() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("access-control-request-headers", "a"),
+            ("origin", "https://one.example"),
+            ("accept", "*/*"),
+            ("access-control-request-method", "PUT"),
+            ("origin", "https://two.example"),
+            ("access-control-request-headers", "b, c"),
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "d"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let req = CorsRequest::new(&Method::OPTIONS, &headers, Resource::Object);
+        assert_eq!(req.origin, headers.get(header::ORIGIN));
+        assert_eq!(req.acrm, headers.get(header::ACCESS_CONTROL_REQUEST_METHOD));
+        let lines: Vec<&HeaderValue> = req.acrh.iter().collect();
+        assert_eq!(lines, ["a", "b, c", "d"]);
+
+        let mut one = HeaderMap::new();
+        one.insert(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            HeaderValue::from_static("x-one"),
+        );
+        let req = CorsRequest::new(&Method::OPTIONS, &one, Resource::Object);
+        assert_eq!(req.acrh.iter().collect::<Vec<_>>(), ["x-one"]);
+        assert_eq!((req.origin, req.acrm), (None, None));
+        let none = HeaderMap::new();
+        let req = CorsRequest::new(&Method::OPTIONS, &none, Resource::Object);
+        assert_eq!(req.acrh.iter().count(), 0);
+    }
 
     #[test]
     fn error_body_has_s3_shape() {

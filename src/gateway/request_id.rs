@@ -5,10 +5,12 @@
 //! started at a value drawn from the clock and the process id, so IDs are unique within a
 //! process and unlikely to repeat across restarts or instances. Not a secret, not a nonce.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use http::HeaderValue;
 
 /// Hands out request IDs.
@@ -38,6 +40,17 @@ impl RequestIds {
     }
 }
 
+/// Characters of an ID.
+const ID_LEN: usize = 16;
+/// IDs one shared buffer holds.
+const IDS_PER_BUFFER: usize = 256;
+
+thread_local! {
+    /// Where the thread writes its `x-amz-request-id` values: each is a slice of it, and a new
+    /// buffer is allocated only when it is full while some of its values are still held.
+    static ID_BYTES: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(ID_LEN * IDS_PER_BUFFER));
+}
+
 /// One request's ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestId(u64);
@@ -47,10 +60,20 @@ impl RequestId {
     /// literal. A value unique to every response would otherwise be inserted into the h2
     /// dynamic table each time, evicting the constant CORS headers that should stay indexed
     /// (see `benches/load/README.md`, "Numbers behind the code").
+    ///
+    /// The digits are written into a buffer the thread's IDs share (see [`ID_BYTES`]), so a
+    /// value costs a reference count, not an allocation and a free of its own.
     pub(crate) fn header_value(self) -> HeaderValue {
+        let digits = ID_BYTES.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            // Takes back the whole buffer once every value written before is gone.
+            buffer.reserve(ID_LEN);
+            buffer.extend_from_slice(&self.hex());
+            buffer.split().freeze()
+        });
         // 16 hex digits are always a valid header value.
         let mut value =
-            HeaderValue::from_bytes(&self.hex()).expect("hex digits are a valid header value");
+            HeaderValue::from_maybe_shared(digits).expect("hex digits are a valid header value");
         value.set_sensitive(true);
         value
     }
@@ -91,5 +114,26 @@ mod tests {
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
         );
         assert_eq!(a.header_value(), text.as_str());
+        assert!(a.header_value().is_sensitive());
+    }
+
+    #[test]
+    fn header_values_stay_distinct_across_shared_buffers() {
+        let ids = RequestIds::default();
+        // Held values force new buffers; dropped ones let a buffer be taken back.
+        let held: Vec<(RequestId, HeaderValue)> = (0..3 * IDS_PER_BUFFER)
+            .map(|_| {
+                let id = ids.next();
+                (id, id.header_value())
+            })
+            .collect();
+        for (id, value) in &held {
+            assert_eq!(value, id.to_string().as_str());
+        }
+        drop(held);
+        for _ in 0..2 * IDS_PER_BUFFER {
+            let id = ids.next();
+            assert_eq!(id.header_value(), id.to_string().as_str());
+        }
     }
 }

@@ -401,8 +401,8 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<Option<RequestHost<'_>
     let Some(host) = req.headers().get(HOST) else {
         return Ok(None);
     };
-    if let Some(host_end) = plain_host_end(host.as_bytes())
-        && let Ok(text) = std::str::from_utf8(host.as_bytes())
+    if let Ok(text) = host.to_str()
+        && let Some(host_end) = plain_host_end(text.as_bytes())
     {
         return Ok(Some(RequestHost::Header { text, host_end }));
     }
@@ -421,18 +421,19 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<Option<RequestHost<'_>
 /// characters, one colon at most, no `@`, no brackets, no `%`) whose host comes first. `None`
 /// for any other value, left to [`Authority`]'s parser.
 fn plain_host_end(value: &[u8]) -> Option<usize> {
-    let host_end = value
-        .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
-        .unwrap_or(value.len());
-    if host_end == 0 {
+    let mut port_at = None;
+    for (i, &b) in value.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {}
+            b'a'..=b'z' | b'A'..=b'Z' | b'-' | b'.' | b'_' if port_at.is_none() => {}
+            b':' if port_at.is_none() && i > 0 => port_at = Some(i),
+            _ => return None,
+        }
+    }
+    if value.is_empty() {
         return None;
     }
-    match value[host_end..] {
-        [] => Some(host_end),
-        [b':', ref port @ ..] if port.iter().all(u8::is_ascii_digit) => Some(host_end),
-        _ => None,
-    }
+    Some(port_at.unwrap_or(value.len()))
 }
 
 /// Whether `host` names the same host and port as `authority`: host names compare without
