@@ -38,6 +38,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -532,7 +533,14 @@ thread_local! {
     static HANDED_OVER: Cell<Option<Arc<StreamWatch>>> = const { Cell::new(None) };
 }
 
-/// Spawns hyper's HTTP/2 stream tasks as [`StreamTask`]s, so the watchdog can cancel one.
+/// Runs hyper's HTTP/2 streams as [`StreamTask`]s, so the watchdog can cancel one.
+///
+/// A stream is first polled right here, in its connection's task, where hyper hands it over:
+/// a stream answered at once (a preflight, a refusal) is then done without a task of its own,
+/// whose spawn, scheduling and teardown would cost more than the answer. Only a stream that
+/// has to wait (on its origin, on the client's window) is spawned, boxed as it was polled; its
+/// task polls it again at once with the task's own waker, as futures re-register theirs on
+/// every poll, so nothing that happened in between is missed.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StreamExecutor;
 
@@ -541,10 +549,19 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
-        tokio::spawn(StreamTask {
+        let mut task = Box::pin(StreamTask {
             stream,
             watch: None,
         });
+        let mut cx = Context::from_waker(Waker::noop());
+        // A panic ends the stream alone, as it would end its task: the connection goes on.
+        match panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
+            Ok(Poll::Pending) => {
+                tokio::spawn(task);
+            }
+            Ok(Poll::Ready(())) => {}
+            Err(_) => tracing::error!("an HTTP/2 stream panicked; it is reset"),
+        }
     }
 }
 
@@ -701,6 +718,47 @@ mod tests {
     fn within(elapsed: Duration, limit: Duration) -> bool {
         let period = DEADLINES.period();
         elapsed >= limit && elapsed <= limit + period
+    }
+
+    #[tokio::test]
+    async fn a_stream_answered_at_once_is_done_where_it_is_handed_over() {
+        use hyper::rt::Executor;
+        let done = Arc::new(AtomicBool::new(false));
+        let marked = Arc::clone(&done);
+        StreamExecutor.execute(async move {
+            assert!(in_stream_task(), "polled as a stream task");
+            marked.store(true, Ordering::Release);
+        });
+        assert!(
+            done.load(Ordering::Acquire),
+            "done before `execute` returned"
+        );
+        assert!(!in_stream_task(), "the mark is restored");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_waits_is_spawned_and_woken_by_what_it_waits_for() {
+        use hyper::rt::Executor;
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        StreamExecutor.execute(async move {
+            let _ = released.await;
+            let _ = finish.send(());
+        });
+        // Sent before the spawned task first runs: its own poll must still see it.
+        release.send(()).expect("the stream waits for it");
+        finished.await.expect("the stream finished in its own task");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_panics_ends_alone() {
+        use hyper::rt::Executor;
+        StreamExecutor.execute(async { panic!("a stream's bug") });
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        StreamExecutor.execute(async move {
+            let _ = finish.send(());
+        });
+        finished.await.expect("the next stream is served");
     }
 
     #[tokio::test(start_paused = true)]
