@@ -574,10 +574,10 @@ mod tests {
 
         #[test]
         fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            if let Ok(v) = HeaderValue::from_bytes(&bytes) {
-                if let Ok(r) = RequestedHeaders::parse(std::iter::once(&v)) {
-                    let _ = (r.allow_headers_value(Echo::Shared), r.allow_headers_value(Echo::Copied));
-                }
+            if let Ok(v) = HeaderValue::from_bytes(&bytes)
+                && let Ok(r) = RequestedHeaders::parse(std::iter::once(&v))
+            {
+                let _ = (r.allow_headers_value(Echo::Shared), r.allow_headers_value(Echo::Copied));
             }
         }
 
