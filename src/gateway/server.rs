@@ -25,15 +25,18 @@
 //! connection's own settings (deadlines, HTTP/2 settings) are those in force when it began.
 
 use std::convert::Infallible;
+use std::future::{Future, Ready};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::header::{CONNECTION, HeaderValue};
-use http::{Request, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_staticfile::Static;
@@ -709,6 +712,37 @@ async fn sniff(
     })
 }
 
+pin_project_lite::pin_project! {
+    /// A request's answer as hyper awaits it: given at once (no state machine to build and
+    /// move for a preflight), or once the origin or a handler has answered.
+    #[project = ReplyProj]
+    enum Reply<L> {
+        Now { #[pin] ready: Ready<Response<Tracked>> },
+        Later { #[pin] later: L },
+    }
+}
+
+impl<L: Future<Output = Response<Tracked>>> Future for Reply<L> {
+    type Output = Result<Response<Tracked>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ReplyProj::Now { ready } => ready.poll(cx).map(Ok),
+            ReplyProj::Later { later } => later.poll(cx).map(Ok),
+        }
+    }
+}
+
+/// hyper closes an HTTP/1 connection once an answer saying so is sent: every answer after the
+/// gateway started stopping says so.
+fn close_if_stopping(response: &mut Response<Tracked>, http1: bool, closing: &AtomicBool) {
+    if http1 && closing.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
 /// One connection, as it is served.
 pub struct Conn {
     pub peer: Peer,
@@ -744,6 +778,7 @@ where
         let activity = Arc::clone(&activity);
         let closing = Arc::clone(&closing);
         service_fn(move |req: Request<Incoming>| {
+            // The request counts as in flight until its response body is done.
             let busy = activity.begin();
             let http1 = req.version() <= Version::HTTP_11;
             let handled = match &role {
@@ -758,26 +793,28 @@ where
                 ))),
                 Role::Demo(files) => Handled::Later(Box::pin(demo::respond(files.clone(), req))),
             };
-            let closing = Arc::clone(&closing);
-            async move {
-                // The request counts as in flight until its response body is done.
-                let mut response = match handled {
-                    Handled::Now(now) => now.await.map(|body| Tracked::whole(body, busy)),
-                    Handled::Later(later) => {
-                        let response = {
-                            let _waiting = busy.waiting();
-                            later.await
-                        };
-                        response.map(|body| Tracked::streamed(body, busy))
+            match handled {
+                Handled::Now(now) => {
+                    let mut response = now.into_inner().map(|body| Tracked::whole(body, busy));
+                    close_if_stopping(&mut response, http1, &closing);
+                    Reply::Now {
+                        ready: std::future::ready(response),
                     }
-                };
-                // hyper closes an HTTP/1 connection once an answer saying so is sent.
-                if http1 && closing.load(Ordering::Relaxed) {
-                    response
-                        .headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                Ok::<_, Infallible>(response)
+                Handled::Later(later) => {
+                    let closing = Arc::clone(&closing);
+                    Reply::Later {
+                        later: async move {
+                            let response = {
+                                let _waiting = busy.waiting();
+                                later.await
+                            };
+                            let mut response = response.map(|body| Tracked::streamed(body, busy));
+                            close_if_stopping(&mut response, http1, &closing);
+                            response
+                        },
+                    }
+                }
             }
         })
     };
