@@ -53,7 +53,9 @@ use super::Instance;
 use super::handler::{self, Handled};
 use super::proxy::Peer;
 use super::redirect::Redirect;
-use super::watchdog::{Activity, Deadlines, Expired, H2_PREFACE, StreamExecutor, Tracked, Watched};
+use super::watchdog::{
+    Activity, Deadlines, Expired, H2_PREFACE, StreamExecutor, Tracked, Watched, poll_serving,
+};
 use super::{admin, demo, metrics};
 use crate::config::{Http2Config, Limits, Timeouts};
 use crate::tls::{self, Alpn};
@@ -830,7 +832,7 @@ where
         tokio::select! {
             // The connection first: it is what wakes this task on nearly every poll.
             biased;
-            result = conn.as_mut() => {
+            result = std::future::poll_fn(|cx| poll_serving(conn.as_mut(), cx)) => {
                 if let Err(err) = result {
                     tracing::debug!(peer = %peer.addr, "connection ended: {err}");
                 }

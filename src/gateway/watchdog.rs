@@ -35,7 +35,7 @@
 //! the in-flight count (no clock, no allocation, no lock); only streamed answers (those that
 //! waited on an origin or an admin/demo handler) count their chunks.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
@@ -535,33 +535,82 @@ thread_local! {
 
 /// Runs hyper's HTTP/2 streams as [`StreamTask`]s, so the watchdog can cancel one.
 ///
-/// A stream is first polled right here, in its connection's task, where hyper hands it over:
-/// a stream answered at once (a preflight, a refusal) is then done without a task of its own,
-/// whose spawn, scheduling and teardown would cost more than the answer. Only a stream that
-/// has to wait (on its origin, on the client's window) is spawned, boxed as it was polled; its
-/// task polls it again at once with the task's own waker, as futures re-register theirs on
-/// every poll, so nothing that happened in between is missed.
+/// A stream handed over while its connection is polled through [`poll_serving`] is first
+/// polled right after that poll, in the connection's task: a stream answered at once (a
+/// preflight, a refusal) is then done without a task of its own, whose spawn, scheduling and
+/// teardown would cost more than the answer. Its answer is queued like one from a task, and
+/// the connection, woken by it, writes all the answers of the streams it just read together.
+/// (Polled during the connection's poll instead, each answer would be written on its own.) Only
+/// a stream that has to wait (on its origin, on the client's window) is spawned, boxed as it
+/// was polled; its task polls it again at once with the task's own waker, as futures
+/// re-register theirs on every poll, so nothing that happened in between is missed.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StreamExecutor;
+
+type HandedStream = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+thread_local! {
+    /// Set while [`poll_serving`] polls a connection.
+    static SERVING: Cell<bool> = const { Cell::new(false) };
+    /// The streams handed over during that poll, in order.
+    static HANDED_STREAMS: RefCell<Vec<HandedStream>> = const { RefCell::new(Vec::new()) };
+}
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
 where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
-        let mut task = Box::pin(StreamTask {
+        let task = Box::pin(StreamTask {
             stream,
             watch: None,
         });
-        let mut cx = Context::from_waker(Waker::noop());
+        if SERVING.with(Cell::get) {
+            HANDED_STREAMS.with_borrow_mut(|streams| streams.push(task));
+        } else {
+            tokio::spawn(task);
+        }
+    }
+}
+
+/// Polls a connection served with [`StreamExecutor`], then the streams it handed over meanwhile
+/// (see there).
+pub(crate) fn poll_serving<C: Future>(conn: Pin<&mut C>, cx: &mut Context<'_>) -> Poll<C::Output> {
+    let outer = SERVING.with(|serving| serving.replace(true));
+    let restore = Restore(outer);
+    let polled = conn.poll(cx);
+    drop(restore);
+    let handed = HANDED_STREAMS
+        .with_borrow_mut(|handed| (!handed.is_empty()).then(|| std::mem::take(handed)));
+    let Some(mut streams) = handed else {
+        return polled;
+    };
+    let mut answer = Context::from_waker(Waker::noop());
+    for mut task in streams.drain(..) {
         // A panic ends the stream alone, as it would end its task: the connection goes on.
-        match panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
+        match panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut answer))) {
             Ok(Poll::Pending) => {
                 tokio::spawn(task);
             }
             Ok(Poll::Ready(())) => {}
             Err(_) => tracing::error!("an HTTP/2 stream panicked; it is reset"),
         }
+    }
+    // The list's room is kept for the next poll.
+    HANDED_STREAMS.with_borrow_mut(|handed| {
+        if handed.is_empty() {
+            *handed = streams;
+        }
+    });
+    polled
+}
+
+/// Restores [`SERVING`] however a connection's poll ends.
+struct Restore(bool);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        SERVING.with(|serving| serving.set(self.0));
     }
 }
 
@@ -720,31 +769,48 @@ mod tests {
         elapsed >= limit && elapsed <= limit + period
     }
 
+    /// A connection that hands `streams` over to [`StreamExecutor`] on its first poll, as
+    /// hyper's HTTP/2 server does, and is then done.
+    fn handing_over(streams: Vec<HandedStream>) -> impl Future<Output = ()> {
+        let mut streams = Some(streams);
+        std::future::poll_fn(move |_| {
+            use hyper::rt::Executor;
+            for stream in streams.take().into_iter().flatten() {
+                StreamExecutor.execute(stream);
+            }
+            Poll::Ready(())
+        })
+    }
+
     #[tokio::test]
-    async fn a_stream_answered_at_once_is_done_where_it_is_handed_over() {
-        use hyper::rt::Executor;
+    async fn a_stream_answered_at_once_is_done_right_after_its_connection_is_polled() {
         let done = Arc::new(AtomicBool::new(false));
         let marked = Arc::clone(&done);
-        StreamExecutor.execute(async move {
+        let stream: HandedStream = Box::pin(async move {
             assert!(in_stream_task(), "polled as a stream task");
             marked.store(true, Ordering::Release);
         });
+        let conn = std::pin::pin!(handing_over(vec![stream]));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(poll_serving(conn, &mut cx).is_ready());
         assert!(
             done.load(Ordering::Acquire),
-            "done before `execute` returned"
+            "done before the poll returned"
         );
         assert!(!in_stream_task(), "the mark is restored");
+        assert!(!SERVING.with(Cell::get), "no longer serving");
     }
 
     #[tokio::test]
     async fn a_stream_that_waits_is_spawned_and_woken_by_what_it_waits_for() {
-        use hyper::rt::Executor;
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let (finish, finished) = tokio::sync::oneshot::channel::<()>();
-        StreamExecutor.execute(async move {
+        let stream: HandedStream = Box::pin(async move {
             let _ = released.await;
             let _ = finish.send(());
         });
+        let mut conn = std::pin::pin!(handing_over(vec![stream]));
+        std::future::poll_fn(|cx| poll_serving(conn.as_mut(), cx)).await;
         // Sent before the spawned task first runs: its own poll must still see it.
         release.send(()).expect("the stream waits for it");
         finished.await.expect("the stream finished in its own task");
@@ -752,13 +818,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_that_panics_ends_alone() {
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let streams: Vec<HandedStream> = vec![
+            Box::pin(async { panic!("a stream's bug") }),
+            Box::pin(async move {
+                let _ = finish.send(());
+            }),
+        ];
+        let mut conn = std::pin::pin!(handing_over(streams));
+        std::future::poll_fn(|cx| poll_serving(conn.as_mut(), cx)).await;
+        finished.await.expect("the next stream is served");
+    }
+
+    #[tokio::test]
+    async fn a_stream_handed_over_outside_a_served_connection_gets_its_own_task() {
         use hyper::rt::Executor;
-        StreamExecutor.execute(async { panic!("a stream's bug") });
         let (finish, finished) = tokio::sync::oneshot::channel::<()>();
         StreamExecutor.execute(async move {
             let _ = finish.send(());
         });
-        finished.await.expect("the next stream is served");
+        finished.await.expect("spawned");
     }
 
     #[tokio::test(start_paused = true)]
