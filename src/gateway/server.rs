@@ -832,7 +832,12 @@ where
         tokio::select! {
             // The connection first: it is what wakes this task on nearly every poll.
             biased;
-            result = std::future::poll_fn(|cx| poll_serving(conn.as_mut(), cx)) => {
+            // Only HTTP/2 hands streams over; an HTTP/1 connection is polled as it is.
+            result = std::future::poll_fn(|cx| if activity.is_http2() {
+                poll_serving(conn.as_mut(), cx)
+            } else {
+                conn.as_mut().poll(cx)
+            }) => {
                 if let Err(err) = result {
                     tracing::debug!(peer = %peer.addr, "connection ended: {err}");
                 }
