@@ -284,7 +284,12 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 }
 
 /// Relays one accepted connection until either side is done or fails.
-fn relay(client: TcpStream, origin: SocketAddr, mode: Mode, buffer: usize) -> Result<(), RelayError> {
+fn relay(
+    client: TcpStream,
+    origin: SocketAddr,
+    mode: Mode,
+    buffer: usize,
+) -> Result<(), RelayError> {
     let upstream = TcpStream::connect(origin).map_err(|source| RelayError::Connect {
         addr: origin,
         source,
@@ -305,7 +310,11 @@ fn relay(client: TcpStream, origin: SocketAddr, mode: Mode, buffer: usize) -> Re
         }
         let interest = |reads: &Direction, writes: &Direction| {
             (if reads.wants_read() { libc::POLLIN } else { 0 })
-                | (if writes.wants_write() { libc::POLLOUT } else { 0 })
+                | (if writes.wants_write() {
+                    libc::POLLOUT
+                } else {
+                    0
+                })
         };
         let watch = |fd: RawFd, events: libc::c_short| libc::pollfd {
             // A descriptor with nothing wanted of it is left out (a negative fd is ignored), so

@@ -7,7 +7,7 @@
 # Options: --rounds N, --duration SECONDS, --no-build (reuse the release binaries),
 # --only LIST (comma-separated scenario names, see below), --keep (keep the scratch directory
 # with every server's log and every raw load-generator output).
-# Environment: CORSGATE_BENCH_PORT (first of the 20 loopback ports used, default 18080),
+# Environment: CORSGATE_BENCH_PORT (first of the 22 loopback ports used, default 18080),
 # CARGO_TARGET_DIR (where the release binaries are built), RUST_LOG (corsgate's log filter;
 # default: access log off, as nginx's is in nginx.conf),
 # CORSGATE_BIN (measure this corsgate binary instead, e.g. an older build, beside the same baselines),
@@ -17,13 +17,14 @@
 # What it does, all on 127.0.0.1 and nowhere else:
 #  1. installs what is missing (apt: nginx-light, wrk, nghttp2-client for h2load, curl,
 #     util-linux for taskset), non-interactively; nothing when all is there;
-#  2. builds the release binaries: corsgate, and bare_hyper, static_origin, attack and idle (the
-#     package benches/Cargo.toml);
+#  2. builds the release binaries: corsgate, and bare_hyper, static_origin, attack, idle and relay
+#     (the package benches/Cargo.toml);
 #  3. starts static_origin (the origin), corsgate with benches/fixtures/cors.xml, corsgate with a
 #     generated 100-rule configuration whose matching rule is last, nginx with benches/load/nginx.conf
 #     (ports rewritten; h1 and h2c on two ports, as Debian's nginx 1.22 needs), and bare_hyper
 #     (a constant answer: the ceiling for a hyper-based server), and nginx with
-#     benches/load/nginx-plain.conf (a hand-written CORS block). Servers are pinned to core 0;
+#     benches/load/nginx-plain.conf (a hand-written CORS block), and two relays in front of the
+#     origin that only move bytes (copy and splice, for get-1g). Servers are pinned to core 0;
 #     the load generators and the origin to core 1 (except in get-1g-shared); the open-file limit
 #     is raised to 65536 (or the hard limit, if that cannot be raised) for idle-connections;
 #  4. checks every CORS server with `corsgate loadtest` (h1 and h2): zero mismatches, or stop;
@@ -51,7 +52,10 @@
 #                  proxy's peak RSS (VmHWM, reset before each transfer) and CPU time, in two
 #                  placements: get-1g, the origin on core 1 beside curl and the proxy alone on
 #                  core 0; get-1g-shared, the origin moved to core 0 beside the proxy and curl
-#                  alone on core 1 (the origin competes with the proxy, not with the client)
+#                  alone on core 1 (the origin competes with the proxy, not with the client);
+#                  beside them two relays that parse nothing and only move bytes, relay-copy
+#                  (read/write through a 408 KiB buffer, what corsgate's origin client reads at
+#                  most) and relay-splice (splice(2) through a pipe): what the kernel allows
 #  reload          preflights (as h1-32) against a corsgate whose rules file is rewritten, alternating
 #                  between two documents, and which gets a SIGHUP, every 100 ms; beside the same
 #                  instance measured without reloads just before (reload-steady); failed requests
@@ -132,14 +136,15 @@ if [ "$BUILD" = 1 ]; then
   cargo build --release --quiet --bin corsgate
   # The load tools are a package of their own (benches/Cargo.toml), built into the same target.
   cargo build --release --quiet --manifest-path benches/Cargo.toml --target-dir "$TARGET" \
-    --bin bare_hyper --bin static_origin --bin attack --bin idle
+    --bin bare_hyper --bin static_origin --bin attack --bin idle --bin relay
 fi
 CORSGATE=${CORSGATE_BIN:-$TARGET/release/corsgate}
 BARE=$TARGET/release/bare_hyper
 ORIGIN_BIN=$TARGET/release/static_origin
 ATTACK_BIN=$TARGET/release/attack
 IDLE_BIN=$TARGET/release/idle
-for b in "$CORSGATE" "$BARE" "$ORIGIN_BIN" "$ATTACK_BIN" "$IDLE_BIN"; do
+RELAY_BIN=$TARGET/release/relay
+for b in "$CORSGATE" "$BARE" "$ORIGIN_BIN" "$ATTACK_BIN" "$IDLE_BIN" "$RELAY_BIN"; do
   [ -x "$b" ] || { echo "run.sh: $b missing (drop --no-build)" >&2; exit 2; }
 done
 
@@ -170,9 +175,10 @@ P_NGINX_LOG_H2=$((BASE + 11)) P_METRICS_ADMIN=$((BASE + 12))
 # BASE + 13 and 14: the generator scenario's own servers.
 P_PLAIN=$((BASE + 15)) P_IDLE_GATE=$((BASE + 16)) P_IDLE_BARE=$((BASE + 17))
 P_IDLE_NGINX=$((BASE + 18)) P_IDLE_NGINX_H2=$((BASE + 19))
+P_RELAY_COPY=$((BASE + 20)) P_RELAY_SPLICE=$((BASE + 21))
 for port in $P_GATE $P_BARE $P_NGINX $P_NGINX_H2 $P_GATE100 $P_RELOAD $P_ATTACK $P_ORIGIN \
   $P_GATE_LOG $P_GATE_METRICS $P_NGINX_LOG $P_NGINX_LOG_H2 $P_METRICS_ADMIN $P_PLAIN \
-  $P_IDLE_GATE $P_IDLE_BARE $P_IDLE_NGINX $P_IDLE_NGINX_H2; do
+  $P_IDLE_GATE $P_IDLE_BARE $P_IDLE_NGINX $P_IDLE_NGINX_H2 $P_RELAY_COPY $P_RELAY_SPLICE; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "run.sh: port $port is in use (set CORSGATE_BENCH_PORT)" >&2
     exit 2
@@ -287,6 +293,12 @@ sed -e "s/127\.0\.0\.1:8084/127.0.0.1:$P_PLAIN/; s/127\.0\.0\.1:8090/127.0.0.1:$
 start plain-nginx 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx-plain.conf"
 start bare 0 "$BARE" --listen "127.0.0.1:$P_BARE" --rules benches/fixtures/cors.xml
 start nginx-log 0 "$NGINX" -e stderr -p "$TMP" -c "$TMP/nginx-log.conf"
+# get-1g's byte movers: no HTTP, no decoration, what a user-space proxy can reach at best. copy
+# reads at most what corsgate's origin client does (its default --buffer).
+start relay-copy 0 "$RELAY_BIN" --listen "127.0.0.1:$P_RELAY_COPY" --origin "127.0.0.1:$P_ORIGIN" \
+  --mode copy
+start relay-splice 0 "$RELAY_BIN" --listen "127.0.0.1:$P_RELAY_SPLICE" \
+  --origin "127.0.0.1:$P_ORIGIN" --mode splice
 wait_port "$P_GATE" corsgate
 wait_port "$P_GATE100" corsgate100
 wait_port "$P_RELOAD" reload
@@ -298,6 +310,8 @@ wait_port "$P_GATE_METRICS" metrics
 wait_port "$P_GATE_LOG" corsgate-log
 wait_port "$P_NGINX_LOG" nginx-log
 wait_port "$P_PLAIN" plain-nginx
+wait_port "$P_RELAY_COPY" relay-copy
+wait_port "$P_RELAY_SPLICE" relay-splice
 
 CLK_TCK=$(getconf CLK_TCK)
 # CPU ticks (user + system) of a process, its threads and its child processes (nginx's worker).
@@ -624,8 +638,9 @@ if wanted get-1k; then
   done
 fi
 
-# 1 GiB from the origin directly, through corsgate and through nginx (nginx.conf's proxy_pass,
-# nginx's default proxy buffering); each server's peak RSS over each transfer and its CPU time.
+# 1 GiB from the origin directly, through corsgate, through nginx (nginx.conf's proxy_pass,
+# nginx's default proxy buffering) and through the two relays (copy and splice: the kernel's
+# ceiling for a proxy); each server's peak RSS over each transfer and its CPU time.
 # Two placements: get-1g as everything else here (the origin on core 1 with curl, the server
 # alone on core 0); get-1g-shared with the origin moved to core 0, where it competes with the
 # server for one core while curl has core 1 to itself.
@@ -639,12 +654,15 @@ if wanted get-1g; then
     echo "   proxied 1 GiB GET ($placement)"
     [ "$placement" = get-1g-shared ] && taskset -a -cp 0 "$op" >/dev/null
     for round in $(seq 1 "$ROUNDS"); do
-      order="origin corsgate nginx"; [ $((round % 2)) = 0 ] && order="nginx corsgate origin"
+      order="origin corsgate nginx relay-copy relay-splice"
+      [ $((round % 2)) = 0 ] && order="relay-splice relay-copy nginx corsgate origin"
       for server in $order; do
         case $server in
           origin) url=$ORIGIN_URL hp= ;;
           corsgate) url=$G hp=$gp ;;
           nginx) url=$N hp=$np ;;
+          relay-copy) url=http://127.0.0.1:$P_RELAY_COPY hp=$(pid relay-copy) ;;
+          relay-splice) url=http://127.0.0.1:$P_RELAY_SPLICE hp=$(pid relay-splice) ;;
         esac
         [ -n "$hp" ] && echo 5 >"/proc/$hp/clear_refs" && before=$(cpu_ticks "$(pid "$server")")
         read -r code size speed < <(taskset -c 1 curl -s -o /dev/null \
@@ -774,19 +792,19 @@ row get-1k-rate corsgate "open loop, same rate for both; p99 ×nginx $(ratio "$(
 row get-1k-rate nginx
 for placement in get-1g get-1g-shared; do
   [ -z "$(median "$placement" 4 corsgate)" ] && continue
-  for srv in origin corsgate nginx; do
+  for srv in origin corsgate nginx relay-copy relay-splice; do
     case $placement:$srv in
       get-1g:origin) note="direct; the origin and curl on core 1" ;;
       get-1g-shared:origin) note="direct; the origin on core 0 (the servers' core), curl on core 1" ;;
       *)
         hwm=$(awk -F'\t' -v p="$placement" -v s="$srv" '$1 == p && $2 == s { if ($8 > m) m = $8 } END { print m }' "$RESULTS")
         note="×direct $(ratio "$(median "$placement" 4 "$srv")" "$(median "$placement" 4 origin)")"
-        [ "$srv" = corsgate ] && note="$note, ×nginx $(ratio "$(median "$placement" 4 corsgate)" "$(median "$placement" 4 nginx)")"
+        [ "$srv" = corsgate ] && note="$note, ×nginx $(ratio "$(median "$placement" 4 corsgate)" "$(median "$placement" 4 nginx)"), ×relay-copy $(ratio "$(median "$placement" 4 corsgate)" "$(median "$placement" 4 relay-copy)")"
         note="$note, peak RSS $(awk -v k="$hwm" 'BEGIN { printf "%.1f MiB", k / 1024 }')$( [ "$srv" = nginx ] && echo ' (worker)'), cpu $(median "$placement" 7 "$srv") s/GiB" ;;
     esac
     incomplete=$(awk -F'\t' -v p="$placement" -v s="$srv" '$1 == p && $2 == s { n++ } END { print n + 0 }' "$TMP/get-1g-incomplete")
     [ "$incomplete" -gt 0 ] && note="$note; $incomplete incomplete transfer(s) not counted"
-    printf '%-13s %-9s %8.0fMB/s %9s %9s %10s %8s %8s  %s\n' "$placement" "$srv" \
+    printf '%-13s %-12s %5.0fMB/s %9s %9s %10s %8s %8s  %s\n' "$placement" "$srv" \
       "$(awk -v b="$(median "$placement" 4 "$srv")" 'BEGIN { print b / 1048576 }')" - - - - - "$note"
   done
 done
