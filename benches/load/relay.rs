@@ -66,9 +66,10 @@ enum RelayError {
     PipeSize { bytes: usize, source: io::Error },
     #[error("poll: {0}")]
     Poll(io::Error),
-    #[error("{direction}: {source}")]
+    #[error("{op} the {peer}: {source}")]
     Transfer {
-        direction: &'static str,
+        op: &'static str,
+        peer: &'static str,
         source: io::Error,
     },
 }
@@ -92,7 +93,8 @@ enum Held {
 
 /// One direction of a relayed connection: what is read from `from` is written to `to`.
 struct Direction<'a> {
-    name: &'static str,
+    /// Who is at `from` and who at `to`, for errors.
+    names: (&'static str, &'static str),
     from: &'a TcpStream,
     to: &'a TcpStream,
     held: Held,
@@ -100,12 +102,13 @@ struct Direction<'a> {
 }
 
 /// Splice flags for both halves. SPLICE_F_NONBLOCK keeps a full pipe from blocking the one
-/// thread that serves both directions; SPLICE_F_MOVE is only a hint.
+/// thread that serves both directions; SPLICE_F_MOVE is only a hint. SPLICE_F_MORE is left out:
+/// on the outgoing splice it made the transfer slower (see the README's relay section).
 const SPLICE_FLAGS: libc::c_uint = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
 
 impl<'a> Direction<'a> {
     fn new(
-        name: &'static str,
+        names: (&'static str, &'static str),
         from: &'a TcpStream,
         to: &'a TcpStream,
         mode: Mode,
@@ -141,7 +144,7 @@ impl<'a> Direction<'a> {
             }
         };
         Ok(Direction {
-            name,
+            names,
             from,
             to,
             held,
@@ -157,8 +160,8 @@ impl<'a> Direction<'a> {
     }
 
     /// Reads only once everything held has been written: a splice into a pipe that still holds
-    /// data can fail with EAGAIN because the pipe is full (it counts slots, one per socket
-    /// buffer fragment, not bytes) while the socket is readable, and polling the socket for
+    /// data can fail with EAGAIN because the pipe is full (it counts slots, a page of a socket
+    /// buffer each at most, not bytes) while the socket is readable, and polling the socket for
     /// input would then spin.
     fn wants_read(&self) -> bool {
         !self.eof && self.pending() == 0
@@ -202,7 +205,8 @@ impl<'a> Direction<'a> {
                 Err(e) if retry_later(&e) => {}
                 Err(source) => {
                     return Err(RelayError::Transfer {
-                        direction: self.name,
+                        op: "read from",
+                        peer: self.names.0,
                         source,
                     });
                 }
@@ -230,7 +234,8 @@ impl<'a> Direction<'a> {
                 // spin.
                 Ok(0) => {
                     return Err(RelayError::Transfer {
-                        direction: self.name,
+                        op: "write to",
+                        peer: self.names.1,
                         source: io::ErrorKind::WriteZero.into(),
                     });
                 }
@@ -238,7 +243,8 @@ impl<'a> Direction<'a> {
                 Err(e) if retry_later(&e) => {}
                 Err(source) => {
                     return Err(RelayError::Transfer {
-                        direction: self.name,
+                        op: "write to",
+                        peer: self.names.1,
                         source,
                     });
                 }
@@ -298,8 +304,8 @@ fn relay(
         stream.set_nonblocking(true).map_err(RelayError::Socket)?;
         stream.set_nodelay(true).map_err(RelayError::Socket)?;
     }
-    let mut up = Direction::new("client to origin", &client, &upstream, mode, buffer)?;
-    let mut down = Direction::new("origin to client", &upstream, &client, mode, buffer)?;
+    let mut up = Direction::new(("client", "origin"), &client, &upstream, mode, buffer)?;
+    let mut down = Direction::new(("origin", "client"), &upstream, &client, mode, buffer)?;
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     loop {
         // Done as soon as one side has closed and what it sent is passed on: the benchmark's
