@@ -428,7 +428,7 @@ const BYTE_CLASS: [u8; 256] = {
 };
 
 /// RFC 9110 §5.6.2 `tchar`, as a table: it is checked for every ACRH byte.
-const TCHAR: [bool; 256] = {
+pub(crate) const TCHAR: [bool; 256] = {
     let mut table = [false; 256];
     let mut i = 0;
     while i < 256 {

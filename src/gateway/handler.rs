@@ -21,7 +21,7 @@ use super::decorate::Decoration;
 use super::error::{Fault, GatewayError};
 use super::metrics;
 use super::proxy::{self, Peer};
-use super::route::{RequestHost, Route, default_port, request_host};
+use super::route::{RequestHost, Route, RouteMiss, default_port, request_host};
 use super::snapshot::Snapshot;
 use super::{Body, Gateway, full};
 use crate::config::Enforce;
@@ -58,27 +58,16 @@ impl Future for Handled {
 pub fn handle(gateway: &Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Handled {
     // One clock read for the metrics and the access log both.
     let started = Instant::now();
-    let unrouted = RouteMetrics::unrouted();
     let named = match request_host(&req) {
         Ok(named) => named,
-        Err(miss) => {
-            let answer = refuse(gateway, miss.into()).into();
-            return now(
-                gateway,
-                answer,
-                &req,
-                Some("(invalid)"),
-                peer,
-                unrouted,
-                started,
-            );
-        }
+        Err(miss) => return bad_host(gateway, miss, &req, peer, started),
     };
     let host = named.as_ref().map(RequestHost::as_str);
     let route = match gateway.routes.find(named.as_ref()) {
         Ok(route) => route,
         Err(miss) => {
             let answer = refuse(gateway, miss.into()).into();
+            let unrouted = RouteMetrics::unrouted();
             return now(gateway, answer, &req, host, peer, unrouted, started);
         }
     };
@@ -92,18 +81,7 @@ pub fn handle(gateway: &Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Han
     // The request outlives this call: its host becomes a value of its own.
     let authority = match named.map(RequestHost::into_authority).transpose() {
         Ok(authority) => authority,
-        Err(miss) => {
-            let answer = refuse(gateway, miss.into()).into();
-            return now(
-                gateway,
-                answer,
-                &req,
-                Some("(invalid)"),
-                peer,
-                unrouted,
-                started,
-            );
-        }
+        Err(miss) => return bad_host(gateway, miss, &req, peer, started),
     };
     let gateway = Arc::clone(gateway);
     let route = Arc::clone(route);
@@ -138,6 +116,28 @@ pub fn handle(gateway: &Arc<Gateway>, peer: Peer, req: Request<Incoming>) -> Han
             .response
             .map(|body| LoggedBody::new(body, line).boxed())
     }))
+}
+
+/// A request whose host cannot be routed (userinfo, a `Host` that is no authority, one that
+/// disagrees with `:authority`): refused before any route is chosen, logged as `(invalid)`.
+fn bad_host(
+    gateway: &Gateway,
+    miss: RouteMiss,
+    req: &Request<Incoming>,
+    peer: Peer,
+    started: Instant,
+) -> Handled {
+    let answer = refuse(gateway, miss.into()).into();
+    let unrouted = RouteMetrics::unrouted();
+    now(
+        gateway,
+        answer,
+        req,
+        Some("(invalid)"),
+        peer,
+        unrouted,
+        started,
+    )
 }
 
 /// `x-amz-request-id`, which every answer carries (corsgate's own, or the origin's).

@@ -23,6 +23,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use super::Peer;
+use crate::cors::header::TCHAR;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -463,35 +464,6 @@ fn push_token_or_quoted(out: &mut Vec<u8>, value: &[u8]) {
     }
     out.push(b'"');
 }
-
-/// RFC 9110 §5.6.2 `tchar`, by byte.
-static TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
 
 /// The client behind a chain of trusted proxies: walking `X-Forwarded-For` from the right (the
 /// nearest hop), the first address that is not a trusted proxy; if all are, the leftmost. An
