@@ -8,6 +8,7 @@
 
 #![no_main]
 
+use corsgate::cors::Echo;
 use corsgate::cors::header::{
     HeaderPattern, MAX_REQUESTED_HEADERS, MAX_REQUESTED_HEADERS_BYTES, MAX_REQUESTED_HEADERS_LINES,
     RequestedHeaders, RequestedHeadersError,
@@ -42,13 +43,16 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         joined.join(", ")
     });
-    assert_eq!(
-        parsed
-            .allow_headers_value()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-        answer,
-        "Access-Control-Allow-Headers for {lines:?}"
-    );
+    // An answer's own copy (HTTP/1.1) and the request's shared value (h2) must read the same.
+    for echo in [Echo::Shared, Echo::Copied] {
+        assert_eq!(
+            parsed
+                .allow_headers_value(echo)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            answer,
+            "Access-Control-Allow-Headers ({echo:?}) for {lines:?}"
+        );
+    }
 
     // No patterns at all is a rule without AllowedHeader: it refuses every requested name.
     let texts: Vec<String> = if patterns.is_empty() {
