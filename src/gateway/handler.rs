@@ -4,10 +4,9 @@
 //! Before forwarding, a route may refuse: a cross-origin write its rules do not grant under
 //! `enforce = "strict"`, a method its `sign` does not cover. Neither reaches the origin.
 
-use std::future::{Future, Ready};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::header::{CONTENT_TYPE, HeaderName, ORIGIN};
@@ -34,19 +33,8 @@ const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// How a request is answered: here and now, or once the origin has answered.
 pub enum Handled {
-    Now(Ready<Response<Body>>),
+    Now(Response<Body>),
     Later(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
-}
-
-impl Future for Handled {
-    type Output = Response<Body>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
-        match self.get_mut() {
-            Handled::Now(ready) => Pin::new(ready).poll(cx),
-            Handled::Later(later) => later.as_mut().poll(cx),
-        }
-    }
 }
 
 /// Serves one request; never fails: every error becomes an answer.
@@ -171,7 +159,7 @@ fn now(
             request_id: response.headers().get(REQUEST_ID),
         });
     }
-    Handled::Now(std::future::ready(response))
+    Handled::Now(response)
 }
 
 /// A request's answer, with what its log line says of it.
