@@ -393,20 +393,6 @@ fn joined_lines(headers: &HeaderMap, name: &HeaderName) -> Vec<u8> {
     joined
 }
 
-/// Writes the forwarding headers of a request `from` a peer into its `headers`, as
-/// [`Forwarding`] says.
-#[cfg(test)]
-pub(crate) fn set_forwarding(
-    headers: &mut HeaderMap,
-    from: Peer,
-    trusted: &TrustedProxies,
-    authority: Option<HeaderValue>,
-) {
-    let forwarding = Forwarding::new(headers, from, trusted, authority);
-    forwarding.clear_claims(headers);
-    forwarding.insert_into(headers);
-}
-
 /// An RFC 7239 `Forwarded` element, `for=<ip>;proto=<scheme>[;host=<authority>]`, appended to
 /// `out`; `text` is `ip` as [`address_text`] wrote it.
 fn forwarded_element(
@@ -524,15 +510,27 @@ fn address_text(ip: IpAddr) -> AddressText {
     text
 }
 
-/// `ip` as a header value.
-#[cfg(test)]
-fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
-    HeaderValue::from_bytes(&address_text(ip)).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes the forwarding headers of a request `from` a peer into its `headers`, as
+    /// [`Forwarding`] says.
+    fn set_forwarding(
+        headers: &mut HeaderMap,
+        from: Peer,
+        trusted: &TrustedProxies,
+        authority: Option<HeaderValue>,
+    ) {
+        let forwarding = Forwarding::new(headers, from, trusted, authority);
+        forwarding.clear_claims(headers);
+        forwarding.insert_into(headers);
+    }
+
+    /// `ip` as a header value.
+    fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&address_text(ip)).ok()
+    }
 
     fn peer(addr: &str, scheme: &'static str) -> Peer {
         Peer {
