@@ -4,9 +4,10 @@
 //! Before forwarding, a route may refuse: a cross-origin write its rules do not grant under
 //! `enforce = "strict"`, a method its `sign` does not cover. Neither reaches the origin.
 
-use std::future::Future;
+use std::future::{Future, Ready};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::header::{CONTENT_TYPE, HeaderName, ORIGIN};
@@ -33,8 +34,21 @@ const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// How a request is answered: here and now, or once the origin has answered.
 pub enum Handled {
-    Now(Response<Body>),
+    Now(Ready<Response<Body>>),
     Later(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+}
+
+/// For callers that simply await the answer (an embedder, `fuzz/fuzz_targets/request.rs`); the
+/// server matches on [`Handled::Now`] instead, to hand hyper the answer without a future.
+impl Future for Handled {
+    type Output = Response<Body>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        match self.get_mut() {
+            Handled::Now(ready) => Pin::new(ready).poll(cx),
+            Handled::Later(later) => later.as_mut().poll(cx),
+        }
+    }
 }
 
 /// Serves one request; never fails: every error becomes an answer.
@@ -159,7 +173,7 @@ fn now(
             request_id: response.headers().get(REQUEST_ID),
         });
     }
-    Handled::Now(response)
+    Handled::Now(std::future::ready(response))
 }
 
 /// A request's answer, with what its log line says of it.

@@ -785,7 +785,9 @@ where
             let http1 = req.version() <= Version::HTTP_11;
             let handled = match &role {
                 Role::Gateway => handler::handle(&instance.current(), peer, req),
-                Role::Redirect(redirect) => Handled::Now(redirect.load().answer(&req)),
+                Role::Redirect(redirect) => {
+                    Handled::Now(std::future::ready(redirect.load().answer(&req)))
+                }
                 Role::Admin => Handled::Later(Box::pin(admin::respond(
                     Arc::clone(&instance),
                     req,
@@ -795,7 +797,7 @@ where
             };
             match handled {
                 Handled::Now(now) => {
-                    let mut response = now.map(|body| Tracked::whole(body, busy));
+                    let mut response = now.into_inner().map(|body| Tracked::whole(body, busy));
                     close_if_stopping(&mut response, http1, &closing);
                     Reply::Now {
                         ready: std::future::ready(response),
