@@ -41,7 +41,7 @@ use super::snapshot::Snapshot;
 use super::{Body, empty, full};
 use crate::config::PreflightCacheConfig;
 use crate::cors::header::RequestedHeaders;
-use crate::cors::{CorsRequest, Denial, Grant};
+use crate::cors::{CorsRequest, Denial, Echo, Grant};
 pub use crate::rules::preflight::PreflightTemplates;
 
 /// A browser's preflight cache time when `Access-Control-Max-Age` is absent (Fetch standard).
@@ -272,7 +272,13 @@ impl PreflightCache {
             return (answer.render(id), answer.outcome(CacheUse::Hit));
         }
         crate::metrics::preflight_cache_miss();
-        let answer = PreflightAnswer::new(&snapshot.preflight, &snapshot.cors.preflight(req));
+        // An entry outlives its request, so it echoes copies: a slice of an HTTP/2 request's
+        // value would keep the connection's buffer alive as long as the entry (`cors::echo`).
+        let owned = CorsRequest {
+            echo: Echo::Copied,
+            ..*req
+        };
+        let answer = PreflightAnswer::new(&snapshot.preflight, &snapshot.cors.preflight(&owned));
         let outcome = answer.outcome(CacheUse::Miss);
         if answer.ttl.is_zero() {
             return (answer.render(id), outcome);
@@ -377,6 +383,7 @@ mod tests {
     use crate::gateway::request_id::RequestIds;
     use crate::gateway::snapshot::SnapshotCell;
     use http::Method;
+    use http::header::{ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_ORIGIN};
     use http_body_util::BodyExt;
 
     const RULES: &str = r#"<CORSConfiguration>
@@ -464,6 +471,51 @@ mod tests {
             if fresh_status != StatusCode::OK {
                 assert!(String::from_utf8_lossy(&second.2).ends_with("</RequestId></Error>"));
             }
+        }
+    }
+
+    #[test]
+    fn a_cached_answer_holds_no_bytes_of_the_request_it_was_made_for() {
+        // An HTTP/2 request's values are slices of its connection's buffers (h2's decoder
+        // splits them off); an entry holding one would keep a whole buffer alive for the
+        // entry's lifetime, far beyond the bytes the cache counts.
+        let buffer = Bytes::from(
+            "https://a.example|x-amz-acl, x-amz-meta-a|and the rest of a connection's read buffer",
+        );
+        let range = buffer.as_ptr_range();
+        let slice = |from: usize, to: usize| {
+            HeaderValue::from_maybe_shared(buffer.slice(from..to)).expect("valid")
+        };
+        let mut h = HeaderMap::new();
+        h.insert("origin", slice(0, 17));
+        h.insert(
+            "access-control-request-method",
+            HeaderValue::from_static("PUT"),
+        );
+        h.insert("access-control-request-headers", slice(18, 40));
+        let req = CorsRequest::new(&Method::OPTIONS, &h, Resource::Object);
+        assert_eq!(
+            req.echo,
+            Echo::Shared,
+            "as the server passes HTTP/2 requests"
+        );
+        let cache = PreflightCache::new(&PreflightCacheConfig::default()).for_every_policy();
+        let cell = cell();
+        let ids = RequestIds::default();
+        for _ in 0..2 {
+            let (response, _) = cache.respond(&cell.load(), &req, ids.next());
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        let answer = cache
+            .get(&cell.load(), &req)
+            .expect("cached on its second visit");
+        for name in [ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_ALLOW_HEADERS] {
+            let value = &answer.headers[&name];
+            assert!(!value.is_empty(), "{name} echoed");
+            assert!(
+                !range.contains(&value.as_bytes().as_ptr()),
+                "{name} points into the request's buffer"
+            );
         }
     }
 
