@@ -6,9 +6,10 @@
 //! buffer; h2's decoder splits HTTP/2 values off its own), and an answer holding one keeps the
 //! whole buffer alive as long as the answer lives. An HTTP/1.1 answer doing so makes the server
 //! allocate a new read buffer for its next request; a cached answer would keep a buffer for the
-//! entry's lifetime, uncounted by the cache's bounds. Such answers copy what they echo instead, and a copy is shared with the previous answer that echoed the same bytes on
-//! this thread: preflights in a row mostly come from the same page asking for the same
-//! headers, and a fresh copy would cost an allocation and a free per answer.
+//! entry's lifetime, uncounted by the cache's bounds. Such answers copy what they echo instead,
+//! and a copy is shared with the previous answer that echoed the same bytes on this thread:
+//! preflights in a row mostly come from the same page asking for the same headers, and a fresh
+//! copy would cost an allocation and a free per answer.
 
 use std::cell::Cell;
 use std::thread::LocalKey;
@@ -18,8 +19,8 @@ use http::HeaderValue;
 /// How echoed values are made (see the module comment).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Echo {
-    /// A reference to the request's value: nothing to copy (HTTP/2 answers, written before the
-    /// decoder's buffers their values slice would matter, and every caller outside the server).
+    /// A reference to the request's value: nothing to copy (HTTP/2 answers written at once,
+    /// which hold the decoder's buffer only until then, and every caller outside the server).
     #[default]
     Shared,
     /// The answer's own bytes (HTTP/1.1, and every answer kept past its request, such as a

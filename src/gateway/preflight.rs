@@ -492,7 +492,11 @@ mod tests {
             "access-control-request-method",
             HeaderValue::from_static("PUT"),
         );
-        h.insert("access-control-request-headers", slice(18, 40));
+        h.insert("access-control-request-headers", slice(18, 41));
+        assert_eq!(
+            h["access-control-request-headers"],
+            "x-amz-acl, x-amz-meta-a"
+        );
         let req = CorsRequest::new(&Method::OPTIONS, &h, Resource::Object);
         assert_eq!(
             req.echo,
