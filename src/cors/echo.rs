@@ -28,6 +28,30 @@ pub enum Echo {
     Copied,
 }
 
+impl Echo {
+    /// `value` as an answer echoes it: the request's own, or a copy remembered in `last`.
+    #[inline]
+    pub(crate) fn of(
+        self,
+        value: &HeaderValue,
+        last: &'static LocalKey<Cell<Option<HeaderValue>>>,
+    ) -> HeaderValue {
+        match self {
+            Echo::Shared => value.clone(),
+            Echo::Copied => copied(value, last),
+        }
+    }
+}
+
+/// `value` in bytes of the answer's own. Out of line: the shared echo is the one to keep small
+/// enough to inline.
+#[inline(never)]
+fn copied(value: &HeaderValue, last: &'static LocalKey<Cell<Option<HeaderValue>>>) -> HeaderValue {
+    // A request's value makes a valid answer value: `None` cannot happen, and the request's own
+    // value would still be right.
+    remembered(last, value.as_bytes()).unwrap_or_else(|| value.clone())
+}
+
 /// Longest value remembered per thread; longer ones are copied afresh each time.
 pub(crate) const MAX_REMEMBERED: usize = 256;
 

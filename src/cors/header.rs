@@ -214,12 +214,7 @@ impl<'a> RequestedHeaders<'a> {
                 is_canonical(line.as_bytes())
             };
             if reusable {
-                return match echo {
-                    Echo::Shared => Some(line.clone()),
-                    // A valid value's bytes always make one; stay total anyway.
-                    Echo::Copied => remembered(&LAST_ALLOW_HEADERS, line.as_bytes())
-                        .or_else(|| Some(line.clone())),
-                };
+                return Some(echo.of(line, &LAST_ALLOW_HEADERS));
             }
         }
         if self.joined_len() <= MAX_REMEMBERED {

@@ -17,7 +17,7 @@ use http::{HeaderValue, Method, StatusCode};
 
 use super::decision::{CorsRequest, Decision, Denial, DenialReason, Grant, Resource};
 use super::document::{Document, Form, RuleDoc};
-use super::echo::{Echo, LAST_ORIGIN, remembered};
+use super::echo::{Echo, LAST_ORIGIN};
 use super::error::{ConfigError, Problem, ProblemKind, RuleRef};
 use super::header::{HeaderPattern, RequestedHeaders};
 use super::method::CorsMethod;
@@ -339,25 +339,13 @@ fn grant<'p>(
     let allow_origin = if rule.any_origin {
         HeaderValue::from_static("*")
     } else {
-        match echo {
-            Echo::Shared => origin.clone(),
-            Echo::Copied => copied(origin),
-        }
+        echo.of(origin, &LAST_ORIGIN)
     };
     Grant {
         rule,
         allow_origin,
         allow_headers,
     }
-}
-
-/// `origin` in bytes of the answer's own (see [`crate::cors::echo`]). Out of line: the shared
-/// echo is the one to keep small enough to inline.
-#[inline(never)]
-fn copied(origin: &HeaderValue) -> HeaderValue {
-    // A request's value makes a valid answer value: `None` cannot happen, and the request's
-    // own value would still be right.
-    remembered(&LAST_ORIGIN, origin.as_bytes()).unwrap_or_else(|| origin.clone())
 }
 
 /// What a bucket's CORS state is: rules, no configuration, or no bucket at all.
