@@ -199,17 +199,10 @@ impl<'a> Direction<'a> {
                     result
                 }
             };
-            match read {
-                Ok(0) => self.eof = true,
-                Ok(_) => just_read = true,
-                Err(e) if retry_later(&e) => {}
-                Err(source) => {
-                    return Err(RelayError::Transfer {
-                        op: "read from",
-                        peer: self.names.0,
-                        source,
-                    });
-                }
+            match settled(read, "read from", self.names.0)? {
+                Some(0) => self.eof = true,
+                Some(_) => just_read = true,
+                None => {}
             }
         }
         if (writable || just_read) && self.wants_write() {
@@ -229,36 +222,36 @@ impl<'a> Direction<'a> {
                     result
                 }
             };
-            match written {
-                // Nothing written of a nonempty buffer without an error: polling again would
-                // spin.
-                Ok(0) => {
-                    return Err(RelayError::Transfer {
-                        op: "write to",
-                        peer: self.names.1,
-                        source: io::ErrorKind::WriteZero.into(),
-                    });
-                }
-                Ok(_) => {}
-                Err(e) if retry_later(&e) => {}
-                Err(source) => {
-                    return Err(RelayError::Transfer {
-                        op: "write to",
-                        peer: self.names.1,
-                        source,
-                    });
-                }
-            }
+            // Nothing written of a nonempty buffer without an error: polling again would spin.
+            let written = written.and_then(|n| match n {
+                0 => Err(io::ErrorKind::WriteZero.into()),
+                n => Ok(n),
+            });
+            settled(written, "write to", self.names.1)?;
         }
         Ok(())
     }
 }
 
-fn retry_later(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
+/// How a read or write of `op` the `peer` ended: the bytes it moved, `None` if it is to be
+/// tried again once poll says so, or the error that ends the relay.
+fn settled(
+    result: io::Result<usize>,
+    op: &'static str,
+    peer: &'static str,
+) -> Result<Option<usize>, RelayError> {
+    match result {
+        Ok(n) => Ok(Some(n)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(RelayError::Transfer { op, peer, source }),
+    }
 }
 
 /// A nonblocking pipe: its read end, its write end.
